@@ -1,0 +1,3 @@
+from autosandbox.cli import main
+
+main()

@@ -1,0 +1,240 @@
+"""The profile: what a traced program was seen to do. Versioned JSON, the contract between the
+tracer (which fills it) and the synthesizer (which reads it). Nothing here knows systemd."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autosandbox.errors import UserError
+
+PROFILE_VERSION = 1
+MAX_EXAMPLES = 5
+
+# Access kinds recorded per path. Everything but read/exec/stat needs the file system writable.
+ACCESS_KINDS = ("read", "write", "create", "delete", "rename", "exec", "mkdir", "chmod", "chown",
+                "setattr", "stat")
+WRITE_KINDS = frozenset({"write", "create", "delete", "rename", "mkdir", "chmod", "chown",
+                         "setattr"})
+
+# Behaviour flags: names are the contract with the synthesizer's catalogue.
+FLAGS = (
+    "wx_memory", "realtime", "personality", "namespaces", "mount", "module_load", "clock_set",
+    "hostname_set", "keyring", "kernel_log", "proc_sys_write", "sys_write", "cgroup_write",
+    "device_nodes", "setuid_bits_set", "sysv_ipc", "set_ids", "ptrace", "chroot", "bpf",
+    "perf", "raw_io", "reboot", "proc_other_pids", "suid_exec",
+)
+
+
+@dataclass
+class Evidence:
+    """A count and a few examples: enough to explain a decision in one comment."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, example: str, n: int = 1) -> None:
+        self.count += n
+        if example and example not in self.examples and len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(example)
+
+    def merge(self, other: Evidence) -> None:
+        self.count += other.count
+        for ex in other.examples:
+            self.add(ex, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "examples": list(self.examples)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evidence:
+        return cls(int(data["count"]), [str(x) for x in data.get("examples", [])])
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    family: str  # AF_INET, AF_INET6
+    proto: str  # tcp, udp, raw, ...
+    addr: str
+    port: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "proto": self.proto, "addr": self.addr, "port": self.port}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Endpoint:
+        return cls(str(d["family"]), str(d["proto"]), str(d["addr"]), int(d["port"]))
+
+
+def _counter_add(counter: dict[str, int], key: str, n: int = 1) -> None:
+    counter[key] = counter.get(key, 0) + n
+
+
+@dataclass
+class Profile:
+    subject: dict[str, Any] = field(default_factory=dict)  # command, unit, cwd, user
+    sources: list[str] = field(default_factory=list)  # strace, tracefs:cap_capable, audit ...
+    paths: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> kind -> count
+    failed_paths: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> errno -> n
+    execs: dict[str, dict[str, bool]] = field(default_factory=dict)  # path -> setuid/setgid
+    families: dict[str, int] = field(default_factory=dict)
+    socket_types: dict[str, int] = field(default_factory=dict)  # "AF_INET/SOCK_STREAM"
+    binds: set[Endpoint] = field(default_factory=set)
+    peers: set[Endpoint] = field(default_factory=set)  # we connected or sent to
+    inbound: set[Endpoint] = field(default_factory=set)  # accepted from / received from
+    unix_sockets: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> op -> n
+    netlink: dict[str, int] = field(default_factory=dict)  # NETLINK_ROUTE, ...
+    syscalls: dict[str, int] = field(default_factory=dict)
+    failed_syscalls: dict[str, dict[str, int]] = field(default_factory=dict)
+    capabilities: dict[str, Evidence] = field(default_factory=dict)
+    flags: dict[str, Evidence] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    # -- recording -----------------------------------------------------------------------
+    def add_path(self, path: str, kind: str, n: int = 1) -> None:
+        kinds = self.paths.get(path)
+        if kinds is None:
+            kinds = self.paths[path] = {}
+        kinds[kind] = kinds.get(kind, 0) + n
+
+    def add_failed_path(self, path: str, errno: str) -> None:
+        _counter_add(self.failed_paths.setdefault(path, {}), errno)
+
+    def add_cap(self, cap: str, reason: str, n: int = 1) -> None:
+        self.capabilities.setdefault(cap, Evidence()).add(reason, n)
+
+    def add_flag(self, flag: str, example: str) -> None:
+        assert flag in FLAGS, flag
+        self.flags.setdefault(flag, Evidence()).add(example)
+
+    def add_family(self, family: str) -> None:
+        _counter_add(self.families, family)
+
+    def add_source(self, source: str) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
+
+    # -- queries -------------------------------------------------------------------------
+    def written_paths(self) -> dict[str, set[str]]:
+        return {p: set(k) & WRITE_KINDS for p, k in self.paths.items() if set(k) & WRITE_KINDS}
+
+    def accessed(self, prefix: str) -> list[str]:
+        """Paths at or below `prefix` that were touched in any way, failed ones included."""
+        base = prefix.rstrip("/")
+        return sorted(p for p in (*self.paths, *self.failed_paths)
+                      if p == base or p.startswith(base + "/"))
+
+    # -- merge and (de)serialization -----------------------------------------------------
+    def merge(self, other: Profile) -> None:
+        for p, kinds in other.paths.items():
+            for k, n in kinds.items():
+                self.add_path(p, k, n)
+        for p, errs in other.failed_paths.items():
+            for e, n in errs.items():
+                _counter_add(self.failed_paths.setdefault(p, {}), e, n)
+        for p, bits in other.execs.items():
+            mine = self.execs.setdefault(p, {"setuid": False, "setgid": False})
+            for b, v in bits.items():
+                mine[b] = mine.get(b, False) or v
+        for src, dst in ((other.families, self.families), (other.socket_types, self.socket_types),
+                         (other.syscalls, self.syscalls), (other.netlink, self.netlink)):
+            for k, n in src.items():
+                _counter_add(dst, k, n)
+        self.binds |= other.binds
+        self.peers |= other.peers
+        self.inbound |= other.inbound
+        for p, ops in other.unix_sockets.items():
+            for op, n in ops.items():
+                _counter_add(self.unix_sockets.setdefault(p, {}), op, n)
+        for sc, errs in other.failed_syscalls.items():
+            for e, n in errs.items():
+                _counter_add(self.failed_syscalls.setdefault(sc, {}), e, n)
+        for mine_d, theirs_d in ((self.capabilities, other.capabilities),
+                                 (self.flags, other.flags)):
+            for k, ev in theirs_d.items():
+                mine_d.setdefault(k, Evidence()).merge(ev)
+        for s in other.sources:
+            self.add_source(s)
+        self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        subjects = self.subject.setdefault("merged", [])
+        subjects.append(other.subject)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": PROFILE_VERSION,
+            "subject": self.subject,
+            "sources": self.sources,
+            "paths": {p: dict(sorted(k.items())) for p, k in sorted(self.paths.items())},
+            "failed_paths": dict(sorted(self.failed_paths.items())),
+            "execs": dict(sorted(self.execs.items())),
+            "families": dict(sorted(self.families.items())),
+            "socket_types": dict(sorted(self.socket_types.items())),
+            "binds": [e.to_json() for e in sorted(self.binds)],
+            "peers": [e.to_json() for e in sorted(self.peers)],
+            "inbound": [e.to_json() for e in sorted(self.inbound)],
+            "unix_sockets": dict(sorted(self.unix_sockets.items())),
+            "netlink": dict(sorted(self.netlink.items())),
+            "syscalls": dict(sorted(self.syscalls.items())),
+            "failed_syscalls": dict(sorted(self.failed_syscalls.items())),
+            "capabilities": {k: v.to_json() for k, v in sorted(self.capabilities.items())},
+            "flags": {k: v.to_json() for k, v in sorted(self.flags.items())},
+            "warnings": self.warnings,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        version = data.get("version")
+        if version != PROFILE_VERSION:
+            raise UserError(f"profile version {version!r} is not supported "
+                            f"(this autosandbox reads version {PROFILE_VERSION})")
+        try:
+            return cls(
+                subject=dict(data.get("subject", {})),
+                sources=list(data.get("sources", [])),
+                paths={str(p): {str(k): int(n) for k, n in v.items()}
+                       for p, v in data.get("paths", {}).items()},
+                failed_paths={str(p): {str(k): int(n) for k, n in v.items()}
+                              for p, v in data.get("failed_paths", {}).items()},
+                execs={str(p): {str(k): bool(b) for k, b in v.items()}
+                       for p, v in data.get("execs", {}).items()},
+                families={str(k): int(n) for k, n in data.get("families", {}).items()},
+                socket_types={str(k): int(n) for k, n in data.get("socket_types", {}).items()},
+                binds={Endpoint.from_json(e) for e in data.get("binds", [])},
+                peers={Endpoint.from_json(e) for e in data.get("peers", [])},
+                inbound={Endpoint.from_json(e) for e in data.get("inbound", [])},
+                unix_sockets={str(p): {str(k): int(n) for k, n in v.items()}
+                              for p, v in data.get("unix_sockets", {}).items()},
+                netlink={str(k): int(n) for k, n in data.get("netlink", {}).items()},
+                syscalls={str(k): int(n) for k, n in data.get("syscalls", {}).items()},
+                failed_syscalls={str(s): {str(k): int(n) for k, n in v.items()}
+                                 for s, v in data.get("failed_syscalls", {}).items()},
+                capabilities={str(k): Evidence.from_json(v)
+                              for k, v in data.get("capabilities", {}).items()},
+                flags={str(k): Evidence.from_json(v) for k, v in data.get("flags", {}).items()},
+                warnings=[str(w) for w in data.get("warnings", [])],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"profile is malformed: {exc}") from None
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n",
+                       encoding="utf-8", errors="surrogateescape")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        try:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise UserError(f"cannot read profile {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not a profile (invalid JSON: {exc.msg}, "
+                            f"line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is not a profile (expected a JSON object)")
+        return cls.from_json(data)

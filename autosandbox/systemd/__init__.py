@@ -1,0 +1,1 @@
+"""Talking to systemd: D-Bus, drop-ins, systemd-analyze."""

@@ -1,0 +1,1 @@
+"""Tracing: run a program or a unit under strace (and tracefs), yield a Profile."""

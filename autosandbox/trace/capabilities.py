@@ -1,0 +1,95 @@
+"""Capability names and the table that infers capabilities from system calls.
+
+The table is data: each row says which syscalls (and which argument tokens) show a need for a
+capability, and the reason that is kept as evidence. Checks the kernel really made are read
+from tracefs (see tracefs.py) where the kernel has the `capability:cap_capable` tracepoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Numbering from linux/capability.h; stable kernel ABI.
+CAP_NAMES: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
+    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON",
+    "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+def cap_name(number: int) -> str:
+    if 0 <= number < len(CAP_NAMES):
+        return CAP_NAMES[number]
+    return f"CAP_{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class CapRule:
+    """A successful call to one of `syscalls` whose raw arguments contain one of `tokens`
+    (any call if `tokens` is empty) shows a need for `cap`."""
+
+    cap: str
+    syscalls: frozenset[str]
+    reason: str
+    tokens: tuple[str, ...] = ()
+
+
+def _s(names: str) -> frozenset[str]:
+    return frozenset(names.split())
+
+
+# Rows that need state (bind ports, set*id targets) are applied by the recorder, which knows
+# the port and the current ids; they are listed here so the table stays the single reference.
+CAP_RULES: tuple[CapRule, ...] = (
+    CapRule("CAP_NET_RAW", _s("socket"), "raw or packet socket", ("SOCK_RAW", "AF_PACKET")),
+    CapRule("CAP_NET_ADMIN", _s("setsockopt"), "privileged socket option",
+            ("SO_MARK", "SO_BINDTODEVICE", "IP_TRANSPARENT", "SO_SNDBUFFORCE", "SO_RCVBUFFORCE")),
+    CapRule("CAP_CHOWN", _s("chown lchown fchown fchownat"), "file owner changed"),
+    CapRule("CAP_MKNOD", _s("mknod mknodat"), "device node created", ("S_IFCHR", "S_IFBLK")),
+    CapRule("CAP_SYS_CHROOT", _s("chroot"), "chroot()"),
+    CapRule("CAP_SYS_ADMIN", _s("mount umount2 pivot_root fsopen fsmount move_mount open_tree"),
+            "mount operation"),
+    CapRule("CAP_SYS_ADMIN", _s("setns sethostname setdomainname"), "namespace/host name change"),
+    CapRule("CAP_SYS_ADMIN", _s("unshare clone clone3"), "new namespace",
+            ("CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWNET", "CLONE_NEWPID",
+             "CLONE_NEWCGROUP")),
+    CapRule("CAP_SYS_PTRACE", _s("ptrace process_vm_readv process_vm_writev"),
+            "ptrace of another process"),
+    CapRule("CAP_SYS_TIME", _s("settimeofday clock_settime"), "clock set"),
+    CapRule("CAP_SYS_RAWIO", _s("iopl ioperm"), "I/O port access"),
+    CapRule("CAP_SYS_MODULE", _s("init_module finit_module delete_module"), "kernel module"),
+    CapRule("CAP_SYS_BOOT", _s("reboot kexec_load kexec_file_load"), "reboot/kexec"),
+    CapRule("CAP_SYSLOG", _s("syslog"), "kernel log read via syslog(2)",
+            ("SYSLOG_ACTION_READ", "SYSLOG_ACTION_CLEAR", "SYSLOG_ACTION_CONSOLE")),
+    CapRule("CAP_BPF", _s("bpf"), "bpf()"),
+    CapRule("CAP_PERFMON", _s("perf_event_open"), "perf_event_open()"),
+    CapRule("CAP_SYS_NICE", _s("sched_setscheduler sched_setattr"), "realtime scheduling",
+            ("SCHED_FIFO", "SCHED_RR")),
+    CapRule("CAP_SETPCAP", _s("prctl"), "bounding set drop", ("PR_CAPBSET_DROP",)),
+    CapRule("CAP_SETFCAP", _s("setxattr lsetxattr fsetxattr"), "file capability set",
+            ('"security.capability"',)),
+    CapRule("CAP_LEASE", _s("fcntl"), "file lease", ("F_SETLEASE",)),
+    CapRule("CAP_WAKE_ALARM", _s("timerfd_create"), "alarm clock timer",
+            ("CLOCK_REALTIME_ALARM", "CLOCK_BOOTTIME_ALARM")),
+    CapRule("CAP_IPC_LOCK", _s("mlockall"), "mlockall()"),
+)
+
+# Also applied by the recorder, with state:
+#   CAP_NET_BIND_SERVICE: bind() to a port below 1024
+#   CAP_SETUID / CAP_SETGID: set*uid/set*gid/setgroups to ids other than the current ones
+
+RULES_BY_SYSCALL: dict[str, tuple[CapRule, ...]] = {}
+for _rule in CAP_RULES:
+    for _sc in _rule.syscalls:
+        RULES_BY_SYSCALL[_sc] = (*RULES_BY_SYSCALL.get(_sc, ()), _rule)
+
+# Checks the kernel makes on behalf of ordinary memory management for every process
+# (security_vm_enough_memory_mm): a CAP_SYS_ADMIN check with no caller we can see is noise
+# unless a syscall needing SYS_ADMIN was also seen.
+NOISY_KERNEL_CAPS: frozenset[str] = frozenset({"CAP_SYS_ADMIN"})

@@ -1,0 +1,154 @@
+"""Trace a plain command: `autosandbox learn -- CMD ...`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosandbox.errors import UserError
+from autosandbox.profile import Profile
+from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
+from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.stream import TraceStream
+from autosandbox.trace.tracefs import CapabilityTracer, cap_capable_available
+
+# Paths need no -s: strace prints them whole. Data buffers stay short, which keeps it fast.
+STRACE_OPTIONS = ("-f", "-y", "-q", "-s", "64")
+
+
+@dataclass
+class Progress:
+    elapsed: float
+    duration: float | None
+    events: int
+    paths: int
+    families: list[str]
+    capabilities: list[str]
+    state: str
+
+
+@dataclass
+class TraceResult:
+    profile: Profile
+    exit_code: int | None
+    interrupted: bool
+
+
+def require_strace() -> str:
+    path = shutil.which("strace")
+    if path is None:
+        raise UserError("strace is not installed: install it with 'apt-get install strace'")
+    return path
+
+
+def strace_argv(strace: str, output: Path, argv: Sequence[str]) -> list[str]:
+    return [strace, *STRACE_OPTIONS, "-o", str(output), "--", *argv]
+
+
+def add_kernel_capabilities(profile: Profile, tracer: CapabilityTracer) -> None:
+    """Granted checks become needs; the known-noisy ones only when a syscall corroborates."""
+    for cap, count in tracer.items():
+        if cap in NOISY_KERNEL_CAPS and cap not in profile.capabilities:
+            profile.warnings.append(
+                f"ignored {count} kernel checks of {cap}: made for memory accounting, "
+                "no syscall needing it was seen")
+            continue
+        profile.add_cap(cap, f"kernel granted {count} checks", count)
+
+
+def trace_command(
+    argv: Sequence[str],
+    duration: float | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cwd: str | None = None,
+) -> TraceResult:
+    strace = require_strace()
+    if not argv:
+        raise UserError("no command given: autosandbox learn -- CMD [ARGS...]")
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"command not found: {argv[0]}")
+    workdir = cwd or os.getcwd()
+    profile = Profile(subject={"command": list(argv), "cwd": workdir, "uid": os.geteuid()})
+    profile.add_source("strace")
+    recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
+    stream = TraceStream(recorder)
+    use_caps = os.geteuid() == 0 and cap_capable_available()
+    profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
+
+    # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
+    # strace: no capability check of the traced program is missed, none of ours is counted.
+    gate_r, gate_w = os.pipe()
+    shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
+            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv)]
+    started = time.monotonic()
+    proc = subprocess.Popen(shim, pass_fds=(gate_r,), cwd=workdir, start_new_session=True)
+    os.close(gate_r)
+    interrupted = False
+    tracer: CapabilityTracer | None = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if use_caps:
+                tracer = stack.enter_context(
+                    CapabilityTracer(proc.pid, ignore_pids=frozenset({proc.pid})))
+            os.write(gate_w, b"go\n")
+            os.close(gate_w)
+            gate_w = -1
+            try:
+                _wait(proc, started, duration, stream, recorder, on_progress)
+            except KeyboardInterrupt:
+                interrupted = True
+            if proc.poll() is None:
+                interrupted = interrupted or duration is not None
+                _terminate(proc)
+    finally:
+        if gate_w >= 0:
+            os.close(gate_w)
+        if proc.poll() is None:
+            _terminate(proc)
+    profile = stream.close()
+    if tracer is not None:
+        add_kernel_capabilities(profile, tracer)
+    profile.subject["duration_s"] = round(time.monotonic() - started, 3)
+    root = recorder.first_pid
+    code = recorder.exit_codes.get(root) if root is not None else proc.returncode
+    if root is None and proc.returncode not in (0, None):
+        raise UserError(f"strace failed to run {argv[0]} (exit {proc.returncode})")
+    profile.subject["exit_code"] = code
+    return TraceResult(profile, code, interrupted)
+
+
+def _wait(proc: subprocess.Popen[bytes], started: float, duration: float | None,
+          stream: TraceStream, recorder: Recorder,
+          on_progress: Callable[[Progress], None] | None) -> None:
+    while True:
+        elapsed = time.monotonic() - started
+        if on_progress is not None:
+            p = recorder.profile
+            on_progress(Progress(elapsed, duration, stream.events, len(p.paths),
+                                 sorted(p.families), sorted(p.capabilities), "running"))
+        if duration is not None and elapsed >= duration:
+            return
+        try:
+            proc.wait(timeout=0.5 if duration is None else min(0.5, duration - elapsed + 0.01))
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the whole traced session, then SIGKILL what is left after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,522 @@
+"""Turns parsed strace events into a Profile: resolved paths with access kinds, sockets,
+capabilities inferred from syscalls (capabilities.CAP_RULES) and behaviour flags."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from autosandbox.profile import WRITE_KINDS, Endpoint, Profile
+from autosandbox.trace.capabilities import RULES_BY_SYSCALL
+from autosandbox.trace.strace_parser import (
+    Event,
+    ProcessEnd,
+    StraceParser,
+    Syscall,
+    fd_path,
+    string_arg,
+    unescape,
+)
+
+# name -> (access kind, index of the dirfd argument or None, index of the path argument)
+PATH_CALLS: dict[str, tuple[str, int | None, int]] = {
+    "open": ("?open", None, 0), "creat": ("?open", None, 0), "openat": ("?open", 0, 1),
+    "openat2": ("?open", 0, 1),
+    "execve": ("exec", None, 0), "execveat": ("exec", 0, 1),
+    "stat": ("stat", None, 0), "lstat": ("stat", None, 0), "newfstatat": ("stat", 0, 1),
+    "fstatat64": ("stat", 0, 1), "statx": ("stat", 0, 1), "access": ("stat", None, 0),
+    "faccessat": ("stat", 0, 1), "faccessat2": ("stat", 0, 1), "readlink": ("stat", None, 0),
+    "readlinkat": ("stat", 0, 1), "getxattr": ("stat", None, 0), "lgetxattr": ("stat", None, 0),
+    "listxattr": ("stat", None, 0), "llistxattr": ("stat", None, 0), "statfs": ("stat", None, 0),
+    "inotify_add_watch": ("read", None, 1),
+    "mkdir": ("mkdir", None, 0), "mkdirat": ("mkdir", 0, 1),
+    "unlink": ("delete", None, 0), "unlinkat": ("delete", 0, 1), "rmdir": ("delete", None, 0),
+    "chmod": ("chmod", None, 0), "fchmodat": ("chmod", 0, 1), "fchmodat2": ("chmod", 0, 1),
+    "chown": ("chown", None, 0), "lchown": ("chown", None, 0), "fchownat": ("chown", 0, 1),
+    "truncate": ("write", None, 0), "utime": ("setattr", None, 0),
+    "utimes": ("setattr", None, 0), "utimensat": ("setattr", 0, 1),
+    "futimesat": ("setattr", 0, 1), "setxattr": ("setattr", None, 0),
+    "lsetxattr": ("setattr", None, 0), "removexattr": ("setattr", None, 0),
+    "lremovexattr": ("setattr", None, 0), "mknod": ("create", None, 0),
+    "mknodat": ("create", 0, 1), "chdir": ("stat", None, 0), "chroot": ("stat", None, 0),
+}
+# Calls on an open fd: (kind, index of the fd argument)
+FD_CALLS: dict[str, tuple[str, int]] = {
+    "fchmod": ("chmod", 0), "fchown": ("chown", 0), "fsetxattr": ("setattr", 0),
+    "fchdir": ("stat", 0),
+}
+# Two-path calls: (index of old dirfd or None, old path, index of new dirfd or None, new path)
+TWO_PATH_CALLS: dict[str, tuple[str, str, int | None, int, int | None, int]] = {
+    "rename": ("rename", "rename", None, 0, None, 1),
+    "renameat": ("rename", "rename", 0, 1, 2, 3),
+    "renameat2": ("rename", "rename", 0, 1, 2, 3),
+    "link": ("stat", "create", None, 0, None, 1),
+    "linkat": ("stat", "create", 0, 1, 2, 3),
+}
+SYMLINK_CALLS: dict[str, tuple[int | None, int]] = {"symlink": (None, 1), "symlinkat": (1, 2)}
+
+# Behaviour flags set by the mere use of a syscall (arguments refine some, below).
+FLAG_CALLS: dict[str, str] = {
+    "mount": "mount", "umount2": "mount", "pivot_root": "mount", "fsopen": "mount",
+    "fsmount": "mount", "move_mount": "mount", "open_tree": "mount",
+    "init_module": "module_load", "finit_module": "module_load", "delete_module": "module_load",
+    "settimeofday": "clock_set", "clock_settime": "clock_set", "adjtimex": "clock_set",
+    "clock_adjtime": "clock_set", "sethostname": "hostname_set", "setdomainname": "hostname_set",
+    "add_key": "keyring", "request_key": "keyring", "keyctl": "keyring", "syslog": "kernel_log",
+    "shmget": "sysv_ipc", "semget": "sysv_ipc", "msgget": "sysv_ipc", "ptrace": "ptrace",
+    "process_vm_readv": "ptrace", "process_vm_writev": "ptrace", "chroot": "chroot",
+    "bpf": "bpf", "perf_event_open": "perf", "iopl": "raw_io", "ioperm": "raw_io",
+    "reboot": "reboot", "kexec_load": "reboot", "kexec_file_load": "reboot",
+    "setns": "namespaces",
+}
+NAMESPACE_FLAGS = ("CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER", "CLONE_NEWPID",
+                   "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME")
+SETID_CALLS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "setuid": ("uid", (0,)), "setreuid": ("uid", (0, 1)), "setresuid": ("uid", (0, 1, 2)),
+    "setfsuid": ("uid", (0,)), "setgid": ("gid", (0,)), "setregid": ("gid", (0, 1)),
+    "setresgid": ("gid", (0, 1, 2)), "setfsgid": ("gid", (0,)),
+}
+# Device nodes every program may open; anything else under /dev is a real device.
+PSEUDO_DEVICES = frozenset({
+    "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
+    "/dev/ptmx", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/console", "/dev/log",
+})
+PSEUDO_DEVICE_PREFIXES = ("/dev/pts/", "/dev/shm/", "/dev/fd/", "/dev/mqueue/", "/dev/hugepages/")
+
+_FAMILY = re.compile(r"sa_family=(\w+)")
+_PORT = re.compile(r"sin6?_port=htons\((\d+)\)")
+_ADDR4 = re.compile(r'inet_addr\("([^"]+)"\)')
+_ADDR6 = re.compile(r'inet_pton\(AF_INET6, "([^"]+)"')
+_SUN_PATH = re.compile(r'sun_path=(@?)("(?:[^"\\]|\\.)*")')
+_SOCKET_INODE = re.compile(r"socket:\[(\d+)\]")
+_PROC_PID = re.compile(r"/proc/(\d+)(?:/|$)")
+_SOCK_PROTO = {"SOCK_STREAM": "tcp", "SOCK_DGRAM": "udp", "SOCK_RAW": "raw",
+               "SOCK_SEQPACKET": "seqpacket"}
+# Failed connects that are still attempts the service needs (nonblocking or refused).
+_ATTEMPT_ERRNOS = frozenset({"EINPROGRESS", "EAGAIN", "EALREADY", "ECONNREFUSED", "ETIMEDOUT",
+                             "ENETUNREACH", "EHOSTUNREACH", "ECONNRESET"})
+
+
+@dataclass
+class _Socket:
+    family: str
+    proto: str
+
+
+class Recorder:
+    """Feeds on events; owns per-process state (cwd, ids) and the socket inode table."""
+
+    def __init__(self, profile: Profile, cwd: str, uid: int = 0, gid: int = 0) -> None:
+        self.profile = profile
+        self.root_cwd = cwd
+        self.start_uid = uid
+        self.start_gid = gid
+        self.cwd: dict[int, str] = {}
+        self.uid: dict[int, int] = {}
+        self.gid: dict[int, int] = {}
+        self.pids: set[int] = set()
+        self.sockets: dict[str, _Socket] = {}
+        self.exit_codes: dict[int, int | None] = {}
+        self.first_pid: int | None = None
+
+    # -- events ----------------------------------------------------------------------------
+    def handle(self, ev: Event) -> None:
+        if isinstance(ev, Syscall):
+            self._syscall(ev)
+        elif isinstance(ev, ProcessEnd):
+            self.exit_codes[ev.pid] = ev.exit_code
+
+    def finish(self, parser: StraceParser) -> Profile:
+        """Fold the parser's counters (every syscall seen, failures of undetailed calls) in."""
+        p = self.profile
+        for name, n in parser.counts.items():
+            p.syscalls[name] = p.syscalls.get(name, 0) + n
+        for name, errs in parser.failed.items():
+            mine = p.failed_syscalls.setdefault(name, {})
+            for e, n in errs.items():
+                mine[e] = mine.get(e, 0) + n
+        if parser.unparsed:
+            p.warnings.append(f"{parser.unparsed} strace lines could not be parsed")
+        return p
+
+    def _track(self, pid: int) -> None:
+        if pid not in self.pids:
+            self.pids.add(pid)
+            if self.first_pid is None:
+                self.first_pid = pid
+            self.cwd.setdefault(pid, self.root_cwd)
+            self.uid.setdefault(pid, self.start_uid)
+            self.gid.setdefault(pid, self.start_gid)
+
+    def _syscall(self, sc: Syscall) -> None:
+        pid = sc.pid
+        if pid not in self.pids:
+            self._track(pid)
+        name = sc.name
+        p = self.profile
+        if sc.errno is not None:
+            errs = p.failed_syscalls.setdefault(name, {})
+            errs[sc.errno] = errs.get(sc.errno, 0) + 1
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            handler(self, sc)
+        flag = FLAG_CALLS.get(name)
+        if flag is not None:
+            p.add_flag(flag, f"{name}()")
+        rules = RULES_BY_SYSCALL.get(name)
+        if rules and sc.ok:
+            joined = ", ".join(sc.args)
+            for rule in rules:
+                if not rule.tokens or any(t in joined for t in rule.tokens):
+                    p.add_cap(rule.cap, f"{rule.reason} ({name})")
+
+    # -- paths -----------------------------------------------------------------------------
+    def _base(self, sc: Syscall, dirfd: int | None) -> str | None:
+        if dirfd is None or dirfd >= len(sc.args):
+            return self.cwd.get(sc.pid, self.root_cwd)
+        tok = sc.args[dirfd]
+        path = fd_path(tok)
+        if tok.startswith("AT_FDCWD"):
+            if path is not None:  # strace -y shows the cwd: the ground truth
+                self.cwd[sc.pid] = path
+                return path
+            return self.cwd.get(sc.pid, self.root_cwd)
+        return path
+
+    def resolve(self, sc: Syscall, dirfd: int | None, index: int) -> str | None:
+        if index >= len(sc.args):
+            return None
+        tok = sc.args[index]
+        if tok == "NULL":  # utimensat(fd, NULL, ...) acts on the fd itself
+            return self._base(sc, dirfd) if dirfd is not None else None
+        path = string_arg(tok)
+        if path is None:
+            return None
+        if path.startswith("/"):
+            return _normalize(path)
+        base = self._base(sc, dirfd)
+        if base is None:
+            return None
+        return _normalize(os.path.join(base, path)) if path else base
+
+    def _record(self, sc: Syscall, path: str | None, kind: str) -> None:
+        if path is None:
+            return
+        p = self.profile
+        if not sc.ok:
+            if sc.errno is not None:
+                p.add_failed_path(path, sc.errno)
+            return
+        p.add_path(path, kind)
+        self._path_flags(path, kind)
+
+    def _path_flags(self, path: str, kind: str) -> None:
+        p = self.profile
+        if kind in WRITE_KINDS:
+            if path.startswith("/proc/sys/"):
+                p.add_flag("proc_sys_write", path)
+            elif path.startswith("/sys/fs/cgroup/"):
+                p.add_flag("cgroup_write", path)
+            elif path.startswith("/sys/"):
+                p.add_flag("sys_write", path)
+        if path.startswith("/dev/"):
+            if path in ("/dev/kmsg",):
+                p.add_flag("kernel_log", path)
+            if (kind not in ("stat",) and path not in PSEUDO_DEVICES
+                    and not path.startswith(PSEUDO_DEVICE_PREFIXES) and _is_device(path)):
+                p.add_flag("device_nodes", path)
+        elif path.startswith("/proc/"):
+            if path == "/proc/kmsg":
+                p.add_flag("kernel_log", path)
+            m = _PROC_PID.match(path)
+            if m is not None and int(m.group(1)) not in self.pids:
+                p.add_flag("proc_other_pids", path)
+
+    def _path_call(self, sc: Syscall) -> None:
+        kind, dirfd, index = PATH_CALLS[sc.name]
+        if kind == "?open":
+            self._open(sc, dirfd, index)
+            return
+        path = self.resolve(sc, dirfd, index)
+        if kind == "exec":
+            self._exec(sc, path)
+            return
+        if sc.name in ("chmod", "fchmodat", "fchmodat2"):
+            self._chmod_bits(sc, path, index + 1)
+        if sc.name in ("mknod", "mknodat") and any(
+            t in sc.args[index + 1] for t in ("S_IFCHR", "S_IFBLK")
+        ):
+            self.profile.add_flag("device_nodes", f"mknod {path}")
+        if sc.name == "chdir" and sc.ok and path is not None:
+            self.cwd[sc.pid] = path
+        self._record(sc, path, kind)
+
+    def _open(self, sc: Syscall, dirfd: int | None, index: int) -> None:
+        flags = sc.args[index + 1] if index + 1 < len(sc.args) else ""
+        if sc.name == "creat":
+            flags = "O_WRONLY|O_CREAT|O_TRUNC"
+        path = sc.ret_path if sc.ok else None
+        if path is None:
+            path = self.resolve(sc, dirfd, index)
+        if "O_PATH" in flags:
+            self._record(sc, path, "stat")
+            return
+        if "O_WRONLY" in flags or "O_RDWR" in flags or "O_TRUNC" in flags:
+            self._record(sc, path, "write")
+        else:
+            self._record(sc, path, "read")
+        if "O_CREAT" in flags or "O_TMPFILE" in flags:
+            self._record(sc, path, "create")
+
+    def _exec(self, sc: Syscall, path: str | None) -> None:
+        self._record(sc, path, "exec")
+        if path is None or not sc.ok:
+            return
+        p = self.profile
+        if path not in p.execs:
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                mode = 0
+            p.execs[path] = {"setuid": bool(mode & stat.S_ISUID),
+                             "setgid": bool(mode & stat.S_ISGID)}
+            if mode & (stat.S_ISUID | stat.S_ISGID):
+                p.add_flag("suid_exec", path)
+
+    def _chmod_bits(self, sc: Syscall, path: str | None, mode_index: int) -> None:
+        if not sc.ok or mode_index >= len(sc.args):
+            return
+        mode = sc.args[mode_index]
+        try:
+            bits = int(mode, 8)
+        except ValueError:
+            bits = 0o6000 if ("S_ISUID" in mode or "S_ISGID" in mode) else 0
+        if bits & 0o6000:
+            self.profile.add_flag("setuid_bits_set", f"{path} {mode}")
+
+    def _fd_call(self, sc: Syscall) -> None:
+        kind, index = FD_CALLS[sc.name]
+        path = fd_path(sc.args[index]) if index < len(sc.args) else None
+        if sc.name == "fchdir" and sc.ok and path is not None:
+            self.cwd[sc.pid] = path
+        if sc.name == "fchmod":
+            self._chmod_bits(sc, path, 1)
+        self._record(sc, path, kind)
+
+    def _two_path_call(self, sc: Syscall) -> None:
+        old_kind, new_kind, od, oi, nd, ni = TWO_PATH_CALLS[sc.name]
+        self._record(sc, self.resolve(sc, od, oi), old_kind)
+        self._record(sc, self.resolve(sc, nd, ni), new_kind)
+
+    def _symlink_call(self, sc: Syscall) -> None:
+        dirfd, index = SYMLINK_CALLS[sc.name]
+        self._record(sc, self.resolve(sc, dirfd, index), "create")
+
+    # -- sockets ---------------------------------------------------------------------------
+    def _socket(self, sc: Syscall) -> None:
+        if len(sc.args) < 3:
+            return
+        family, stype, proto = sc.args[0], sc.args[1], sc.args[2]
+        p = self.profile
+        if not sc.ok and sc.errno in ("EAFNOSUPPORT", "EPERM", "EACCES"):
+            p.add_failed_path(f"socket:{family}", sc.errno)
+        if not family.startswith("AF_"):
+            return
+        p.add_family(family)
+        base_type = stype.split("|", 1)[0]
+        p.socket_types[f"{family}/{base_type}"] = p.socket_types.get(f"{family}/{base_type}",
+                                                                     0) + 1
+        if family == "AF_NETLINK":
+            p.netlink[proto] = p.netlink.get(proto, 0) + 1
+        if sc.ok and sc.ret_deco:
+            m = _SOCKET_INODE.match(sc.ret_deco)
+            if m is not None:
+                self.sockets[m.group(1)] = _Socket(family, _SOCK_PROTO.get(base_type, base_type))
+
+    def _socketpair(self, sc: Syscall) -> None:
+        if sc.args and sc.args[0].startswith("AF_"):
+            self.profile.add_family(sc.args[0])
+
+    def _sock_of(self, tok: str) -> _Socket | None:
+        m = _SOCKET_INODE.search(tok)
+        return self.sockets.get(m.group(1)) if m else None
+
+    def _sockaddr(self, sc: Syscall, fd_index: int, addr_text: str) -> tuple[str, Endpoint | None,
+                                                                               str | None]:
+        """(family, IP endpoint or None, unix path or None) of a decoded sockaddr."""
+        fm = _FAMILY.search(addr_text)
+        family = fm.group(1) if fm else ""
+        sock = self._sock_of(sc.args[fd_index]) if fd_index < len(sc.args) else None
+        proto = sock.proto if sock else "any"
+        if family in ("AF_INET", "AF_INET6"):
+            pm = _PORT.search(addr_text)
+            am = (_ADDR4 if family == "AF_INET" else _ADDR6).search(addr_text)
+            if pm and am:
+                return family, Endpoint(family, proto, am.group(1), int(pm.group(1))), None
+        elif family == "AF_UNIX":
+            um = _SUN_PATH.search(addr_text)
+            if um:
+                path = string_arg(um.group(2))
+                if path is not None:
+                    return family, None, ("@" + path) if um.group(1) else path
+        return family, None, None
+
+    def _bind(self, sc: Syscall) -> None:
+        if len(sc.args) < 2:
+            return
+        family, ep, upath = self._sockaddr(sc, 0, sc.args[1])
+        p = self.profile
+        if not sc.ok:
+            if ep is not None and sc.errno:
+                p.add_failed_path(f"bind:{ep.proto}:{ep.port}", sc.errno)
+            return
+        if ep is not None:
+            p.binds.add(ep)
+            if 0 < ep.port < 1024:
+                p.add_cap("CAP_NET_BIND_SERVICE", f"bind to {ep.proto} port {ep.port}")
+        elif upath is not None:
+            self._unix(upath, "bind")
+            if not upath.startswith("@"):
+                p.add_path(upath, "create")
+
+    def _unix(self, path: str, op: str) -> None:
+        ops = self.profile.unix_sockets.setdefault(path, {})
+        ops[op] = ops.get(op, 0) + 1
+
+    def _peer(self, sc: Syscall, addr_index: int, inbound: bool) -> None:
+        if addr_index >= len(sc.args):
+            return
+        addr_text = sc.args[addr_index]
+        if inbound:  # the address is an output: only meaningful on success
+            if not sc.ok:
+                return
+        elif not sc.ok and sc.errno not in _ATTEMPT_ERRNOS:
+            return
+        family, ep, upath = self._sockaddr(sc, 0, addr_text)
+        if ep is not None:
+            (self.profile.inbound if inbound else self.profile.peers).add(ep)
+        elif upath is not None and not inbound:
+            self._unix(upath, "connect")
+            if not upath.startswith("@") and sc.ok:
+                self.profile.add_path(upath, "write")  # connect() needs write access
+
+    def _connect(self, sc: Syscall) -> None:
+        self._peer(sc, 1, inbound=False)
+
+    def _sendto(self, sc: Syscall) -> None:
+        self._peer(sc, 4, inbound=False)
+
+    def _sendmsg(self, sc: Syscall) -> None:
+        if len(sc.args) > 1 and "msg_name={" in sc.args[1]:
+            self._peer(sc, 1, inbound=False)
+
+    def _accept(self, sc: Syscall) -> None:
+        self._peer(sc, 1, inbound=True)
+        if sc.ok and sc.ret_deco:
+            listener = self._sock_of(sc.args[0]) if sc.args else None
+            m = _SOCKET_INODE.match(sc.ret_deco)
+            if listener is not None and m is not None:
+                self.sockets[m.group(1)] = listener
+
+    def _recvfrom(self, sc: Syscall) -> None:
+        self._peer(sc, 4, inbound=True)
+
+    # -- processes and credentials ---------------------------------------------------------
+    def _clone(self, sc: Syscall) -> None:
+        flags = sc.args[0] if sc.name == "clone3" and sc.args else ", ".join(sc.args)
+        used = [f for f in NAMESPACE_FLAGS if f in flags]
+        if used:
+            self.profile.add_flag("namespaces", "|".join(used))
+        if sc.ok and sc.ret.isdigit():
+            child = int(sc.ret)
+            self._track(sc.pid)
+            self.cwd[child] = self.cwd.get(sc.pid, self.root_cwd)
+            self.uid[child] = self.uid.get(sc.pid, self.start_uid)
+            self.gid[child] = self.gid.get(sc.pid, self.start_gid)
+            self._track(child)
+
+    def _unshare(self, sc: Syscall) -> None:
+        used = [f for f in NAMESPACE_FLAGS if sc.args and f in sc.args[0]]
+        if used:
+            self.profile.add_flag("namespaces", "|".join(used))
+
+    def _setid(self, sc: Syscall) -> None:
+        if not sc.ok:
+            return
+        which, indexes = SETID_CALLS[sc.name]
+        current = self.uid if which == "uid" else self.gid
+        now = current.get(sc.pid, self.start_uid if which == "uid" else self.start_gid)
+        targets = []
+        for i in indexes:
+            if i < len(sc.args) and sc.args[i].lstrip("-").isdigit():
+                v = int(sc.args[i])
+                if v >= 0 and v != 4294967295:
+                    targets.append(v)
+        changed = [t for t in targets if t != now]
+        if changed:
+            cap = "CAP_SETUID" if which == "uid" else "CAP_SETGID"
+            self.profile.add_cap(cap, f"{sc.name}({changed[0]}) from {which} {now}")
+            self.profile.add_flag("set_ids", f"{sc.name}({', '.join(sc.args)})")
+            if sc.name not in ("setfsuid", "setfsgid"):
+                current[sc.pid] = changed[-1]
+
+    def _setgroups(self, sc: Syscall) -> None:
+        if sc.ok:
+            self.profile.add_cap("CAP_SETGID", f"setgroups({', '.join(sc.args)[:40]})")
+            self.profile.add_flag("set_ids", "setgroups()")
+
+    def _memory(self, sc: Syscall) -> None:
+        prot = sc.args[2] if len(sc.args) > 2 else ""
+        if "PROT_EXEC" in prot and (sc.name != "mmap" or "PROT_WRITE" in prot):
+            self.profile.add_flag("wx_memory", f"{sc.name}({prot})")
+
+    def _sched(self, sc: Syscall) -> None:
+        joined = ", ".join(sc.args)
+        if any(t in joined for t in ("SCHED_FIFO", "SCHED_RR", "SCHED_DEADLINE")):
+            self.profile.add_flag("realtime", f"{sc.name}({joined[:60]})")
+
+    def _personality(self, sc: Syscall) -> None:
+        arg = sc.args[0] if sc.args else ""
+        if arg not in ("0xffffffff", "PER_LINUX", "0"):
+            self.profile.add_flag("personality", f"personality({arg})")
+
+
+def _normalize(path: str) -> str:
+    norm = os.path.normpath(path)
+    return "/" if norm == "//" else norm
+
+
+def _is_device(path: str) -> bool:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
+_HANDLERS: dict[str, Callable[[Recorder, Syscall], None]] = {}
+for _n in PATH_CALLS:
+    _HANDLERS[_n] = Recorder._path_call
+for _n in FD_CALLS:
+    _HANDLERS[_n] = Recorder._fd_call
+for _n in TWO_PATH_CALLS:
+    _HANDLERS[_n] = Recorder._two_path_call
+for _n in SYMLINK_CALLS:
+    _HANDLERS[_n] = Recorder._symlink_call
+for _n in SETID_CALLS:
+    _HANDLERS[_n] = Recorder._setid
+_HANDLERS.update({
+    "socket": Recorder._socket, "socketpair": Recorder._socketpair, "bind": Recorder._bind,
+    "connect": Recorder._connect, "sendto": Recorder._sendto, "sendmsg": Recorder._sendmsg,
+    "accept": Recorder._accept, "accept4": Recorder._accept, "recvfrom": Recorder._recvfrom,
+    "clone": Recorder._clone, "clone3": Recorder._clone, "fork": Recorder._clone,
+    "vfork": Recorder._clone, "unshare": Recorder._unshare, "setgroups": Recorder._setgroups,
+    "mmap": Recorder._memory, "mprotect": Recorder._memory, "pkey_mprotect": Recorder._memory,
+    "sched_setscheduler": Recorder._sched, "sched_setattr": Recorder._sched,
+    "personality": Recorder._personality,
+})
+
+__all__ = ["Recorder", "unescape"]

@@ -1,0 +1,135 @@
+"""Capability checks the kernel really made, from the tracefs tracepoint capability:cap_capable.
+
+A private tracefs instance follows the traced process tree (set_event_pid + event-fork), so
+other processes on the machine cost nothing and are not recorded. Kernels without the
+tracepoint (e.g. Debian 12's 6.1) fall back to syscall inference alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from autosandbox.trace.capabilities import cap_name
+
+TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+EVENT = "events/capability/cap_capable"
+_LINE = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?cap_capable:.*?\bcap (\d+),? ret (-?\d+)")
+
+
+def tracefs_root() -> Path | None:
+    """The mounted tracefs, mounting it if needed (we run as root); None if unavailable."""
+    for root in TRACEFS_MOUNTS:
+        if (root / "instances").is_dir():
+            return root
+    root = TRACEFS_MOUNTS[0]
+    if root.is_dir() and os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            subprocess.run(["mount", "-t", "tracefs", "tracefs", str(root)],
+                           capture_output=True, check=False)
+            if (root / "instances").is_dir():
+                return root
+    return None
+
+
+def cap_capable_available() -> bool:
+    root = tracefs_root()
+    return root is not None and (root / EVENT).is_dir()
+
+
+class CapabilityTracer:
+    """Counts granted capability checks per capability for one process tree.
+
+    Denied checks (ret != 0) are not needs: unprivileged workers probe and move on.
+    """
+
+    def __init__(self, root_pid: int, ignore_pids: frozenset[int] = frozenset()) -> None:
+        root = tracefs_root()
+        if root is None:
+            raise OSError("tracefs is not available")
+        self.dir = root / "instances" / f"autosandbox-{os.getpid()}-{root_pid}"
+        self.root_pid = root_pid
+        self.ignore_pids = ignore_pids
+        self.granted: dict[str, int] = {}
+        self.denied: dict[str, int] = {}
+        self.pids_by_cap: dict[str, set[int]] = {}
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> CapabilityTracer:
+        self.dir.mkdir()
+        try:
+            (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
+            (self.dir / "options/event-fork").write_text("1\n")
+            (self.dir / "buffer_size_kb").write_text("4096\n")
+            (self.dir / EVENT / "enable").write_text("1\n")
+        except OSError:
+            self._remove()
+            raise
+        self._thread = threading.Thread(target=self._read, name="cap_capable", daemon=True)
+        self._thread.start()
+        return self
+
+    def add_pid(self, pid: int) -> None:
+        with (self.dir / "set_event_pid").open("a") as f:
+            f.write(f"{pid}\n")
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / EVENT / "enable").write_text("0\n")
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._remove()
+
+    def _remove(self) -> None:
+        # rmdir of an instance fails while a reader holds trace_pipe open; retry briefly.
+        for _ in range(50):
+            try:
+                self.dir.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                self._stop.wait(0.1)
+
+    def _read(self) -> None:
+        fd = os.open(self.dir / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            buf = b""
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    chunk = b""
+                if not chunk:
+                    if self._stop.is_set():
+                        break
+                    self._stop.wait(0.05)
+                    continue
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    self._line(line.decode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+
+    def _line(self, line: str) -> None:
+        m = _LINE.match(line)
+        if m is None:
+            return
+        pid, cap, ret = int(m.group(1)), cap_name(int(m.group(2))), int(m.group(3))
+        if pid in self.ignore_pids:
+            return
+        target = self.granted if ret == 0 else self.denied
+        target[cap] = target.get(cap, 0) + 1
+        if ret == 0:
+            self.pids_by_cap.setdefault(cap, set()).add(pid)
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        yield from sorted(self.granted.items())

@@ -70,7 +70,6 @@ FLAG_CALLS: dict[str, str] = {
     "process_vm_readv": "ptrace", "process_vm_writev": "ptrace", "chroot": "chroot",
     "bpf": "bpf", "perf_event_open": "perf", "iopl": "raw_io", "ioperm": "raw_io",
     "reboot": "reboot", "kexec_load": "reboot", "kexec_file_load": "reboot",
-    "setns": "namespaces",
 }
 NAMESPACE_FLAGS = ("CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWUSER", "CLONE_NEWPID",
                    "CLONE_NEWNET", "CLONE_NEWCGROUP", "CLONE_NEWTIME")
@@ -323,7 +322,7 @@ class Recorder:
         p = self.profile
         if not sc.ok and sc.errno in ("EAFNOSUPPORT", "EPERM", "EACCES"):
             p.add_failed_path(f"socket:{family}", sc.errno)
-        if not family.startswith("AF_"):
+        if not family.startswith("AF_") or not sc.ok:
             return
         p.add_family(family)
         base_type = stype.split("|", 1)[0]
@@ -367,7 +366,7 @@ class Recorder:
     def _bind(self, sc: Syscall) -> None:
         if len(sc.args) < 2:
             return
-        family, ep, upath = self._sockaddr(sc, 0, sc.args[1])
+        _, ep, upath = self._sockaddr(sc, 0, sc.args[1])
         p = self.profile
         if not sc.ok:
             if ep is not None and sc.errno:
@@ -395,13 +394,14 @@ class Recorder:
                 return
         elif not sc.ok and sc.errno not in _ATTEMPT_ERRNOS:
             return
-        family, ep, upath = self._sockaddr(sc, 0, addr_text)
+        _, ep, upath = self._sockaddr(sc, 0, addr_text)
         if ep is not None:
             (self.profile.inbound if inbound else self.profile.peers).add(ep)
         elif upath is not None and not inbound:
             self._unix(upath, "connect")
             if not upath.startswith("@") and sc.ok:
-                self.profile.add_path(upath, "write")  # connect() needs write access
+                # connect() needs the socket visible, not a writable file system
+                self.profile.add_path(upath, "read")
 
     def _connect(self, sc: Syscall) -> None:
         self._peer(sc, 1, inbound=False)
@@ -425,11 +425,13 @@ class Recorder:
         self._peer(sc, 4, inbound=True)
 
     # -- processes and credentials ---------------------------------------------------------
+    def _namespaces(self, sc: Syscall, text: str) -> None:
+        for f in NAMESPACE_FLAGS:  # one example per type, so none is lost to the example cap
+            if f in text:
+                self.profile.add_flag("namespaces", f)
+
     def _clone(self, sc: Syscall) -> None:
-        flags = sc.args[0] if sc.name == "clone3" and sc.args else ", ".join(sc.args)
-        used = [f for f in NAMESPACE_FLAGS if f in flags]
-        if used:
-            self.profile.add_flag("namespaces", "|".join(used))
+        self._namespaces(sc, sc.args[0] if sc.name == "clone3" and sc.args else ", ".join(sc.args))
         if sc.ok and sc.ret.isdigit():
             child = int(sc.ret)
             self._track(sc.pid)
@@ -438,10 +440,13 @@ class Recorder:
             self.gid[child] = self.gid.get(sc.pid, self.start_gid)
             self._track(child)
 
+    def _setns(self, sc: Syscall) -> None:
+        self._namespaces(sc, sc.args[1] if len(sc.args) > 1 else "")
+        if len(sc.args) > 1 and sc.args[1] == "0":
+            self.profile.add_flag("namespaces", "setns(any)")
+
     def _unshare(self, sc: Syscall) -> None:
-        used = [f for f in NAMESPACE_FLAGS if sc.args and f in sc.args[0]]
-        if used:
-            self.profile.add_flag("namespaces", "|".join(used))
+        self._namespaces(sc, sc.args[0] if sc.args else "")
 
     def _setid(self, sc: Syscall) -> None:
         if not sc.ok:
@@ -512,8 +517,9 @@ _HANDLERS.update({
     "socket": Recorder._socket, "socketpair": Recorder._socketpair, "bind": Recorder._bind,
     "connect": Recorder._connect, "sendto": Recorder._sendto, "sendmsg": Recorder._sendmsg,
     "accept": Recorder._accept, "accept4": Recorder._accept, "recvfrom": Recorder._recvfrom,
-    "clone": Recorder._clone, "clone3": Recorder._clone, "fork": Recorder._clone,
-    "vfork": Recorder._clone, "unshare": Recorder._unshare, "setgroups": Recorder._setgroups,
+    "setns": Recorder._setns, "clone": Recorder._clone, "clone3": Recorder._clone,
+    "fork": Recorder._clone, "vfork": Recorder._clone, "unshare": Recorder._unshare,
+    "setgroups": Recorder._setgroups,
     "mmap": Recorder._memory, "mprotect": Recorder._memory, "pkey_mprotect": Recorder._memory,
     "sched_setscheduler": Recorder._sched, "sched_setattr": Recorder._sched,
     "personality": Recorder._personality,

@@ -1,0 +1,97 @@
+"""What the human reads: progress while learning, profile summaries, results. No decisions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from autosandbox.durations import format_duration
+from autosandbox.profile import WRITE_KINDS, Profile
+from autosandbox.trace.command import Progress
+
+
+class ProgressLine:
+    """One status line that rewrites itself on a terminal; a line every `every` s otherwise."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 15.0,
+                 enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every
+        self.enabled = enabled
+        self._last = 0.0
+        self._width = 0
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not self.tty and now - self._last < self.every:
+            return
+        self._last = now
+        left = (f"/{format_duration(p.duration)} ({format_duration(p.duration - p.elapsed)} left)"
+                if p.duration else "")
+        caps = ",".join(c.removeprefix("CAP_") for c in p.capabilities) or "-"
+        fams = ",".join(f.removeprefix("AF_") for f in p.families) or "-"
+        text = (f"learning {format_duration(p.elapsed)}{left}  events {p.events}  "
+                f"paths {p.paths}  families {fams}  caps {caps}  unit {p.state}")
+        if self.tty:
+            pad = max(0, self._width - len(text))
+            self.stream.write("\r" + text + " " * pad)
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def summarize(profile: Profile) -> str:
+    p = profile
+    out: list[str] = []
+    subj = p.subject.get("unit") or " ".join(map(str, p.subject.get("command", [])))
+    out.append(f"subject:      {subj}")
+    out.append(f"sources:      {', '.join(p.sources) or '-'}")
+    if "duration_s" in p.subject:
+        out.append(f"traced for:   {format_duration(float(p.subject['duration_s']))}")
+    written = p.written_paths()
+    reads = [x for x, k in p.paths.items() if "read" in k]
+    execs = sorted(p.execs)
+    out.append(f"paths:        {len(p.paths)} used, {len(reads)} read, {len(written)} written, "
+               f"{len(execs)} executed, {len(p.failed_paths)} failed")
+    for path in sorted(written)[:15]:
+        kinds = ",".join(sorted(set(p.paths[path]) & WRITE_KINDS))
+        out.append(f"  written     {path!r} ({kinds})" if not path.isprintable()
+                   else f"  written     {path} ({kinds})")
+    if len(written) > 15:
+        out.append(f"  ... {len(written) - 15} more written")
+    for path in execs[:10]:
+        suid = " setuid" if p.execs[path].get("setuid") else ""
+        out.append(f"  executed    {path}{suid}")
+    fams = ", ".join(f"{k} ({v})" for k, v in sorted(p.families.items())) or "-"
+    out.append(f"families:     {fams}")
+    for e in sorted(p.binds):
+        out.append(f"  bound       {e.proto} {e.addr}:{e.port}")
+    for e in sorted(p.peers)[:10]:
+        out.append(f"  peer        {e.proto} {e.addr}:{e.port}")
+    for e in sorted(p.inbound)[:10]:
+        out.append(f"  inbound     {e.proto} {e.addr}:{e.port}")
+    for s in sorted(p.unix_sockets)[:10]:
+        out.append(f"  unix        {s} ({', '.join(sorted(p.unix_sockets[s]))})")
+    if p.capabilities:
+        for cap, ev in sorted(p.capabilities.items()):
+            out.append(f"capability:   {cap}: {'; '.join(ev.examples[:3])}")
+    else:
+        out.append("capabilities: none")
+    for flag, ev in sorted(p.flags.items()):
+        out.append(f"behaviour:    {flag} x{ev.count}: {'; '.join(ev.examples[:3])}")
+    top = sorted(p.syscalls.items(), key=lambda kv: -kv[1])[:8]
+    out.append(f"syscalls:     {len(p.syscalls)} distinct, {sum(p.syscalls.values())} calls; "
+               f"most: {', '.join(f'{k} {v}' for k, v in top)}")
+    for w in p.warnings:
+        out.append(f"warning:      {w}")
+    return "\n".join(out) + "\n"

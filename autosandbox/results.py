@@ -1,0 +1,74 @@
+"""A learned result: the drop-in, its sandbox, the checks and scores, and how to print them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autosandbox.profile import Profile
+from autosandbox.synth.synthesize import Sandbox, synthesize
+from autosandbox.synth.target import target_for
+from autosandbox.systemd import analyze
+
+
+@dataclass
+class Result:
+    profile: Profile
+    sandbox: Sandbox
+    dropin: str
+    unit_text: str  # the unit the drop-in was checked against
+    verify_warnings: list[str]
+    before: analyze.Score | None
+    after: analyze.Score | None
+    exit_code: int = 0
+    notes: list[str] = field(default_factory=list)
+    profile_path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def messages(self, output: Path | None) -> list[str]:
+        out = []
+        if output is not None:
+            out.append(f"drop-in written to {output}")
+        if self.profile_path is not None:
+            out.append(f"profile written to {self.profile_path}")
+        if self.before and self.after:
+            out.append(f"exposure (systemd-analyze security): {self.before.exposure} "
+                       f"{self.before.label} -> {self.after.exposure} {self.after.label}")
+        out += [f"note: {n}" for n in self.notes]
+        out += [f"warning: {w}" for w in self.sandbox.warnings]
+        out += [f"systemd-analyze verify: {w}" for w in self.verify_warnings]
+        return out
+
+    def to_json(self, output: Path | None = None) -> dict[str, Any]:
+        def score(s: analyze.Score | None) -> dict[str, Any] | None:
+            return {"exposure": s.exposure, "label": s.label} if s else None
+        return {
+            "dropin": self.dropin,
+            "output": str(output) if output else None,
+            "profile": str(self.profile_path) if self.profile_path else None,
+            "sandbox": self.sandbox.to_json(),
+            "exposure": {"before": score(self.before), "after": score(self.after)},
+            "verify_warnings": self.verify_warnings,
+            "notes": self.notes,
+            "exit_code": self.exit_code,
+            **self.extra,
+        }
+
+
+def check_unit_for(profile: Profile) -> str:
+    cmd = profile.subject.get("command")
+    if isinstance(cmd, list) and cmd:
+        return analyze.command_unit([str(c) for c in cmd])
+    return analyze.command_unit(["/bin/true"])
+
+
+def result_for_profile(profile: Profile, systemd_version: int | None = None,
+                       bpf: bool | None = None, unit_text: str | None = None,
+                       keep: dict[str, str] | None = None) -> Result:
+    target = target_for(systemd_version, bpf)
+    sandbox = synthesize(profile, target, keep=keep)
+    dropin = sandbox.render()
+    base = unit_text or check_unit_for(profile)
+    return Result(profile, sandbox, dropin, base, analyze.verify(base, dropin),
+                  analyze.security(base, None), analyze.security(base, dropin))

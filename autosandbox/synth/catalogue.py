@@ -1,0 +1,121 @@
+"""The directive catalogue: one row per systemd directive autosandbox can set.
+
+Each row says which systemd version introduced it, which build feature it needs, what it
+restricts, how it relaxes (its ladder, tightest value first; "" means "leave it unset") and how
+a profile decides it: either the generic rule "flag" (the tightest value, unless one of
+`blocked_by` flags or an access below `blocked_paths` was seen) or a named rule in rules.py.
+Adding a directive is adding a row (and, for a new kind of decision, one rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str
+    since: int
+    restricts: str
+    ladder: tuple[str, ...]
+    rule: str = "flag"
+    feature: str | None = None
+    blocked_by: tuple[str, ...] = ()
+    blocked_paths: tuple[str, ...] = ()
+
+    @property
+    def tightest(self) -> str:
+        return self.ladder[0]
+
+    def looser(self, value: str) -> str | None:
+        """The next step down the ladder from `value`; None when already at the bottom."""
+        try:
+            i = self.ladder.index(value)
+        except ValueError:
+            return None
+        return self.ladder[i + 1] if i + 1 < len(self.ladder) else None
+
+
+D = Directive
+CATALOGUE: tuple[Directive, ...] = (
+    # -- file system ---------------------------------------------------------------------
+    D("ProtectSystem", 232, "mounts the whole file system read-only except /dev, /proc, /sys",
+      ("strict", "full", "yes", ""), rule="protect_system"),
+    D("ReadWritePaths", 231, "paths left writable under ProtectSystem=strict",
+      ("<paths>", ""), rule="write_paths"),
+    D("StateDirectory", 235, "/var/lib/NAME, created and made writable by systemd",
+      ("<names>", ""), rule="write_paths"),
+    D("CacheDirectory", 235, "/var/cache/NAME, created and made writable by systemd",
+      ("<names>", ""), rule="write_paths"),
+    D("LogsDirectory", 235, "/var/log/NAME, created and made writable by systemd",
+      ("<names>", ""), rule="write_paths"),
+    D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
+      ("<names>", ""), rule="write_paths"),
+    D("ProtectHome", 214, "/home, /root and /run/user",
+      ("yes", "read-only", ""), rule="protect_home"),
+    D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp"),
+    D("PrivateDevices", 209, "a private /dev with pseudo devices only",
+      ("yes", ""), blocked_by=("device_nodes",)),
+    D("DevicePolicy", 208, "access to device nodes (with DeviceAllow=)",
+      ("closed", ""), rule="devices"),
+    D("ProtectKernelTunables", 232, "/proc/sys, /sys and kernel variables read-only",
+      ("yes", ""), blocked_by=("proc_sys_write", "sys_write"),
+      blocked_paths=("/proc/kallsyms", "/proc/kcore", "/proc/sysrq-trigger", "/proc/latency_stats",
+                     "/proc/timer_list", "/proc/acpi", "/proc/fs", "/proc/irq", "/proc/scsi")),
+    D("ProtectKernelModules", 232, "loading kernel modules; hides /usr/lib/modules",
+      ("yes", ""), blocked_by=("module_load",),
+      blocked_paths=("/usr/lib/modules", "/lib/modules")),
+    D("ProtectKernelLogs", 244, "the kernel log ring buffer", ("yes", ""),
+      blocked_by=("kernel_log",), blocked_paths=("/dev/kmsg", "/proc/kmsg")),
+    D("ProtectControlGroups", 232, "the cgroup hierarchy read-only", ("yes", ""),
+      blocked_by=("cgroup_write",)),
+    D("ProtectClock", 245, "setting the system clock", ("yes", ""), blocked_by=("clock_set",)),
+    D("ProtectHostname", 242, "changing the host name", ("yes", ""),
+      blocked_by=("hostname_set",)),
+    D("ProtectProc", 247, "other users' processes in /proc", ("invisible", ""),
+      blocked_by=("proc_other_pids",)),
+    D("ProcSubset", 247, "non-process files in /proc", ("pid", ""), rule="proc_subset"),
+    # -- network -------------------------------------------------------------------------
+    D("PrivateNetwork", 33, "all networking but a private loopback", ("yes", ""),
+      rule="private_network"),
+    D("RestrictAddressFamilies", 211, "socket address families",
+      ("<families>", ""), rule="address_families"),
+    D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
+      ("any", ""), rule="ip_addresses"),
+    D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",
+      ("any", ""), rule="socket_bind", feature="BPF_FRAMEWORK"),
+    # -- privileges ----------------------------------------------------------------------
+    D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
+      ("<caps>", ""), rule="capabilities"),
+    D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
+      ("yes", ""), blocked_by=("suid_exec",)),
+    D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
+      blocked_by=("setuid_bits_set",)),
+    D("RestrictNamespaces", 233, "creating namespaces", ("yes", "<namespaces>", ""),
+      rule="namespaces"),
+    D("RestrictRealtime", 231, "realtime scheduling", ("yes", ""), blocked_by=("realtime",)),
+    D("LockPersonality", 235, "changing the execution domain", ("yes", ""),
+      blocked_by=("personality",)),
+    D("MemoryDenyWriteExecute", 231, "writable and executable memory", ("yes", ""),
+      blocked_by=("wx_memory",)),
+    D("PrivateIPC", 248, "the host's SysV IPC and POSIX message queues", ("yes", ""),
+      blocked_by=("sysv_ipc",), blocked_paths=("/dev/mqueue",)),
+    D("RemoveIPC", 232, "IPC objects left behind by the service's user", ("yes", ""),
+      blocked_by=("sysv_ipc",)),
+    D("UMask", 1, "permissions of created files", ("0077", "0027", ""), rule="umask"),
+    # -- system calls --------------------------------------------------------------------
+    D("SystemCallArchitectures", 209, "system calls of foreign architectures", ("native", ""),
+      rule="architectures"),
+    D("SystemCallFilter", 187, "system calls outside an allow-list (fail with EPERM)",
+      ("<allow-list>", ""), rule="syscall_filter"),
+)
+
+BY_NAME: dict[str, Directive] = {d.name: d for d in CATALOGUE}
+
+# Directives a rule writes in pairs with the one it is catalogued under.
+COMPANIONS: dict[str, str] = {
+    "DeviceAllow": "DevicePolicy",
+    "IPAddressAllow": "IPAddressDeny",
+    "SocketBindAllow": "SocketBindDeny",
+    "SystemCallErrorNumber": "SystemCallFilter",
+}

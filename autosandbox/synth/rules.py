@@ -1,0 +1,342 @@
+"""Rules that decide a directive from a profile, for rows the generic flag rule cannot decide.
+
+Every rule returns Settings (with their evidence) and Omissions (with the reason); values are
+rendered through unitfile, so nothing a traced program named reaches the drop-in raw.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from autosandbox import unitfile
+from autosandbox.profile import Profile
+from autosandbox.synth.catalogue import Directive
+from autosandbox.synth.paths import HOME_DIRS, WritePlan, under
+from autosandbox.synth.target import Target, system_service_parts
+from autosandbox.trace.capabilities import CAP_NAMES
+from autosandbox.trace.recorder import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
+
+FLAG_TEXT: dict[str, str] = {
+    "wx_memory": "writable+executable memory", "realtime": "realtime scheduling",
+    "personality": "personality() changes", "namespaces": "namespace creation",
+    "mount": "mounts", "module_load": "kernel module loading", "clock_set": "clock setting",
+    "hostname_set": "host name changes", "keyring": "kernel keyring use",
+    "kernel_log": "kernel log reads", "proc_sys_write": "writes to /proc/sys",
+    "sys_write": "writes to /sys", "cgroup_write": "cgroupfs writes",
+    "device_nodes": "device nodes", "setuid_bits_set": "setting setuid/setgid bits",
+    "sysv_ipc": "SysV IPC", "set_ids": "uid/gid changes", "ptrace": "ptrace",
+    "chroot": "chroot", "bpf": "bpf()", "perf": "perf events", "raw_io": "raw I/O ports",
+    "reboot": "reboot/kexec", "proc_other_pids": "other processes in /proc",
+    "suid_exec": "executing setuid/setgid binaries",
+}
+NS_NAMES = {"CLONE_NEWNS": "mnt", "CLONE_NEWUTS": "uts", "CLONE_NEWIPC": "ipc",
+            "CLONE_NEWUSER": "user", "CLONE_NEWPID": "pid", "CLONE_NEWNET": "net",
+            "CLONE_NEWCGROUP": "cgroup", "CLONE_NEWTIME": "time"}
+_FAMILY = re.compile(r"^AF_[A-Z0-9]+$")
+_SYSCALL = re.compile(r"^[a-z0-9_]+$")
+_PROC_OWN = re.compile(r"^/proc(/(\d+|self|thread-self)(/.*)?)?$")
+
+
+@dataclass
+class Setting:
+    directive: str
+    values: list[str]  # rendered words; an empty list writes `Directive=` (e.g. no capabilities)
+    evidence: str
+
+
+@dataclass
+class Omission:
+    directive: str
+    why: str
+
+
+@dataclass
+class Context:
+    profile: Profile
+    target: Target
+    service: str | None
+    plan: WritePlan
+    warnings: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+
+Result = list[Setting | Omission]
+Rule = Callable[[Context, Directive], Result]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def flag_rule(ctx: Context, d: Directive) -> Result:
+    p = ctx.profile
+    hits = [f for f in d.blocked_by if f in p.flags]
+    if hits:
+        ev = p.flags[hits[0]]
+        why = (f"needed: {FLAG_TEXT.get(hits[0], hits[0])} seen {_plural(ev.count, 'time')}"
+               f" ({', '.join(ev.examples[:2])})")
+        return [Omission(d.name, why)]
+    for prefix in d.blocked_paths:
+        seen = p.accessed(prefix)
+        if seen:
+            return [Omission(d.name, f"needed: accessed {seen[0]}"
+                                     + (f" (+{len(seen) - 1} more)" if len(seen) > 1 else ""))]
+    what = ", ".join(FLAG_TEXT.get(f, f) for f in d.blocked_by) or d.restricts
+    return [Setting(d.name, [d.tightest], f"not seen: {what}")]
+
+
+def protect_system(ctx: Context, d: Directive) -> Result:
+    n = len(ctx.plan.anchors) + sum(len(v) for v in ctx.plan.managed.values())
+    ev = (f"writes stay confined to the {_plural(n, 'location')} made writable below"
+          if n else "nothing written outside /dev, /proc, /sys and private /tmp")
+    return [Setting(d.name, ["strict"], ev)]
+
+
+def write_paths(ctx: Context, d: Directive) -> Result:
+    out: Result = []
+    if d.name == "ReadWritePaths":
+        for a in sorted(ctx.plan.anchors.values(), key=lambda a: a.path):
+            value = unitfile.path_value(a.path, "-" if a.missing_ok else "")
+            if value is None:
+                ctx.warnings.append(f"left out a writable path that cannot be written safely "
+                                    f"into a unit file: {a.path!r}")
+                continue
+            ev = a.evidence()
+            if a.broad:
+                ev += (f". Broad: the service needs entries of {a.path} itself; move them "
+                       "to a directory of its own to tighten this")
+            out.append(Setting(d.name, [value], ev))
+        return out
+    for name, m in sorted(ctx.plan.managed.get(d.name, {}).items()):
+        value = unitfile.name_value(name)
+        if value is None:
+            ctx.warnings.append(f"left out {d.name}: unsafe name {name!r}")
+            continue
+        out.append(Setting(d.name, [value], f"{m.evidence()} (the service's own directory)"))
+    return out
+
+
+def protect_home(ctx: Context, d: Directive) -> Result:
+    p = ctx.profile
+    reads: list[str] = []
+    for path, kinds in p.paths.items():
+        if any(under(path, h) for h in HOME_DIRS) and set(kinds) - {"stat"}:
+            reads.append(path)
+    if ctx.plan.home_writes:
+        return [Setting(d.name, ["read-only"],
+                        f"writes below home directories ({ctx.plan.home_writes[0]}) are listed "
+                        "in ReadWritePaths=")]
+    if reads:
+        return [Setting(d.name, ["read-only"], f"reads below home directories: {sorted(reads)[0]}"
+                        + (f" (+{len(reads) - 1} more)" if len(reads) > 1 else ""))]
+    looked = [x for h in HOME_DIRS for x in p.accessed(h)]
+    ev = "no file below /home, /root, /run/user read or written"
+    if looked:
+        ev += f" (only looked up: {looked[0]})"
+    return [Setting(d.name, ["yes"], ev)]
+
+
+def private_tmp(ctx: Context, d: Directive) -> Result:
+    plan = ctx.plan
+    if plan.tmp_shared:
+        return [Omission(d.name, f"/tmp is shared with other processes: {plan.tmp_shared[0]}")]
+    if plan.tmp_writes:
+        return [Setting(d.name, ["yes"],
+                        f"{_plural(len(plan.tmp_writes), 'file')} written in /tmp or /var/tmp, "
+                        "none shared with other processes")]
+    return [Setting(d.name, ["yes"], "no shared use of /tmp or /var/tmp seen")]
+
+
+def _device_paths(p: Profile) -> list[str]:
+    out = []
+    for path in p.paths:
+        if (path.startswith("/dev/") and path not in PSEUDO_DEVICES
+                and not path.startswith(PSEUDO_DEVICE_PREFIXES)
+                and set(p.paths[path]) - {"stat"}):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                continue
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                out.append(path)
+    return sorted(out)
+
+
+def devices(ctx: Context, d: Directive) -> Result:
+    if "device_nodes" not in ctx.profile.flags:
+        return [Omission(d.name, "PrivateDevices=yes already closes all devices")]
+    out: Result = [Setting(d.name, ["closed"], "only the device nodes seen, and pseudo devices")]
+    for dev in _device_paths(ctx.profile):
+        kinds = ctx.profile.paths[dev]
+        mode = "rw" if set(kinds) - {"read", "stat"} else "r"
+        value = unitfile.path_value(dev)
+        if value is None:
+            ctx.warnings.append(f"left out DeviceAllow= for unsafe device name {dev!r}")
+            continue
+        out.append(Setting("DeviceAllow", [value, mode], f"opened {dev} ({', '.join(kinds)})"))
+    return out
+
+
+def proc_subset(ctx: Context, d: Directive) -> Result:
+    others = [x for x in ctx.profile.accessed("/proc") if not _PROC_OWN.match(x)]
+    if others:
+        return [Omission(d.name, f"needed: reads {others[0]}"
+                                 + (f" (+{len(others) - 1} more)" if len(others) > 1 else ""))]
+    return [Setting(d.name, ["pid"], "only process directories of /proc used")]
+
+
+def _ip_families(p: Profile) -> set[str]:
+    return {f for f in p.families if f in ("AF_INET", "AF_INET6")}
+
+
+def private_network(ctx: Context, d: Directive) -> Result:
+    p = ctx.profile
+    uses = sorted(set(p.families) - {"AF_UNIX"})
+    abstract = [s for s in p.unix_sockets if s.startswith("@")]
+    if uses:
+        return [Omission(d.name, f"needed: {', '.join(uses)} sockets")]
+    if abstract:
+        return [Omission(d.name, f"needed: abstract socket {abstract[0]} lives in the host's "
+                                 "network namespace")]
+    return [Setting(d.name, ["yes"], "no network sockets (only AF_UNIX with paths, or none)")]
+
+
+def address_families(ctx: Context, d: Directive) -> Result:
+    fams = sorted(f for f in ctx.profile.families if _FAMILY.match(f))
+    if not fams:
+        value = "none" if ctx.target.version >= 249 else "AF_UNIX"
+        return [Setting(d.name, [value], "no socket created")]
+    ev = ", ".join(f"{f} ({ctx.profile.families[f]})" for f in fams)
+    return [Setting(d.name, [unitfile.word(f) for f in fams], f"sockets created: {ev}")]
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def ip_addresses(ctx: Context, d: Directive) -> Result:
+    p = ctx.profile
+    if not _ip_families(p):
+        return [Setting(d.name, ["any"], "no IP socket created")]
+    public = sorted({f"{e.addr}:{e.port}/{e.proto}" for e in p.binds
+                     if e.proto != "udp" and not _is_loopback(e.addr)})
+    if public:
+        return [Omission(d.name, f"serves {public[0]}: clients may come from any address")]
+    peers = {e.addr for e in (*p.peers, *p.inbound)}
+    loop = {a for a in peers if _is_loopback(a)}
+    remote: list[str] = []
+    for a in sorted(peers - loop):
+        try:
+            remote.append(str(ipaddress.ip_address(a)))
+        except ValueError:
+            ctx.warnings.append(f"ignored peer address {a!r}")
+    out: Result = [Setting(d.name, ["any"], "all IP traffic denied but the peers below")]
+    allow = ["localhost", *remote] if (loop or not remote) else remote
+    ev = "talked only to loopback" if not remote else (
+        f"talked to {', '.join(remote[:4])}. These pins break when DNS answers change: "
+        "widen or drop them if the service resolves names")
+    out.append(Setting("IPAddressAllow", [unitfile.word(a) for a in allow], ev))
+    return out
+
+
+def socket_bind(ctx: Context, d: Directive) -> Result:
+    p = ctx.profile
+    out: Result = [Setting(d.name, ["any"], "binding denied but to the ports below")]
+    ports = sorted({(e.proto, e.port) for e in p.binds if e.port and e.proto in ("tcp", "udp")})
+    for proto, port in ports:
+        out.append(Setting("SocketBindAllow", [f"{proto}:{port}"], f"bound {proto} port {port}"))
+    return out
+
+
+def capabilities(ctx: Context, d: Directive) -> Result:
+    caps = sorted(c for c in ctx.profile.capabilities if c in CAP_NAMES)
+    if not caps:
+        return [Setting(d.name, [], "no capability used")]
+    ev = "; ".join(f"{c}: {', '.join(ctx.profile.capabilities[c].examples[:2])}" for c in caps)
+    return [Setting(d.name, [unitfile.word(c) for c in caps], ev)]
+
+
+def namespaces(ctx: Context, d: Directive) -> Result:
+    ev = ctx.profile.flags.get("namespaces")
+    if ev is None:
+        return [Setting(d.name, ["yes"], "no namespace created")]
+    kinds = sorted({NS_NAMES[x] for x in ev.examples if x in NS_NAMES})
+    if not kinds or "setns(any)" in ev.examples:
+        return [Omission(d.name, "needed: namespaces of any type")]
+    return [Setting(d.name, kinds, f"created: {', '.join(kinds)}")]
+
+
+def umask(ctx: Context, d: Directive) -> Result:
+    bound = [s for s, ops in ctx.profile.unix_sockets.items() if "bind" in ops
+             and not s.startswith("@")]
+    if bound:
+        return [Omission(d.name, f"keeps the default: others connect to {bound[0]}")]
+    return [Setting(d.name, ["0077"], "no socket file for others created")]
+
+
+def _elf_class(path: str) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(5)
+    except OSError:
+        return None
+    return head[4] if head[:4] == b"\x7fELF" else None
+
+
+def architectures(ctx: Context, d: Directive) -> Result:
+    foreign = [x for x in ctx.profile.execs if _elf_class(x) == 1]
+    if foreign:
+        return [Omission(d.name, f"needed: 32-bit binary {foreign[0]} executed")]
+    return [Setting(d.name, ["native"], "all executed binaries are native")]
+
+
+def syscall_filter(ctx: Context, d: Directive) -> Result:
+    groups = ctx.target.groups
+    if not groups:
+        return [Omission(d.name, "the target's syscall groups are unknown")]
+    seen = {s for s in ctx.profile.syscalls if _SYSCALL.match(s)}
+    known = groups.get("@known") or frozenset().union(*groups.values())
+    unknown = sorted(seen - known)
+    seen &= known
+    chosen: list[str] = []
+    covered: set[str] = set()
+    for part in system_service_parts() or ("@system-service",):
+        if part.startswith("@"):
+            members = groups.get(part, frozenset())
+            if part == "@default" or members & seen:
+                chosen.append(part)
+                covered |= members
+        elif part in seen:
+            chosen.append(part)
+            covered.add(part)
+    extra = sorted(seen - covered)
+    if unknown:
+        ctx.warnings.append(f"syscalls unknown to {ctx.target.describe()} left out of "
+                            f"SystemCallFilter=: {', '.join(unknown)}")
+    outside = [s for s in extra if s not in groups.get("@system-service", frozenset())]
+    ev = (f"{len(seen)} distinct syscalls seen; groups of @system-service that were used"
+          + (f"; outside @system-service: {', '.join(outside)}" if outside else ""))
+    return [Setting(d.name, [unitfile.word(x) for x in (*chosen, *extra)], ev),
+            Setting("SystemCallErrorNumber", ["EPERM"],
+                    "a call outside the list fails with EPERM instead of killing the service")]
+
+
+RULES: dict[str, Rule] = {
+    "flag": flag_rule, "protect_system": protect_system, "write_paths": write_paths,
+    "protect_home": protect_home, "private_tmp": private_tmp, "devices": devices,
+    "proc_subset": proc_subset, "private_network": private_network,
+    "address_families": address_families, "ip_addresses": ip_addresses,
+    "socket_bind": socket_bind, "capabilities": capabilities, "namespaces": namespaces,
+    "umask": umask, "architectures": architectures, "syscall_filter": syscall_filter,
+}

@@ -1,0 +1,124 @@
+"""Profile -> Sandbox: walk the catalogue, gate each row on the target, apply its rule."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from autosandbox import __version__, unitfile
+from autosandbox.profile import Profile
+from autosandbox.synth.catalogue import CATALOGUE, COMPANIONS
+from autosandbox.synth.paths import plan_writes
+from autosandbox.synth.rules import RULES, Context, Omission, Setting
+from autosandbox.synth.target import Target
+
+
+@dataclass
+class Sandbox:
+    subject: str
+    target: Target
+    sources: list[str]
+    settings: list[Setting] = field(default_factory=list)
+    omitted: list[Omission] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def values(self, directive: str) -> list[str] | None:
+        """Rendered words of a directive (all its lines joined); None if it is not set."""
+        found = [s for s in self.settings if s.directive == directive]
+        if not found:
+            return None
+        return [v for s in found for v in s.values]
+
+    def render(self, header: bool = True) -> str:
+        lines: list[str] = []
+        if header:
+            lines += unitfile.comment(
+                f"Sandbox learned by autosandbox {__version__} for {self.subject} on "
+                f"{datetime.now(UTC):%Y-%m-%d}; sources: {', '.join(self.sources)}; "
+                f"target: {self.target.describe()}. Review before applying.")
+        lines.append("[Service]")
+        for s in self.settings:
+            lines += unitfile.comment(s.evidence)
+            lines.append(unitfile.assignment(s.directive, s.values))
+        if self.hints:
+            lines.append("")
+            for h in self.hints:
+                lines += unitfile.comment("Hint: " + h)
+        if self.omitted:
+            lines.append("")
+            lines += unitfile.comment("Left out:")
+            for o in self.omitted:
+                lines += unitfile.comment(f"  {o.directive}=: {o.why}")
+        return unitfile.join_lines(lines)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "subject": self.subject,
+            "target": {"version": self.target.version,
+                       "features": sorted(self.target.features)},
+            "sources": self.sources,
+            "settings": [{"directive": s.directive, "values": s.values, "evidence": s.evidence}
+                         for s in self.settings],
+            "omitted": [{"directive": o.directive, "why": o.why} for o in self.omitted],
+            "hints": self.hints,
+            "warnings": self.warnings,
+        }
+
+
+def service_name(profile: Profile) -> str | None:
+    """The name a service's own directories would carry: unit name, else the program's."""
+    unit = profile.subject.get("unit")
+    if isinstance(unit, str) and unit:
+        return unit.removesuffix(".service").split("@", 1)[0]
+    cmd = profile.subject.get("command")
+    if isinstance(cmd, list) and cmd:
+        return os.path.basename(str(cmd[0]))
+    return None
+
+
+def synthesize(profile: Profile, target: Target,
+               exists: Callable[[str], bool] = os.path.lexists,
+               keep: dict[str, str] | None = None) -> Sandbox:
+    """`keep`: directives the unit already sets, which the sandbox never loosens."""
+    name = service_name(profile)
+    ctx = Context(profile, target, name, plan_writes(profile, name, exists))
+    subject = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
+    sb = Sandbox(subject or "unknown", target, list(profile.sources))
+    for d in CATALOGUE:
+        if d.since > target.version:
+            sb.omitted.append(Omission(d.name, f"needs systemd {d.since}, target has "
+                                               f"{target.version}"))
+            continue
+        if d.feature and not target.has(d.feature):
+            sb.omitted.append(Omission(d.name, f"not enforced: {target.describe()} is built "
+                                               f"without {d.feature}"))
+            continue
+        if keep and d.name in keep:
+            sb.omitted.append(Omission(d.name, f"the unit already sets {d.name}="
+                                               f"{keep[d.name]}; kept as it is"))
+            continue
+        for item in RULES[d.rule](ctx, d):
+            if isinstance(item, Setting):
+                if keep and COMPANIONS.get(item.directive) and item.directive in keep:
+                    continue
+                sb.settings.append(item)
+            else:
+                sb.omitted.append(item)
+    sb.warnings = [*profile.warnings, *ctx.warnings]
+    _hints(profile, sb)
+    return sb
+
+
+def _hints(profile: Profile, sb: Sandbox) -> None:
+    uid = profile.subject.get("uid")
+    user = profile.subject.get("user")
+    caps = set(profile.capabilities)
+    if uid == 0 and not user and not caps & {"CAP_SETUID", "CAP_SETGID"}:
+        need = ", ".join(sorted(caps)) or "none"
+        sb.hints.append(
+            f"runs as root but used no identity change (capabilities used: {need}). Consider "
+            "User= (or DynamicUser=yes) with AmbientCapabilities= for the capabilities above, "
+            "after checking who owns the files it writes. Not applied.")

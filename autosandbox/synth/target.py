@@ -1,0 +1,130 @@
+"""The systemd a drop-in is written for: its version, build features and syscall groups."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+
+from autosandbox.errors import UserError
+
+_VERSION = re.compile(r"^systemd (\d+)")
+
+
+@dataclass(frozen=True)
+class Target:
+    version: int
+    features: frozenset[str]  # "+BPF_FRAMEWORK" style names, without the sign, that are on
+    groups: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, hash=False)
+    known_features: bool = True  # False when the version was given by hand
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+    def describe(self) -> str:
+        return f"systemd {self.version}" + ("" if self.known_features else " (features assumed)")
+
+
+def _run(argv: list[str]) -> str:
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"{argv[0]} is not installed: install systemd "
+                        "(or pass --systemd-version for another host)")
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise UserError(f"{' '.join(argv)} failed: {proc.stderr.strip()[:200]}")
+    return proc.stdout
+
+
+def parse_version(text: str) -> tuple[int, frozenset[str]]:
+    lines = text.splitlines()
+    m = _VERSION.match(lines[0]) if lines else None
+    if m is None:
+        raise UserError(f"cannot read the systemd version from: {text[:80]!r}")
+    feats = frozenset(w[1:] for line in lines[1:] for w in line.split() if w.startswith("+"))
+    return int(m.group(1)), feats
+
+
+def parse_syscall_groups(text: str) -> dict[str, frozenset[str]]:
+    """Parse `systemd-analyze syscall-filter`; nested @groups are expanded."""
+    raw: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@"):
+            current = raw.setdefault(line.strip(), [])
+        elif line.startswith(" ") and current is not None:
+            item = line.strip()
+            if item and not item.startswith("#"):
+                current.append(item)
+        elif not line.strip():
+            continue
+        else:
+            current = None
+
+    expanded: dict[str, frozenset[str]] = {}
+
+    def expand(name: str, seen: frozenset[str]) -> frozenset[str]:
+        if name in expanded:
+            return expanded[name]
+        out: set[str] = set()
+        for item in raw.get(name, []):
+            if item.startswith("@"):
+                if item not in seen:
+                    out |= expand(item, seen | {item})
+            else:
+                out.add(item)
+        expanded[name] = frozenset(out)
+        return expanded[name]
+
+    for name in raw:
+        expand(name, frozenset({name}))
+    return expanded
+
+
+def group_members(text: str) -> dict[str, tuple[str, ...]]:
+    """Direct members of each group, nested @groups unexpanded (for @system-service parts)."""
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@"):
+            current = out.setdefault(line.strip(), [])
+        elif line.startswith(" ") and current is not None:
+            item = line.strip()
+            if item and not item.startswith("#"):
+                current.append(item)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@cache
+def _syscall_filter_text() -> str:
+    return _run(["systemd-analyze", "syscall-filter"])
+
+
+@cache
+def host_target() -> Target:
+    version, feats = parse_version(_run(["systemctl", "--version"]))
+    return Target(version, feats, parse_syscall_groups(_syscall_filter_text()))
+
+
+def target_for(version: int | None, bpf: bool | None = None) -> Target:
+    """The host's systemd, or one given by version (features assumed from a default build)."""
+    if version is None:
+        t = host_target()
+        if bpf is None:
+            return t
+        feats = t.features | {"BPF_FRAMEWORK"} if bpf else t.features - {"BPF_FRAMEWORK"}
+        return Target(t.version, feats, t.groups)
+    try:
+        groups = parse_syscall_groups(_syscall_filter_text())
+    except UserError:
+        groups = {}
+    base = {"SECCOMP", "AUDIT", "APPARMOR", "SELINUX"}
+    if bpf is None or bpf:
+        base.add("BPF_FRAMEWORK")
+    return Target(version, frozenset(base), groups, known_features=False)
+
+
+def system_service_parts() -> tuple[str, ...]:
+    """What @system-service is made of on this host (groups and single syscalls)."""
+    return group_members(_syscall_filter_text()).get("@system-service", ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from autosandbox.learn import LearnOptions, learn_command, learn_unit
 from autosandbox.profile import Profile
 from autosandbox.report import summarize
 from autosandbox.results import Result, result_for_profile
+from autosandbox.trace.unit import reset_unit
 
 _UNIT_NAME = re.compile(r"^[\w:.\\@-]+\.(service|socket|timer|target|mount|path|slice|scope|"
                         r"device|swap|automount)$")
@@ -32,6 +34,14 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("autosandbox: interrupted", err=True)
             ctx.exit(130)
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except Exception as exc:
+            if os.environ.get("AUTOSANDBOX_DEBUG"):
+                raise
+            click.echo(f"autosandbox: internal error: {type(exc).__name__}: {exc} "
+                       "(AUTOSANDBOX_DEBUG=1 shows the traceback)", err=True)
+            ctx.exit(70)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -124,12 +134,23 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     else:
         result = learn_command(list(target), opts)
     prof = profile_out or (output.with_suffix(".json") if output else None)
+    if prof is None and result.profile.subject.get("unit"):
+        prof = Path(f"{result.profile.subject['unit']}.profile.json")
     if prof is not None:
         result.profile.save(prof)
-        result.profile_path = prof
+        result.profile_path = prof.absolute()
     _emit(result, output, as_json)
     if result.exit_code:
         sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("unit")
+def reset(unit: str) -> None:
+    """Remove a trace or trial drop-in left by a killed autosandbox and restart the unit."""
+    done = reset_unit(unit)
+    for line in done or [f"nothing to reset for {unit}"]:
+        click.echo(line, err=True)
 
 
 @main.command()

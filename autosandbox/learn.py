@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
 from autosandbox.results import Result, result_for_profile
+from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
 from autosandbox.trace.command import trace_command
+from autosandbox.trace.unit import existing_settings, trace_unit, unit_text
 
 
 @dataclass
@@ -36,4 +38,19 @@ def learn_command(argv: list[str], opts: LearnOptions) -> Result:
 
 
 def learn_unit(unit: str, opts: LearnOptions) -> Result:
-    raise UserError("learning a systemd unit is not available yet")
+    if opts.duration is None:
+        raise UserError("learning a unit needs --duration (e.g. --duration 10m): the service "
+                        "does not end by itself")
+    progress = ProgressLine(enabled=opts.progress)
+    try:
+        traced = trace_unit(unit, opts.duration, opts.exercise, on_progress=progress)
+    finally:
+        progress.done()
+    dropin = dropin_path(unit, TRACE_DROPIN)
+    keep = existing_settings(traced.info, dropin)
+    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
+                                unit_text=unit_text(traced.info, dropin), keep=keep)
+    result.notes += traced.notes
+    if not traced.started_ok:
+        result.exit_code = 1
+    return result

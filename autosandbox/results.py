@@ -70,5 +70,7 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     sandbox = synthesize(profile, target, keep=keep)
     dropin = sandbox.render()
     base = unit_text or check_unit_for(profile)
-    return Result(profile, sandbox, dropin, base, analyze.verify(base, dropin),
+    before = set(analyze.verify(base, None))  # the unit's own warnings are not ours
+    warnings = [w for w in analyze.verify(base, dropin) if w not in before]
+    return Result(profile, sandbox, dropin, base, warnings,
                   analyze.security(base, None), analyze.security(base, dropin))

@@ -148,15 +148,17 @@ def join_lines(lines: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def exec_arg(arg: str) -> str:
-    """One ExecStart= word: C-escaped inside double quotes; `%` and `$` doubled."""
+def exec_arg(arg: str, expand_env: bool = False) -> str:
+    """One ExecStart= word: C-escaped inside double quotes; `%` doubled, and `$` too unless
+    the word comes from systemd itself (`expand_env`: it still holds the unit's own `$VAR`
+    references, which systemd expands at exec time as it did before)."""
     out = []
     for ch in arg:
         if ch in '"\\':
             out.append("\\" + ch)
         elif ch == "%":
             out.append("%%")
-        elif ch == "$":
+        elif ch == "$" and not expand_env:
             out.append("$$")
         elif ord(ch) < 0x20 or ord(ch) == 0x7F or not ch.isprintable():
             for b in ch.encode("utf-8", "surrogateescape"):
@@ -166,5 +168,5 @@ def exec_arg(arg: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def exec_line(argv: Sequence[str]) -> str:
-    return " ".join(exec_arg(a) for a in argv)
+def exec_line(argv: Sequence[str], expand_env: bool = False) -> str:
+    return " ".join(exec_arg(a, expand_env) for a in argv)

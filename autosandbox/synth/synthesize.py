@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from autosandbox import __version__, unitfile
 from autosandbox.profile import Profile
-from autosandbox.synth.catalogue import CATALOGUE, COMPANIONS
+from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
 from autosandbox.synth.paths import plan_writes
 from autosandbox.synth.rules import RULES, Context, Omission, Setting
 from autosandbox.synth.target import Target
@@ -96,13 +96,12 @@ def synthesize(profile: Profile, target: Target,
             sb.omitted.append(Omission(d.name, f"not enforced: {target.describe()} is built "
                                                f"without {d.feature}"))
             continue
-        if keep and d.name in keep:
-            sb.omitted.append(Omission(d.name, f"the unit already sets {d.name}="
-                                               f"{keep[d.name]}; kept as it is"))
-            continue
         for item in RULES[d.rule](ctx, d):
             if isinstance(item, Setting):
-                if keep and COMPANIONS.get(item.directive) and item.directive in keep:
+                if keep and not _may_override(d.name, item, keep):
+                    owner = item.directive if item.directive in keep else d.name
+                    sb.omitted.append(Omission(item.directive, f"the unit already sets "
+                                               f"{owner}={keep[owner]}; kept"))
                     continue
                 sb.settings.append(item)
             else:
@@ -110,6 +109,28 @@ def synthesize(profile: Profile, target: Target,
     sb.warnings = [*profile.warnings, *ctx.warnings]
     _hints(profile, sb)
     return sb
+
+
+# Lists a drop-in only adds to: what the unit already allows stays allowed either way.
+ADDITIVE = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
+                      "RuntimeDirectory", "DeviceAllow"})
+
+
+def _may_override(row: str, item: Setting, keep: dict[str, str]) -> bool:
+    """Never loosen what the unit sets: only additive lists and strictly tighter ladder steps."""
+    name = item.directive
+    if name not in keep and COMPANIONS.get(name, row) not in keep:
+        return True
+    if name in ADDITIVE:
+        return True
+    if name not in BY_NAME or name not in keep:
+        return False
+    ladder = BY_NAME[name].ladder
+    ours = " ".join(item.values)
+    theirs = keep[name].strip()
+    aliases = {"true": "yes", "on": "yes", "1": "yes"}
+    theirs = aliases.get(theirs.lower(), theirs)
+    return ours in ladder and theirs in ladder and ladder.index(ours) < ladder.index(theirs)
 
 
 def _hints(profile: Profile, sb: Sandbox) -> None:

@@ -52,9 +52,9 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str]) -> list[str]:
     return [strace, *STRACE_OPTIONS, "-o", str(output), "--", *argv]
 
 
-def add_kernel_capabilities(profile: Profile, tracer: CapabilityTracer) -> None:
+def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
     """Granted checks become needs; the known-noisy ones only when a syscall corroborates."""
-    for cap, count in tracer.items():
+    for cap, count in sorted(granted.items()):
         if cap in NOISY_KERNEL_CAPS and cap not in profile.capabilities:
             profile.warnings.append(
                 f"ignored {count} kernel checks of {cap}: made for memory accounting, "
@@ -114,7 +114,7 @@ def trace_command(
             _terminate(proc)
     profile = stream.close()
     if tracer is not None:
-        add_kernel_capabilities(profile, tracer)
+        add_kernel_capabilities(profile, tracer.granted)
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode

@@ -37,7 +37,20 @@ def tracefs_root() -> Path | None:
     return None
 
 
+def in_initial_pid_namespace() -> bool:
+    """tracefs reports host pids; inside a pid namespace they cannot be matched to ours."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return len(line.split()) == 2
+    except OSError:
+        return False
+    return False
+
+
 def cap_capable_available() -> bool:
+    if not in_initial_pid_namespace():
+        return False
     root = tracefs_root()
     return root is not None and (root / EVENT).is_dir()
 
@@ -48,24 +61,31 @@ class CapabilityTracer:
     Denied checks (ret != 0) are not needs: unprivileged workers probe and move on.
     """
 
-    def __init__(self, root_pid: int, ignore_pids: frozenset[int] = frozenset()) -> None:
+    def __init__(self, root_pid: int | None, ignore_pids: frozenset[int] = frozenset()) -> None:
+        """`root_pid`: follow that process and its descendants. None: record granted checks of
+        every process (minus the CAP_SYS_ADMIN memory-accounting noise, filtered in the kernel)
+        and pick the traced pids afterwards with `granted_for`."""
         root = tracefs_root()
         if root is None:
             raise OSError("tracefs is not available")
-        self.dir = root / "instances" / f"autosandbox-{os.getpid()}-{root_pid}"
+        self.dir = root / "instances" / f"autosandbox-{os.getpid()}-{root_pid or 'all'}"
         self.root_pid = root_pid
         self.ignore_pids = ignore_pids
         self.granted: dict[str, int] = {}
         self.denied: dict[str, int] = {}
         self.pids_by_cap: dict[str, set[int]] = {}
+        self.by_pid: dict[tuple[int, str], int] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __enter__(self) -> CapabilityTracer:
         self.dir.mkdir()
         try:
-            (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
-            (self.dir / "options/event-fork").write_text("1\n")
+            if self.root_pid is not None:
+                (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
+                (self.dir / "options/event-fork").write_text("1\n")
+            else:
+                (self.dir / EVENT / "filter").write_text("ret == 0 && cap != 21\n")
             (self.dir / "buffer_size_kb").write_text("4096\n")
             (self.dir / EVENT / "enable").write_text("1\n")
         except OSError:
@@ -130,6 +150,14 @@ class CapabilityTracer:
         target[cap] = target.get(cap, 0) + 1
         if ret == 0:
             self.pids_by_cap.setdefault(cap, set()).add(pid)
+            self.by_pid[(pid, cap)] = self.by_pid.get((pid, cap), 0) + 1
+
+    def granted_for(self, pids: set[int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (pid, cap), n in self.by_pid.items():
+            if pid in pids:
+                out[cap] = out.get(cap, 0) + n
+        return out
 
     def items(self) -> Iterator[tuple[str, int]]:
         yield from sorted(self.granted.items())

@@ -1,0 +1,212 @@
+"""`autosandbox learn UNIT`: real services under a real systemd, traced while a workload runs,
+and left exactly as they were found."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from systemd_harness import run, wait_for
+
+SRC = Path(__file__).resolve().parent.parent
+TRACE_DROPIN = "zz-autosandbox-trace.conf"
+
+
+def autosandbox(*args, timeout=300, check_rc=None):
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    cp = subprocess.run([sys.executable, "-m", "autosandbox", *args], capture_output=True,
+                        text=True, timeout=timeout, env=env, cwd="/tmp")
+    if check_rc is not None:
+        assert cp.returncode == check_rc, f"rc {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    return cp
+
+
+def spawn_learn(*args):
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    return subprocess.Popen([sys.executable, "-m", "autosandbox", "learn", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd="/tmp")
+
+
+def snapshot(unit):
+    """What must be the same before and after learning."""
+    props = {}
+    for p in ("ExecStart", "ExecStartPre", "Type", "ActiveState", "DropInPaths", "User",
+              "SystemCallFilter", "ProtectSystem"):
+        value = run(["systemctl", "show", "--value", "-p", p, unit], check=True).stdout.strip()
+        # ExecStart also shows run-time fields (pid, start time); keep the command only.
+        props[p] = value.split(" ; start_time=")[0] if p.startswith("Exec") else value
+    props["runtime_dropin"] = Path(f"/run/systemd/system/{unit}.d/{TRACE_DROPIN}").exists()
+    return props
+
+
+def learn_json(unit, seconds, exercise=None, extra=()):
+    args = ["learn", unit, "--duration", f"{seconds}s", "--json", *extra]
+    if exercise:
+        args += ["--exercise", exercise]
+    cp = autosandbox(*args)
+    assert cp.returncode == 0, f"{cp.stdout}\n{cp.stderr}"
+    return json.loads(cp.stdout)
+
+
+def setting(result, directive):
+    vals = [v for s in result["sandbox"]["settings"] if s["directive"] == directive
+            for v in s["values"]]
+    found = any(s["directive"] == directive for s in result["sandbox"]["settings"])
+    return vals if found else None
+
+
+def writable(result):
+    """Every location the drop-in makes writable, as absolute paths."""
+    out = {v.lstrip("-").strip('"') for v in setting(result, "ReadWritePaths") or []}
+    for directive, base in (("StateDirectory", "/var/lib/"), ("LogsDirectory", "/var/log/"),
+                            ("CacheDirectory", "/var/cache/"), ("RuntimeDirectory", "/run/")):
+        out |= {base + v for v in setting(result, directive) or []}
+    return out
+
+
+def test_learn_nginx(install_service):
+    svc = install_service("as-nginx")
+    svc.start()
+    before = snapshot(svc.unit)
+    result = learn_json(svc.unit, 8, "for i in $(seq 20); do curl -fsS localhost:8081/ "
+                                     ">/dev/null; sleep 0.2; done")
+    assert snapshot(svc.unit) == before
+    assert setting(result, "ProtectSystem") == ["strict"]
+    assert writable(result) <= {"/var/log/as-nginx", "/run/as-nginx", "/var/cache/as-nginx"}
+    assert "/var/log/as-nginx" in writable(result)  # access.log written by the workload
+    fams = setting(result, "RestrictAddressFamilies")
+    assert "AF_INET" in fams and "AF_INET6" not in fams
+    assert setting(result, "IPAddressAllow") == ["localhost"]
+    assert set(setting(result, "CapabilityBoundingSet")) == {"CAP_SETGID", "CAP_SETUID"}
+    assert result["exposure"]["after"]["exposure"] < result["exposure"]["before"]["exposure"]
+    assert result["verify_warnings"] == []
+    profile = json.loads(Path(result["profile"]).read_text())
+    assert profile["subject"]["unit"] == svc.unit
+    assert any(p.startswith("/var/log/as-nginx/") for p in profile["paths"])
+
+
+def test_learn_pyapp_state_and_logs(install_service):
+    svc = install_service("as-pyapp")
+    svc.start()
+    before = snapshot(svc.unit)
+    result = learn_json(svc.unit, 6, "for i in 1 2 3; do curl -fsS localhost:8082/ "
+                                     ">/dev/null; sleep 0.5; done")
+    assert snapshot(svc.unit) == before
+    assert writable(result) == {"/var/lib/as-pyapp", "/var/log/as-pyapp"}
+    assert setting(result, "StateDirectory") == ["as-pyapp"]
+    assert setting(result, "CapabilityBoundingSet") == []
+    assert setting(result, "RestrictAddressFamilies") == ["AF_INET", "AF_UNIX"] or \
+        setting(result, "RestrictAddressFamilies") == ["AF_INET"]
+
+
+def test_learn_redis_as_its_user(install_service):
+    svc = install_service("as-redis")
+    svc.start()
+    before = snapshot(svc.unit)
+    result = learn_json(svc.unit, 6, "for i in 1 2 3; do printf 'PING\\r\\n' | "
+                                     "timeout 2 redis-cli -p 6380 >/dev/null; sleep 0.3; done")
+    assert snapshot(svc.unit) == before
+    assert writable(result) <= {"/var/lib/as-redis", "/run/as-redis"}
+    assert "AF_INET" in setting(result, "RestrictAddressFamilies")
+    assert setting(result, "CapabilityBoundingSet") == []  # runs as redis: needs none
+
+
+@pytest.mark.parametrize("name", ["as-forking", "as-notify"])
+def test_forking_and_notify_services_stay_tracked(install_service, name):
+    svc = install_service(name)
+    svc.start()
+    before = snapshot(svc.unit)
+    proc = spawn_learn(svc.unit, "--duration", "6s", "--json")
+    # While traced, systemd still sees the service's own main process, alive and active.
+    dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
+    wait_for(dropin.exists, what="trace drop-in")
+    time.sleep(2)
+    assert svc.prop("ActiveState") == "active", svc.diagnostics()
+    main = int(svc.prop("MainPID"))
+    assert main > 0
+    exe = os.readlink(f"/proc/{main}/exe")
+    assert "strace" not in exe, exe
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert snapshot(svc.unit) == before
+    result = json.loads(out)
+    assert any(s["directive"] == "ProtectSystem" for s in result["sandbox"]["settings"])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_restores_the_unit(install_service, sig):
+    svc = install_service("as-nginx")
+    svc.start()
+    before = snapshot(svc.unit)
+    proc = spawn_learn(svc.unit, "--duration", "5m")
+    dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
+    wait_for(dropin.exists, what="trace drop-in")
+    wait_for(lambda: svc.prop("ActiveState") == "active", what="traced unit active")
+    time.sleep(1)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupted" in err
+    assert "[Service]" in out  # what was learned so far is still handed over
+    assert snapshot(svc.unit) == before
+
+
+def test_sigkill_then_reset(install_service):
+    svc = install_service("as-nginx")
+    svc.start()
+    before = snapshot(svc.unit)
+    proc = spawn_learn(svc.unit, "--duration", "5m")
+    dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
+    wait_for(dropin.exists, what="trace drop-in")
+    wait_for(lambda: svc.prop("ActiveState") == "active", what="traced unit active")
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert dropin.exists()
+    refused = autosandbox("learn", svc.unit, "--duration", "5s")
+    assert refused.returncode == 2 and "autosandbox reset" in refused.stderr
+    autosandbox("reset", svc.unit, check_rc=0)
+    assert not dropin.exists()
+    assert snapshot(svc.unit) == before
+    # the service answers again, untraced
+    wait_for(lambda: run("curl -fsS localhost:8081/").returncode == 0, what="nginx answers")
+
+
+def test_unit_with_its_own_filter_and_strict_can_be_learned(install_service):
+    svc = install_service("as-pyapp")
+    own = Path(f"/etc/systemd/system/{svc.unit}.d/10-own.conf")
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("[Service]\nProtectSystem=strict\nSystemCallFilter=@system-service\n")
+    try:
+        run(["systemctl", "daemon-reload"], check=True)
+        svc.start()
+        before = snapshot(svc.unit)
+        result = learn_json(svc.unit, 5, "curl -fsS localhost:8082/ >/dev/null")
+        assert snapshot(svc.unit) == before
+        omitted = {o["directive"]: o["why"] for o in result["sandbox"]["omitted"]}
+        assert "already sets" in omitted["SystemCallFilter"]  # never loosened silently
+        assert "already sets" in omitted["ProtectSystem"]
+        assert setting(result, "SystemCallFilter") is None
+        assert setting(result, "StateDirectory") == ["as-pyapp"]  # the trace saw its writes
+    finally:
+        own.unlink()
+        own.parent.rmdir()
+        run(["systemctl", "daemon-reload"])
+
+
+def test_clear_errors():
+    cp = autosandbox("learn", "no-such-unit.service", "--duration", "1s")
+    assert cp.returncode == 2 and "does not exist" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    cp = autosandbox("learn", "getty@.service", "--duration", "1s")
+    assert cp.returncode == 2 and "template" in cp.stderr
+    cp = autosandbox("learn", "as-nothing.socket", "--duration", "1s")
+    assert cp.returncode == 2 and "not a service" in cp.stderr
+    cp = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+              "-m", "autosandbox", "learn", "ssh.service", "--duration", "1s"],
+             env=dict(os.environ, PYTHONPATH=str(SRC)))
+    assert cp.returncode == 2 and "needs root" in cp.stderr

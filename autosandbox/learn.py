@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
-from autosandbox.results import Result, result_for_profile
+from autosandbox.results import Result, result_for_profile, with_validation
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
 from autosandbox.trace.command import trace_command
 from autosandbox.trace.unit import existing_settings, trace_unit, unit_text
+from autosandbox.validate.health import HealthChecks
+from autosandbox.validate.trials import validate
 
 
 @dataclass
@@ -19,6 +22,9 @@ class LearnOptions:
     systemd_version: int | None = None
     bpf: bool | None = None
     exercise: str | None = None
+    validate: bool = True
+    checks: HealthChecks | None = None
+    max_trials: int = 12
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
@@ -53,4 +59,10 @@ def learn_unit(unit: str, opts: LearnOptions) -> Result:
     result.notes += traced.notes
     if not traced.started_ok:
         result.exit_code = 1
+        return result
+    if opts.validate:
+        checks = opts.checks or HealthChecks(exercise=opts.exercise)
+        say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
+        validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say)
+        with_validation(result, validation)
     return result

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autosandbox.errors import HealthError
 from autosandbox.profile import Profile
 from autosandbox.synth.synthesize import Sandbox, synthesize
 from autosandbox.synth.target import target_for
 from autosandbox.systemd import analyze
+from autosandbox.validate.trials import Validation, render_validated
 
 
 @dataclass
@@ -74,3 +76,26 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     warnings = [w for w in analyze.verify(base, dropin) if w not in before]
     return Result(profile, sandbox, dropin, base, warnings,
                   analyze.security(base, None), analyze.security(base, dropin))
+
+
+def with_validation(result: Result, validation: Validation) -> Result:
+    """The validated (possibly relaxed) drop-in replaces the learned one; scores follow it."""
+    result.sandbox = validation.sandbox
+    result.dropin = render_validated(validation)
+    before = set(analyze.verify(result.unit_text, None))
+    result.verify_warnings = [w for w in analyze.verify(result.unit_text, result.dropin)
+                              if w not in before]
+    result.after = analyze.security(result.unit_text, result.dropin)
+    result.notes += validation.notes
+    result.extra["validation"] = {
+        "healthy": validation.healthy,
+        "restarts": validation.restarts,
+        "trials": [t.to_json() for t in validation.trials],
+    }
+    if validation.healthy:
+        result.notes.append(f"validated: healthy after {validation.restarts} restart(s)")
+    else:
+        result.exit_code = HealthError.exit_code
+        result.notes.append(f"no healthy sandbox found in {validation.restarts} restart(s); "
+                            "the drop-in above is the last candidate, not validated")
+    return result

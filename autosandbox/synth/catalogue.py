@@ -22,17 +22,21 @@ class Directive:
     feature: str | None = None
     blocked_by: tuple[str, ...] = ()
     blocked_paths: tuple[str, ...] = ()
+    grants: bool = False  # widens what the sandbox allows (never the cause of a breakage)
 
     @property
     def tightest(self) -> str:
         return self.ladder[0]
 
     def looser(self, value: str) -> str | None:
-        """The next step down the ladder from `value`; None when already at the bottom."""
+        """The next step down the ladder from `value` (a learned list counts as the first
+        step); None when already at the bottom."""
         try:
             i = self.ladder.index(value)
         except ValueError:
-            return None
+            if not self.ladder[0].startswith("<"):
+                return None
+            i = 0
         return self.ladder[i + 1] if i + 1 < len(self.ladder) else None
 
 
@@ -42,15 +46,15 @@ CATALOGUE: tuple[Directive, ...] = (
     D("ProtectSystem", 232, "mounts the whole file system read-only except /dev, /proc, /sys",
       ("strict", "full", "yes", ""), rule="protect_system"),
     D("ReadWritePaths", 231, "paths left writable under ProtectSystem=strict",
-      ("<paths>", ""), rule="write_paths"),
+      ("<paths>", ""), rule="write_paths", grants=True),
     D("StateDirectory", 235, "/var/lib/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths"),
+      ("<names>", ""), rule="write_paths", grants=True),
     D("CacheDirectory", 235, "/var/cache/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths"),
+      ("<names>", ""), rule="write_paths", grants=True),
     D("LogsDirectory", 235, "/var/log/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths"),
+      ("<names>", ""), rule="write_paths", grants=True),
     D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
-      ("<names>", ""), rule="write_paths"),
+      ("<names>", ""), rule="write_paths", grants=True),
     D("ProtectHome", 214, "/home, /root and /run/user",
       ("yes", "read-only", ""), rule="protect_home"),
     D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp"),
@@ -79,7 +83,7 @@ CATALOGUE: tuple[Directive, ...] = (
     D("PrivateNetwork", 33, "all networking but a private loopback", ("yes", ""),
       rule="private_network"),
     D("RestrictAddressFamilies", 211, "socket address families",
-      ("<families>", ""), rule="address_families"),
+      ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule="address_families"),
     D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
       ("any", ""), rule="ip_addresses"),
     D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",
@@ -107,7 +111,7 @@ CATALOGUE: tuple[Directive, ...] = (
     D("SystemCallArchitectures", 209, "system calls of foreign architectures", ("native", ""),
       rule="architectures"),
     D("SystemCallFilter", 187, "system calls outside an allow-list (fail with EPERM)",
-      ("<allow-list>", ""), rule="syscall_filter"),
+      ("<allow-list>", "@system-service", ""), rule="syscall_filter"),
 )
 
 BY_NAME: dict[str, Directive] = {d.name: d for d in CATALOGUE}

@@ -38,8 +38,13 @@ def tracefs_root() -> Path | None:
 
 
 def in_initial_pid_namespace() -> bool:
-    """tracefs reports host pids; inside a pid namespace they cannot be matched to ours."""
+    """tracefs reports host pids; inside a container's pid namespace they are not ours.
+    (Inside, /proc shows only the container's view, so ask the container markers.)"""
+    if Path("/run/systemd/container").exists() or Path("/.dockerenv").exists():
+        return False
     try:
+        if b"container=" in Path("/proc/1/environ").read_bytes():
+            return False
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("NSpid:"):
                 return len(line.split()) == 2

@@ -200,11 +200,20 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
             started_ok = False
             notes.append(f"{unit} did not start under strace (state {state}); "
                          "see journalctl -u " + unit)
-        if exercise and started_ok:
-            exercise_proc = subprocess.Popen(["/bin/sh", "-c", exercise],
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL, start_new_session=True)
+        exercise_ok = False
+        exercise_runs = 0
         while started_ok:
+            # The workload runs until it succeeds once: a service may listen a moment after
+            # systemd calls it active, and a workload that never reached it taught nothing.
+            if exercise and not exercise_ok and (exercise_proc is None
+                                                 or exercise_proc.poll() is not None):
+                if exercise_proc is not None:
+                    exercise_ok = exercise_proc.returncode == 0
+                if not exercise_ok:
+                    exercise_runs += 1
+                    exercise_proc = subprocess.Popen(
+                        ["/bin/sh", "-c", exercise], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, start_new_session=True)
             elapsed = time.monotonic() - begun
             st, sub, _, _ = mgr.state(unit)
             if on_progress is not None:
@@ -220,8 +229,11 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                 notes.append(f"{unit} stopped while it was traced ({st}/{sub})")
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
-        if exercise_proc is not None and exercise_proc.poll() not in (None, 0):
-            notes.append(f"the --exercise command exited with {exercise_proc.returncode}")
+        if exercise and exercise_proc is not None and exercise_proc.poll() == 0:
+            exercise_ok = True
+        if exercise and not exercise_ok:
+            notes.append(f"the --exercise command never succeeded while learning "
+                         f"({exercise_runs} runs): the profile misses its code paths")
     except KeyboardInterrupt:
         notes.append("interrupted: the unit was restored; the profile covers what ran so far")
     finally:

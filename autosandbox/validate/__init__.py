@@ -1,0 +1,1 @@
+"""Validation: apply a candidate, restart, judge health, collect denials, relax what broke."""

@@ -1,0 +1,63 @@
+"""Denials seen during a trial: the unit's journal since the trial began, and audit records
+where auditd runs. Each denial names what broke as precisely as the source allows."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+# errno texts as programs print them (strerror) and their numbers (nginx prints both)
+_DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
+                     r"Address family not supported|\(30[:)]|\(13[:)]|\[Errno (?:30|13|1|97)\]|"
+                     r"EROFS|EACCES|EPERM|EAFNOSUPPORT", re.I)
+_PATH = re.compile(r"""["'`](/[^"'`\s]*)["'`]|(?<![\w/])(/(?:[\w.@+-]+/)*[\w.@+-]+)""")
+_KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", re.I)),
+         ("eacces", re.compile(r"Permission denied|\(13[:)]|Errno 13|EACCES", re.I)),
+         ("eafnosupport", re.compile(r"Address family not supported|Errno 97|EAFNOSUPPORT",
+                                     re.I)),
+         ("eperm", re.compile(r"Operation not permitted|Errno 1\]|EPERM", re.I)))
+
+
+@dataclass(frozen=True)
+class Denial:
+    kind: str  # erofs, eacces, eperm, eafnosupport, seccomp
+    path: str | None
+    source: str  # journal, audit
+    text: str
+
+
+def journal_cursor() -> str | None:
+    if shutil.which("journalctl") is None:
+        return None
+    cp = subprocess.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager", "-q"],
+                        capture_output=True, text=True, check=False)
+    m = re.search(r"-- cursor: (\S+)", cp.stdout)
+    return m.group(1) if m else None
+
+
+def journal_lines(unit: str, cursor: str | None) -> list[str]:
+    if shutil.which("journalctl") is None:
+        return []
+    args = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-q"]
+    args += [f"--after-cursor={cursor}"] if cursor else ["-n", "200"]
+    cp = subprocess.run(args, capture_output=True, text=True, check=False)
+    return cp.stdout.splitlines()
+
+
+def parse_denials(lines: list[str], source: str = "journal") -> list[Denial]:
+    out: list[Denial] = []
+    seen: set[tuple[str, str | None]] = set()
+    for line in lines:
+        if not _DENIED.search(line):
+            continue
+        kind = next((k for k, rx in _KIND if rx.search(line)), "eperm")
+        paths = [a or b for a, b in _PATH.findall(line)]
+        path = next((p for p in paths if not p.startswith(("/usr/lib/python", "/proc/self"))),
+                    None)
+        key = (kind, path)
+        if key not in seen:
+            seen.add(key)
+            out.append(Denial(kind, path, source, line.strip()[:200]))
+    return out

@@ -1,0 +1,119 @@
+"""Is the service healthy? State, restarts and main process over a settle window, plus the
+user's own checks (command, URL, TCP port) and the workload (--exercise)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from autosandbox.systemd.manager import Manager
+
+
+@dataclass
+class HealthChecks:
+    settle: float = 5.0
+    command: str | None = None
+    url: str | None = None
+    port: str | None = None  # PORT or HOST:PORT
+    exercise: str | None = None
+    timeout: float = 30.0
+
+    def user_checks(self) -> list[str]:
+        return [x for x in (self.command and "health command", self.url and "health URL",
+                            self.port and "health port", self.exercise and "exercise") if x]
+
+
+@dataclass
+class Health:
+    healthy: bool
+    problems: list[str] = field(default_factory=list)
+    state: str = ""
+
+    def summary(self) -> str:
+        return "healthy" if self.healthy else "; ".join(self.problems)
+
+
+def _run_check(cmd: str, timeout: float, what: str) -> str | None:
+    try:
+        cp = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True,
+                            timeout=timeout, check=False, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return f"{what} timed out after {timeout:.0f}s"
+    if cp.returncode != 0:
+        tail = (cp.stderr or cp.stdout).strip().splitlines()[-1:] or [""]
+        return f"{what} exited {cp.returncode} {tail[0][:120]}".rstrip()
+    return None
+
+
+def _check_url(url: str, timeout: float) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            if r.status >= 400:
+                return f"{url} answered {r.status}"
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{url}: {exc}"
+    return None
+
+
+def _check_port(spec: str, timeout: float) -> str | None:
+    host, _, port = spec.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"TCP {host or '127.0.0.1'}:{port}: {exc}"
+
+
+def user_checks(checks: HealthChecks, retry_for: float = 0.0) -> list[str]:
+    """The user's checks; each is retried for `retry_for` seconds (a service warming up)."""
+    problems: list[str] = []
+    for kind, value in (("command", checks.command), ("url", checks.url),
+                        ("port", checks.port), ("exercise", checks.exercise)):
+        if not value:
+            continue
+        deadline = time.monotonic() + retry_for
+        while True:
+            if kind == "command" or kind == "exercise":
+                problem = _run_check(value, checks.timeout, f"{kind} {value!r}")
+            elif kind == "url":
+                problem = _check_url(value, min(checks.timeout, 10))
+            else:
+                problem = _check_port(value, min(checks.timeout, 10))
+            if problem is None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def judge(mgr: Manager, unit: str, service_type: str, checks: HealthChecks,
+          start_state: str) -> Health:
+    """Judge a unit just (re)started into `start_state`."""
+    problems: list[str] = []
+    if service_type == "oneshot":
+        info = mgr.unit(unit)
+        if str(info.Result) != "success":
+            problems.append(f"oneshot result {info.Result}")
+        return Health(not problems, problems, start_state)
+    if start_state != "active":
+        return Health(False, [f"unit is {start_state} after restart"], start_state)
+    _, _, pid0, restarts0 = mgr.state(unit)
+    deadline = time.monotonic() + checks.settle
+    problems += user_checks(checks, retry_for=checks.settle)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+    state, sub, pid, restarts = mgr.state(unit)
+    if state != "active":
+        problems.append(f"unit became {state}/{sub}")
+    if restarts > restarts0:
+        problems.append(f"unit restarted {restarts - restarts0} times")
+    if pid0 and pid != pid0:
+        problems.append(f"main process changed ({pid0} -> {pid})")
+    return Health(not problems, problems, state)

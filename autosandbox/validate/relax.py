@@ -1,0 +1,157 @@
+"""Relaxing a candidate: with evidence first (a denied path, a refused family), else one step
+down the ladder of the directive bisection blamed. The catalogue says how each one relaxes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from autosandbox import unitfile
+from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
+from autosandbox.synth.paths import BROAD, HOME_DIRS, under
+from autosandbox.synth.rules import Setting
+from autosandbox.synth.synthesize import Sandbox
+from autosandbox.validate.denials import Denial
+
+
+@dataclass
+class Relaxation:
+    trial: int
+    directive: str
+    before: str
+    after: str
+    why: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"trial": self.trial, "directive": self.directive, "from": self.before,
+                "to": self.after, "why": self.why}
+
+
+def row_of(directive: str) -> str:
+    return COMPANIONS.get(directive, directive)
+
+
+def restriction_rows(sb: Sandbox) -> list[str]:
+    """Catalogue rows the candidate sets that restrict (bisection's search space), in
+    catalogue order with ProtectSystem last: it stays strict unless nothing else works."""
+    present = {row_of(s.directive) for s in sb.settings}
+    rows = [d.name for d in CATALOGUE if d.name in present and not d.grants]
+    if "ProtectSystem" in rows:
+        rows.remove("ProtectSystem")
+        rows.append("ProtectSystem")
+    # Rows not in the catalogue (a hand-written candidate) are bisected too, after the rest.
+    rows += sorted(present - set(rows) - {d.name for d in CATALOGUE if d.grants})
+    return rows
+
+
+def subset(sb: Sandbox, rows: set[str]) -> Sandbox:
+    """The candidate with only these restriction rows (grants are always kept)."""
+    keep = [s for s in sb.settings
+            if row_of(s.directive) in rows or (row_of(s.directive) in BY_NAME
+                                               and BY_NAME[row_of(s.directive)].grants)]
+    return Sandbox(sb.subject, sb.target, sb.sources, keep, sb.omitted, sb.hints, sb.warnings)
+
+
+def _value(sb: Sandbox, directive: str) -> str | None:
+    vals = sb.values(directive)
+    return None if vals is None else " ".join(vals)
+
+
+def relax_row(sb: Sandbox, row: str, trial: int, why: str) -> Relaxation | None:
+    """One step down the row's ladder; a list value (families, syscalls) drops entirely."""
+    current = _value(sb, row)
+    if current is None:
+        return None
+    d = BY_NAME.get(row)
+    nxt = d.looser(current) if d is not None else None
+    if d is None or nxt is None or nxt.startswith("<") or nxt == current:
+        nxt = ""
+    members = [s for s in sb.settings if row_of(s.directive) == row]
+    if nxt:
+        first = members[0]
+        idx = sb.settings.index(first)
+        for s in members:
+            sb.settings.remove(s)
+        sb.settings.insert(idx, Setting(row, nxt.split(), f"{first.evidence}. Relaxed in "
+                                                          f"trial {trial} from {current}: {why}"))
+        # a companion (SystemCallErrorNumber=) still applies to the looser value
+        sb.settings[idx + 1:idx + 1] = [s for s in members if s.directive != row]
+    else:
+        for s in members:
+            sb.settings.remove(s)
+        from autosandbox.synth.rules import Omission
+        sb.omitted.append(Omission(row, f"relaxed in trial {trial} (was {current}): {why}"))
+    return Relaxation(trial, row, current, nxt or "(unset)", why)
+
+
+def _anchor(path: str) -> str:
+    """Where a denied write to `path` is allowed: its directory, since a journal line cannot
+    tell a rewrite from a new file (a service that spools creates a new name each time);
+    the file itself only when its directory is a shared system directory."""
+    if os.path.isdir(path):
+        return path
+    parent = os.path.dirname(path)
+    while parent != "/" and not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    if parent in BROAD and os.path.exists(path):
+        return path
+    return parent
+
+
+def _writable(sb: Sandbox) -> list[str]:
+    out = [w.lstrip("-") for w in unitfile.split_words(" ".join(sb.values("ReadWritePaths")
+                                                                 or []))]
+    for directive, base in (("StateDirectory", "/var/lib/"), ("LogsDirectory", "/var/log/"),
+                            ("CacheDirectory", "/var/cache/"), ("RuntimeDirectory", "/run/")):
+        out += [base + v for v in sb.values(directive) or []]
+    return out
+
+
+def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Relaxation]:
+    done: list[Relaxation] = []
+    for dn in denials:
+        path = dn.path
+        if dn.kind == "eafnosupport" and sb.values("RestrictAddressFamilies") is not None:
+            r = relax_row(sb, "RestrictAddressFamilies", trial, f"{dn.source}: {dn.text}")
+            done += [r] if r else []
+        elif path and any(under(path, h) for h in HOME_DIRS) and \
+                sb.values("ProtectHome") is not None:
+            r = relax_row(sb, "ProtectHome", trial, f"{dn.source}: {dn.text}")
+            done += [r] if r else []
+        elif path and path.startswith("/dev/") and sb.values("PrivateDevices") is not None:
+            r = relax_row(sb, "PrivateDevices", trial, f"{dn.source}: {dn.text}")
+            done += [r] if r else []
+        elif path and path.startswith(("/proc/sys/", "/sys/")) and dn.kind == "erofs" and \
+                sb.values("ProtectKernelTunables") is not None:
+            r = relax_row(sb, "ProtectKernelTunables", trial, f"{dn.source}: {dn.text}")
+            done += [r] if r else []
+        elif path and dn.kind == "erofs" and not path.startswith(("/proc/", "/sys/", "/dev/")):
+            anchor = _anchor(path)
+            if any(under(anchor, w) for w in _writable(sb)):
+                continue  # already writable: something else broke it
+            value = unitfile.path_value(anchor)
+            if value is None:
+                continue
+            sb.settings.insert(_after(sb, "ReadWritePaths"), Setting(
+                "ReadWritePaths", [value], f"denied in trial {trial}: {dn.text[:120]}"))
+            done.append(Relaxation(trial, "ReadWritePaths", "", anchor,
+                                   f"{dn.source}: {dn.text[:120]}"))
+        elif dn.kind == "eacces" and path and sb.values("CapabilityBoundingSet") is not None:
+            caps = sb.values("CapabilityBoundingSet") or []
+            if "CAP_DAC_OVERRIDE" not in caps:
+                for s in sb.settings:
+                    if s.directive == "CapabilityBoundingSet":
+                        s.values = sorted({*s.values, "CAP_DAC_OVERRIDE"})
+                        s.evidence += f". CAP_DAC_OVERRIDE added in trial {trial}: {dn.text[:80]}"
+                done.append(Relaxation(trial, "CapabilityBoundingSet", " ".join(caps),
+                                       " ".join(sorted({*caps, "CAP_DAC_OVERRIDE"})),
+                                       f"{dn.source}: {dn.text[:120]}"))
+    return done
+
+
+def _after(sb: Sandbox, directive: str) -> int:
+    idx = [i for i, s in enumerate(sb.settings) if s.directive == directive]
+    if idx:
+        return idx[-1] + 1
+    ps = [i for i, s in enumerate(sb.settings) if s.directive == "ProtectSystem"]
+    return ps[0] + 1 if ps else 0

@@ -1,0 +1,128 @@
+"""Trial and error against a real systemd: validate relaxes only what broke, apply rolls back
+by itself, revert restores byte for byte."""
+
+import json
+import re
+from pathlib import Path
+
+from systemd_harness import run, wait_for
+from test_learn import autosandbox, setting, snapshot
+
+LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
+
+
+def _learn_file(unit, seconds, exercise):
+    cp = autosandbox("learn", unit, "--duration", f"{seconds}s", "--no-validate", "-o",
+                     f"/tmp/{unit}.conf", "--exercise", exercise)
+    assert cp.returncode == 0, cp.stderr
+    return Path(f"/tmp/{unit}.conf")
+
+
+def _validate(unit, dropin, *extra):
+    cp = autosandbox("validate", unit, str(dropin), "--json", "--settle", "2s", *extra)
+    return cp.returncode, json.loads(cp.stdout), cp.stderr
+
+
+def test_missed_write_is_caught_by_exercise_and_fixed_with_evidence(install_service):
+    svc = install_service("as-lazy")
+    try:
+        _missed_write(svc)
+    finally:
+        svc.stop()
+        run("rm -rf /srv/as-lazy")
+
+
+def _missed_write(svc):
+    svc.start()
+    wait_for(lambda: run("curl -fsS localhost:8083/").returncode == 0, what="as-lazy up")
+    svc.stop()
+    svc.start()
+    before = snapshot(svc.unit)
+    # Learning sends one request: the spool write is never seen.
+    dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8083/")
+    assert "/srv/as-lazy/spool" not in dropin.read_text()
+    rc, out, err = _validate(svc.unit, dropin, "--exercise", LAZY_EXERCISE)
+    assert rc == 0, err
+    assert out["healthy"]
+    first = out["trials"][0]
+    assert not first["healthy"] and first["relaxed"][0]["directive"] == "ReadWritePaths"
+    assert first["relaxed"][0]["to"] == "/srv/as-lazy/spool"
+    assert re.search(r"^ProtectSystem=strict$", out["dropin"], re.M)
+    assert re.search(r"^ReadWritePaths=/srv/as-lazy/spool$", out["dropin"], re.M)
+    assert out["restarts"] <= 6
+    assert snapshot(svc.unit) == before
+
+
+def test_removed_family_is_relaxed_by_evidence(install_service):
+    svc = install_service("as-pyapp")
+    svc.start()
+    dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+    text = re.sub(r"^RestrictAddressFamilies=.*$", "RestrictAddressFamilies=AF_UNIX",
+                  dropin.read_text(), flags=re.M)
+    tight = Path("/tmp/as-pyapp-overtight.conf")
+    tight.write_text(text)
+    rc, out, err = _validate(svc.unit, tight, "--health-url", "http://127.0.0.1:8082/health")
+    assert rc == 0, err
+    first = out["trials"][0]
+    assert not first["healthy"]
+    assert [r["directive"] for r in first["relaxed"]] == ["RestrictAddressFamilies"]
+    assert "journal" in first["relaxed"][0]["why"]
+    assert out["healthy"] and out["restarts"] == 2
+
+
+def test_silent_breakage_is_found_by_bisection(install_service):
+    svc = install_service("as-pyapp")
+    svc.start()
+    dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+    # A private network namespace: the app starts fine and logs nothing, but nobody reaches it.
+    broken = Path("/tmp/as-pyapp-silent.conf")
+    broken.write_text(dropin.read_text() + "PrivateNetwork=yes\n")
+    rc, out, err = _validate(svc.unit, broken, "--health-url", "http://127.0.0.1:8082/health")
+    assert rc == 0, err
+    assert out["healthy"]
+    kinds = [t["kind"] for t in out["trials"]]
+    assert kinds[0] == "candidate" and "bisect" in kinds
+    relaxed = [r["directive"] for t in out["trials"] for r in t["relaxed"]]
+    assert relaxed == ["PrivateNetwork"]
+    assert "PrivateNetwork=yes" not in out["dropin"]
+    assert re.search(r"^ProtectSystem=strict$", out["dropin"], re.M)
+    assert snapshot(svc.unit)["ActiveState"] == "active"
+
+
+def test_apply_rolls_back_and_revert_restores_bytes(install_service):
+    svc = install_service("as-pyapp")
+    svc.start()
+    target = Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    original = b"# the admin's own file\n[Service]\nEnvironment=AS_MARK=1\n"
+    target.write_bytes(original)
+    run(["systemctl", "daemon-reload"], check=True)
+    try:
+        breaking = Path("/tmp/as-pyapp-breaking.conf")
+        breaking.write_text("[Service]\nPrivateNetwork=yes\n")
+        cp = autosandbox("apply", svc.unit, str(breaking), "--health-url",
+                         "http://127.0.0.1:8082/health", "--settle", "2s")
+        assert cp.returncode == 3, cp.stderr
+        assert "rolled back" in cp.stderr
+        assert target.read_bytes() == original
+        assert svc.prop("ActiveState") == "active"
+
+        dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+        cp = autosandbox("diff", svc.unit, str(dropin))
+        assert cp.returncode == 0 and "ProtectSystem: (unset) -> strict" in cp.stdout
+        cp = autosandbox("apply", svc.unit, str(dropin), "--health-url",
+                         "http://127.0.0.1:8082/health", "--settle", "2s")
+        assert cp.returncode == 0, cp.stderr
+        assert target.read_text() == dropin.read_text()
+        assert svc.prop("ProtectSystem") == "strict"
+        assert run("curl -fsS localhost:8082/health").returncode == 0
+
+        autosandbox("revert", svc.unit, check_rc=0)
+        assert target.read_bytes() == original
+        assert svc.prop("ProtectSystem") == "no"
+        assert svc.prop("ActiveState") == "active"
+        again = autosandbox("revert", svc.unit)
+        assert again.returncode == 2 and "nothing to revert" in again.stderr
+    finally:
+        target.unlink(missing_ok=True)
+        run(["systemctl", "daemon-reload"])

@@ -55,8 +55,9 @@ def learn_json(unit, seconds, exercise=None, extra=()):
         return result
     v = result["validation"]
     # The figure README reports: restarts to a validated drop-in, exposure before -> after.
+    exposure = result["exposure"]
     print(f"FIGURE {unit}: validated={v['healthy']} restarts={v['restarts']} exposure "
-          f"{result['exposure']['before']['exposure']} -> {result['exposure']['after']['exposure']}")
+          f"{exposure['before']['exposure']} -> {exposure['after']['exposure']}")
     assert v["healthy"] and v["restarts"] <= 6, v["trials"]
     return result
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from systemd_harness import run, wait_for
-from test_learn import autosandbox, setting, snapshot
+from test_learn import autosandbox, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 

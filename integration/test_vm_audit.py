@@ -1,0 +1,95 @@
+"""(VM only) audit rules record events caused by a service's process.
+
+Note: on the exit filter list the first matching rule wins (its key is the one logged),
+so each test installs exactly one rule at a time.
+"""
+
+import contextlib
+import os
+import time
+import urllib.request
+
+import pytest
+from systemd_harness import run, wait_for
+
+pytestmark = pytest.mark.vm
+
+STATE_FILE = "/var/lib/as-pyapp/state.json"
+
+
+def get(port, path="/"):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
+            return r.status
+    except OSError:
+        return None
+
+
+def ausearch(key, pid):
+    """Events with this key caused by process pid (ausearch exits 1 on no match)."""
+    cp = run(["ausearch", "--input-logs", "-k", key, "-p", str(pid), "-i"])
+    return cp.stdout if cp.returncode == 0 else ""
+
+
+def new_key(kind):
+    return f"as-it-{kind}-{os.getpid()}-{int(time.time() * 1000)}"
+
+
+@contextlib.contextmanager
+def audit_rule(add, delete, key):
+    """auditctl ADD...; yield; auditctl DELETE... (always), and check it is gone."""
+    cp = run(["auditctl", *add])
+    assert cp.returncode == 0, cp.stderr
+    try:
+        assert key in run(["auditctl", "-l"]).stdout
+        yield
+    finally:
+        run(["auditctl", *delete])
+    assert key not in run(["auditctl", "-l"]).stdout
+
+
+@pytest.fixture
+def pyapp(install_service):
+    wait_for(
+        lambda: run(["systemctl", "is-active", "auditd"]).stdout.strip() == "active",
+        what="auditd active",
+    )
+    svc = install_service("as-pyapp")
+    svc.start()
+    wait_for(lambda: get(8082, "/health") == 200, what="pyapp on :8082")
+    return svc
+
+
+def test_syscall_rule_scoped_to_service_pid(pyapp):
+    pid = int(pyapp.prop("MainPID"))
+    key = new_key("sys")
+    rule = [
+        "always,exit",
+        "-F",
+        "arch=b64",
+        "-S",
+        "openat",
+        "-S",
+        "rename",
+        "-F",
+        f"pid={pid}",
+        "-F",
+        "key=" + key,
+    ]
+    with audit_rule(["-a", *rule], ["-d", *rule], key):
+        assert get(8082, "/") == 200  # the app rewrites its state file
+        out = wait_for(lambda: ausearch(key, pid), timeout=20, what="syscall audit event")
+    assert f"pid={pid} " in out, out
+    assert STATE_FILE in out, out
+    assert "comm=python3" in out, out
+
+
+def test_path_watch_on_service_state_dir(pyapp):
+    pid = int(pyapp.prop("MainPID"))
+    key = new_key("watch")
+    rule = ["/var/lib/as-pyapp/", "-p", "wa", "-k", key]
+    with audit_rule(["-w", *rule], ["-W", *rule], key):
+        assert get(8082, "/") == 200
+        out = wait_for(lambda: ausearch(key, pid), timeout=20, what="watch audit event")
+    assert f"pid={pid} " in out, out
+    assert STATE_FILE in out, out

@@ -31,6 +31,7 @@ from autosandbox.systemd.dropins import (
     write_dropin,
 )
 from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
+from autosandbox.trace import audit
 from autosandbox.trace.command import (
     STRACE_OPTIONS,
     Progress,
@@ -178,6 +179,8 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
     streams: dict[ExecLine, TraceStream] = {}
     notes: list[str] = []
     tracer: CapabilityTracer | None = None
+    audit_why = audit.unavailable_reason()
+    audit_rules: audit.AuditRules | None = None
     exercise_proc: subprocess.Popen[bytes] | None = None
     started_ok = True
     begun = time.monotonic()
@@ -192,6 +195,11 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         if cap_capable_available():
             tracer = CapabilityTracer(None)
             tracer.__enter__()
+        if audit_why is None:
+            try:
+                audit_rules = audit.AuditRules(f"autosandbox-learn-{os.getpid()}").__enter__()
+            except OSError as exc:
+                audit_why = str(exc)
         write_dropin(dropin, trace_dropin(info, {e: s.fifo for e, s in streams.items()},
                                           strace))
         mgr.reload()
@@ -244,6 +252,8 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         _restore(mgr, info, dropin, was_running, notes)
         if tracer is not None:
             tracer.__exit__(None, None, None)
+        if audit_rules is not None:
+            audit_rules.__exit__(None, None, None)
     profile = Profile(subject={"unit": unit, "uid": uid, "user": info.user or None,
                                "type": info.type, "cwd": cwd,
                                "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
@@ -256,6 +266,13 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         part.subject = {}
         profile.merge(part)
     profile.subject.pop("merged", None)
+    if audit_rules is not None:
+        profile.add_source("audit")
+        for ev in audit_rules.events():
+            if ev.pid in pids:
+                profile.add_failed_path(ev.path or f"syscall:{ev.syscall}", ev.errno)
+    else:
+        notes.append(f"audit was not used: {audit_why}")
     if tracer is not None:
         profile.add_source("tracefs:cap_capable")
         add_kernel_capabilities(profile, tracer.granted_for(pids))

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from autosandbox.trace.audit import AuditEvent
+
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
                      r"Address family not supported|\(30[:)]|\(13[:)]|\[Errno (?:30|13|1|97)\]|"
@@ -22,10 +24,29 @@ _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", 
 
 @dataclass(frozen=True)
 class Denial:
-    kind: str  # erofs, eacces, eperm, eafnosupport, seccomp
+    kind: str  # erofs, eacces, eperm, eafnosupport
     path: str | None
     source: str  # journal, audit
     text: str
+    syscall: str | None = None  # audit names the failing call
+    family: str | None = None  # and, for socket(), the refused family
+
+
+def audit_denials(events: list[AuditEvent], pids: set[int]) -> list[Denial]:
+    out: list[Denial] = []
+    seen: set[tuple[str, str | None, str]] = set()
+    for ev in events:
+        if ev.pid not in pids:
+            continue
+        kind = "eafnosupport" if ev.errno == "EAFNOSUPPORT" else ev.errno.lower()
+        key = (kind, ev.path, ev.syscall)
+        if key in seen:
+            continue
+        seen.add(key)
+        text = f"{ev.syscall}() = {ev.errno}" + (f" on {ev.path}" if ev.path else "") + \
+            (f" ({ev.family})" if ev.family else "") + f" by {ev.exe}"
+        out.append(Denial(kind, ev.path, "audit", text, ev.syscall, ev.family))
+    return out
 
 
 def journal_cursor() -> str | None:

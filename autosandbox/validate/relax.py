@@ -11,6 +11,7 @@ from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
 from autosandbox.synth.paths import BROAD, HOME_DIRS, under
 from autosandbox.synth.rules import Setting
 from autosandbox.synth.synthesize import Sandbox
+from autosandbox.synth.target import system_service_parts
 from autosandbox.validate.denials import Denial
 
 
@@ -111,7 +112,22 @@ def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Re
     done: list[Relaxation] = []
     for dn in denials:
         path = dn.path
-        if dn.kind == "eafnosupport" and sb.values("RestrictAddressFamilies") is not None:
+        if dn.kind == "eafnosupport" and dn.family and \
+                sb.values("RestrictAddressFamilies") not in (None, [dn.family]):
+            fams = sb.values("RestrictAddressFamilies") or []
+            if dn.family in fams:
+                continue
+            new = sorted({*fams, dn.family} - {"none"})
+            for s in sb.settings:
+                if s.directive == "RestrictAddressFamilies":
+                    s.values = new
+                    s.evidence += f". {dn.family} added in trial {trial}: {dn.text[:80]}"
+            done.append(Relaxation(trial, "RestrictAddressFamilies", " ".join(fams),
+                                   " ".join(new), f"{dn.source}: {dn.text[:120]}"))
+        elif dn.kind == "eperm" and dn.syscall and sb.values("SystemCallFilter") is not None:
+            r = _allow_syscall(sb, dn, trial)
+            done += [r] if r else []
+        elif dn.kind == "eafnosupport" and sb.values("RestrictAddressFamilies") is not None:
             r = relax_row(sb, "RestrictAddressFamilies", trial, f"{dn.source}: {dn.text}")
             done += [r] if r else []
         elif path and any(under(path, h) for h in HOME_DIRS) and \
@@ -155,3 +171,27 @@ def _after(sb: Sandbox, directive: str) -> int:
         return idx[-1] + 1
     ps = [i for i, s in enumerate(sb.settings) if s.directive == "ProtectSystem"]
     return ps[0] + 1 if ps else 0
+
+
+def _allow_syscall(sb: Sandbox, dn: Denial, trial: int) -> Relaxation | None:
+    """A call the filter refused: allow the smallest @system-service group holding it."""
+    groups = sb.target.groups
+    current = sb.values("SystemCallFilter") or []
+    if any(v.startswith("~") for v in current) or not dn.syscall:
+        return None
+    allowed: set[str] = set()
+    for v in current:
+        allowed |= groups.get(v, frozenset()) if v.startswith("@") else {v}
+    if dn.syscall in allowed or dn.syscall not in groups.get("@known", {dn.syscall}):
+        return None
+    parts = [p for p in system_service_parts() if p.startswith("@") and p != "@default"]
+    holding = sorted((p for p in parts if dn.syscall in groups.get(p, frozenset())),
+                     key=lambda p: len(groups.get(p, frozenset())))
+    add = holding[0] if holding else dn.syscall
+    for s in sb.settings:
+        if s.directive == "SystemCallFilter":
+            s.values = [*s.values, add]
+            s.evidence += f". {add} added in trial {trial}: {dn.text[:80]}"
+            break
+    return Relaxation(trial, "SystemCallFilter", " ".join(current), f"+{add}",
+                      f"{dn.source}: {dn.text[:120]}")

@@ -3,6 +3,8 @@ then put the unit back as it was found. Bounded by --max-trials restarts."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +22,15 @@ from autosandbox.systemd.dropins import (
     write_dropin,
 )
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
+from autosandbox.trace import audit
 from autosandbox.trace.unit import require_root, terminate_as_interrupt
-from autosandbox.validate.denials import Denial, journal_cursor, journal_lines, parse_denials
+from autosandbox.validate.denials import (
+    Denial,
+    audit_denials,
+    journal_cursor,
+    journal_lines,
+    parse_denials,
+)
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
 from autosandbox.validate.relax import (
     Relaxation,
@@ -132,9 +141,19 @@ def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, d
     mgr.reload()
     mgr.reset_failed(info.name)
     cursor = journal_cursor()
-    state = mgr.restart(info.name)
-    health = judge(mgr, info.name, info.type, checks, state)
+    with contextlib.ExitStack() as stack:
+        rules = None
+        if audit.unavailable_reason() is None:
+            with contextlib.suppress(OSError):
+                rules = stack.enter_context(
+                    audit.AuditRules(f"autosandbox-trial-{os.getpid()}-{number}"))
+        sampler = stack.enter_context(audit.CgroupSampler(
+            lambda: str(mgr.unit(info.name).ControlGroup)))
+        state = mgr.restart(info.name)
+        health = judge(mgr, info.name, info.type, checks, state)
     denials = parse_denials(journal_lines(info.name, cursor))
+    if rules is not None:
+        denials = audit_denials(rules.events(), sampler.pids) + denials
     return Trial(number, "candidate" if rows is None else "bisect", rows, health, denials)
 
 

@@ -1,0 +1,161 @@
+"""Audit records of failed system calls (EACCES, EPERM, EROFS, EAFNOSUPPORT) while learning
+or during a trial. Rules carry a key of their own, are installed only for that window and
+removed exactly (the same specs with -d). Records are matched to the service by pid.
+
+Audit rules cost every process on the machine while loaded, so they filter on the failure
+(the kernel only emits for failing calls) and never stay loaded longer than the window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from autosandbox.trace.tracefs import in_initial_pid_namespace
+
+ERRNOS = ("EACCES", "EPERM", "EROFS")
+_FIELD = re.compile(r"(\w+)=(\{[^}]*\}|\S+)")
+_FAMILIES = {"inet": "AF_INET", "inet6": "AF_INET6", "local": "AF_UNIX", "unix": "AF_UNIX",
+             "netlink": "AF_NETLINK", "packet": "AF_PACKET", "bluetooth": "AF_BLUETOOTH",
+             "alg": "AF_ALG", "vsock": "AF_VSOCK", "can": "AF_CAN", "x25": "AF_X25",
+             "ax25": "AF_AX25", "appletalk": "AF_APPLETALK", "key": "AF_KEY"}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    pid: int
+    syscall: str
+    errno: str
+    path: str | None
+    family: str | None  # for socket(): the refused address family
+    exe: str
+
+
+def unavailable_reason() -> str | None:
+    """None when audit can be used here; else why not, in a few words."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("auditctl") is None or shutil.which("ausearch") is None:
+        return "auditd is not installed (apt-get install auditd)"
+    if not in_initial_pid_namespace():
+        return "refused inside a container (separate PID namespace)"
+    cp = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=False)
+    if cp.returncode != 0:
+        return f"auditctl -s failed: {(cp.stderr or cp.stdout).strip()[:80]}"
+    if re.search(r"^enabled 0", cp.stdout, re.M):
+        return "audit is disabled in the kernel (audit=0)"
+    if not Path("/var/log/audit/audit.log").exists() and \
+            subprocess.run(["pidof", "auditd"], capture_output=True, check=False).returncode:
+        return "auditd is not running"
+    return None
+
+
+class AuditRules:
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.specs = [["-F", "arch=b64", "-S", "all", "-F", f"exit=-{e}"] for e in ERRNOS]
+        self.specs.append(["-F", "arch=b64", "-S", "socket", "-F", "exit=-EAFNOSUPPORT"])
+        self.installed: list[list[str]] = []
+
+    def __enter__(self) -> AuditRules:
+        for spec in self.specs:
+            cp = subprocess.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key],
+                                capture_output=True, text=True, check=False)
+            if cp.returncode != 0:
+                self.__exit__()
+                raise OSError(f"auditctl refused a rule: {cp.stderr.strip()[:120]}")
+            self.installed.append(spec)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for spec in self.installed:
+            subprocess.run(["auditctl", "-d", "always,exit", *spec, "-k", self.key],
+                           capture_output=True, check=False)
+        self.installed = []
+
+    def events(self) -> list[AuditEvent]:
+        cp = subprocess.run(["ausearch", "--input-logs", "-i", "-k", self.key],
+                            capture_output=True, text=True, check=False)
+        return parse_ausearch(cp.stdout)
+
+
+def parse_ausearch(text: str) -> list[AuditEvent]:
+    """Events from `ausearch -i` output (records of one event are separated by ----)."""
+    out: list[AuditEvent] = []
+    for block in text.split("----"):
+        syscall: dict[str, str] = {}
+        cwd = "/"
+        paths: list[tuple[str, str]] = []
+        for line in block.splitlines():
+            if line.startswith("type=SYSCALL"):
+                syscall = dict(_FIELD.findall(line.split(" : ", 1)[-1]))
+            elif line.startswith("type=CWD"):
+                cwd = dict(_FIELD.findall(line.split(" : ", 1)[-1])).get("cwd", "/")
+            elif line.startswith("type=PATH"):
+                f = dict(_FIELD.findall(line.split(" : ", 1)[-1]))
+                paths.append((f.get("name", ""), f.get("nametype", "")))
+        if not syscall or "pid" not in syscall:
+            continue
+        errno = syscall.get("exit", "").split("(")[0]
+        path = None
+        # The object of the call: CREATE/DELETE/NORMAL entries name it; PARENT is its directory.
+        for name, _kind in sorted(paths, key=lambda p: p[1] == "PARENT"):
+            if name and name not in ("(null)", "?"):
+                path = name if name.startswith("/") else os.path.normpath(os.path.join(cwd, name))
+                break
+        family = None
+        if syscall.get("syscall") == "socket":
+            family = _FAMILIES.get(syscall.get("a0", ""))
+        try:
+            pid = int(syscall["pid"])
+        except ValueError:
+            continue
+        out.append(AuditEvent(pid, syscall.get("syscall", "?"), errno, path, family,
+                              syscall.get("exe", "").strip('"')))
+    return out
+
+
+def cgroup_pids(control_group: str) -> set[int]:
+    """Pids in a unit's cgroup (and its children), read now."""
+    pids: set[int] = set()
+    root = Path("/sys/fs/cgroup") / control_group.lstrip("/")
+    if not root.is_dir():
+        return pids
+    for procs in root.rglob("cgroup.procs"):
+        try:
+            pids |= {int(x) for x in procs.read_text().split()}
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+class CgroupSampler:
+    """Collects the pids of a unit's cgroup every `interval` s while it runs."""
+
+    def __init__(self, control_group_of: Callable[[], str], interval: float = 0.2) -> None:
+        self.control_group_of = control_group_of
+        self.interval = interval
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cgroup-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.pids |= cgroup_pids(self.control_group_of())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CgroupSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

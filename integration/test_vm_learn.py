@@ -1,0 +1,52 @@
+"""In a full VM: audit works and IPAddressDeny= is enforced, so learning records audit as a
+source, validation reads denials from audit, and the learned IP pins are proven."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from systemd_harness import run, wait_for
+from test_learn import autosandbox, learn_json, setting, snapshot
+
+pytestmark = pytest.mark.vm
+
+
+def test_learn_uses_audit_and_ip_pins_hold(install_service):
+    svc = install_service("as-nginx")
+    svc.start()
+    before = snapshot(svc.unit)
+    result = learn_json(svc.unit, 6, "curl -fsS localhost:8081/ >/dev/null",
+                        extra=("--health-url", "http://127.0.0.1:8081/"))
+    assert snapshot(svc.unit) == before
+    profile = json.loads(Path(result["profile"]).read_text())
+    assert "audit" in profile["sources"]
+    assert not any("audit was not used" in n for n in result["notes"])
+    # Enforced here (unlike in a container): the service still answers its loopback clients.
+    assert setting(result, "IPAddressDeny") == ["any"]
+    assert setting(result, "IPAddressAllow") == ["localhost"]
+    assert result["validation"]["healthy"]
+    assert not run(["auditctl", "-l"]).stdout.count("autosandbox-")  # rules removed
+
+
+def test_trial_denials_come_from_audit(install_service):
+    svc = install_service("as-lazy")
+    try:
+        svc.start()
+        wait_for(lambda: run("curl -fsS localhost:8083/").returncode == 0, what="as-lazy up")
+        cp = autosandbox("learn", svc.unit, "--duration", "4s", "--no-validate", "-o",
+                         "/tmp/lazy.conf", "--exercise", "curl -fsS localhost:8083/")
+        assert cp.returncode == 0, cp.stderr
+        cp = autosandbox("validate", svc.unit, "/tmp/lazy.conf", "--json", "--settle", "2s",
+                         "--exercise", "curl -fsS localhost:8083/ && curl -fsS localhost:8083/")
+        assert cp.returncode == 0, cp.stderr
+        out = json.loads(cp.stdout)
+        first = out["trials"][0]
+        audit = [d for d in first["denials"] if d["source"] == "audit"]
+        assert any(d["kind"] == "erofs" and d["path"].startswith("/srv/as-lazy/spool/")
+                   for d in audit), first["denials"]
+        assert re.search(r"^ReadWritePaths=/srv/as-lazy/spool$", out["dropin"], re.M)
+        assert not run(["auditctl", "-l"]).stdout.count("autosandbox-")
+    finally:
+        svc.stop()
+        run("rm -rf /srv/as-lazy")

@@ -136,6 +136,11 @@ def _write(path: Path, text: str) -> None:
 @click.option("--exercise", metavar="CMD",
               help="Units: a workload command run while learning and again in every trial, "
                    "so trials see the code paths learning saw (e.g. 'curl -fsS localhost').")
+@click.option("--tracer", type=click.Choice(["auto", "fast", "full"]), default="auto",
+              show_default=True,
+              help="Commands: 'fast' ptraces only the calls the sandbox is built from and "
+                   "takes the syscall set from tracefs; 'full' ptraces every call; 'auto' is "
+                   "fast where tracefs allows it.")
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Units: prove the drop-in by restarts and health checks, relaxing only "
                    "what broke.")
@@ -143,7 +148,7 @@ def _write(path: Path, text: str) -> None:
 @_target_options
 def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           profile_out: Path | None, as_json: bool, quiet: bool, exercise: str | None,
-          validate: bool, health_cmd: str | None, health_url: str | None,
+          tracer: str, validate: bool, health_cmd: str | None, health_url: str | None,
           health_port: str | None, settle: str, max_trials: int,
           systemd_version: int | None, bpf: bool | None) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
@@ -162,7 +167,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
         progress=not quiet and not as_json,
         systemd_version=systemd_version, bpf=bpf, exercise=exercise, validate=validate,
         checks=_checks(health_cmd, health_url, health_port, settle, exercise),
-        max_trials=max_trials,
+        max_trials=max_trials, fast={"auto": None, "fast": True, "full": False}[tracer],
     )
     raw = sys.argv[sys.argv.index("learn") + 1:] if "learn" in sys.argv else []
     if "--" not in raw and len(target) == 1 and _UNIT_NAME.match(target[0]):

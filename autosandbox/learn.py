@@ -25,12 +25,13 @@ class LearnOptions:
     validate: bool = True
     checks: HealthChecks | None = None
     max_trials: int = 12
+    fast: bool | None = None
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
     progress = ProgressLine(enabled=opts.progress)
     try:
-        traced = trace_command(argv, opts.duration, on_progress=progress)
+        traced = trace_command(argv, opts.duration, on_progress=progress, fast=opts.fast)
     finally:
         progress.done()
     result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf)

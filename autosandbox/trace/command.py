@@ -16,11 +16,32 @@ from autosandbox.errors import UserError
 from autosandbox.profile import Profile
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.strace_parser import DETAILED
 from autosandbox.trace.stream import TraceStream
-from autosandbox.trace.tracefs import CapabilityTracer, cap_capable_available
+from autosandbox.trace.tracefs import (
+    CapabilityTracer,
+    SyscallSetTracer,
+    cap_capable_available,
+    syscall_tracer_available,
+)
 
 # Paths need no -s: strace prints them whole. Data buffers stay short, which keeps it fast.
 STRACE_OPTIONS = ("-f", "-y", "-q", "-s", "64")
+# With tracefs counting the syscall set, ptrace stops only for the calls the recorder reads
+# (--seccomp-bpf). Every stop costs (two per request halve a web server's rate), so the
+# per-request calls that rarely decide a directive are left out: stat lookups (a path that is
+# only looked up) and recvfrom/sendto/sendmsg (peers of unconnected UDP sockets).
+# `--tracer full` records those too; validation catches what a missing lookup hides.
+FAST_SKIPPED = frozenset({"recvfrom", "sendto", "sendmsg", "stat", "lstat", "newfstatat",
+                          "fstatat64", "statx"})
+FAST_TRACE_SET = tuple(sorted(DETAILED - FAST_SKIPPED))
+
+
+def strace_options(fast: bool) -> tuple[str, ...]:
+    if not fast:
+        return STRACE_OPTIONS
+    names = ",".join(["%process", *(f"?{n}" for n in FAST_TRACE_SET)])
+    return (*STRACE_OPTIONS, "--seccomp-bpf", "-e", f"trace={names}")
 
 
 @dataclass
@@ -48,8 +69,8 @@ def require_strace() -> str:
     return path
 
 
-def strace_argv(strace: str, output: Path, argv: Sequence[str]) -> list[str]:
-    return [strace, *STRACE_OPTIONS, "-o", str(output), "--", *argv]
+def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False) -> list[str]:
+    return [strace, *strace_options(fast), "-o", str(output), "--", *argv]
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
@@ -63,12 +84,22 @@ def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
         profile.add_cap(cap, f"kernel granted {count} checks", count)
 
 
+def add_syscall_set(profile: Profile, names: set[str]) -> None:
+    """Calls tracefs saw but strace was not asked to stop on: in the set, counted once."""
+    profile.add_source("tracefs:raw_syscalls")
+    for name in names:
+        profile.syscalls.setdefault(name, 1)
+
+
 def trace_command(
     argv: Sequence[str],
     duration: float | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     cwd: str | None = None,
+    fast: bool | None = None,
 ) -> TraceResult:
+    """`fast`: ptrace only the calls the recorder reads and take the syscall set from
+    tracefs (default: wherever tracefs allows it)."""
     strace = require_strace()
     if not argv:
         raise UserError("no command given: autosandbox learn -- CMD [ARGS...]")
@@ -78,6 +109,12 @@ def trace_command(
     profile = Profile(subject={"command": list(argv), "cwd": workdir, "uid": os.geteuid()})
     profile.add_source("strace")
     recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
+    if fast is None:
+        fast = os.geteuid() == 0 and syscall_tracer_available()
+    elif fast and not (os.geteuid() == 0 and syscall_tracer_available()):
+        raise UserError("the fast tracer needs root and a usable tracefs (not in a container);"
+                        " use --tracer full")
+    systracer: SyscallSetTracer | None = None
     stream = TraceStream(recorder)
     use_caps = os.geteuid() == 0 and cap_capable_available()
     profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
@@ -86,7 +123,7 @@ def trace_command(
     # strace: no capability check of the traced program is missed, none of ours is counted.
     gate_r, gate_w = os.pipe()
     shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
-            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv)]
+            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast)]
     started = time.monotonic()
     proc = subprocess.Popen(shim, pass_fds=(gate_r,), cwd=workdir, start_new_session=True)
     os.close(gate_r)
@@ -97,6 +134,9 @@ def trace_command(
             if use_caps:
                 tracer = stack.enter_context(
                     CapabilityTracer(proc.pid, ignore_pids=frozenset({proc.pid})))
+            if fast:
+                systracer = stack.enter_context(
+                    SyscallSetTracer(proc.pid, is_program=recorder.pids.__contains__))
             os.write(gate_w, b"go\n")
             os.close(gate_w)
             gate_w = -1
@@ -115,6 +155,8 @@ def trace_command(
     profile = stream.close()
     if tracer is not None:
         add_kernel_capabilities(profile, tracer.granted)
+    if systracer is not None:
+        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode

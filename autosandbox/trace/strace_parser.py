@@ -187,6 +187,10 @@ class StraceParser:
         self.failed: dict[str, dict[str, int]] = {}  # undetailed calls that failed: name -> errno
         self.lines = 0
         self.unparsed = 0
+        self.first_pid: int | None = None
+        # A busy server repeats the same calls (same path, same fd numbers): splitting each
+        # distinct text once makes the repeats cost a dictionary lookup.
+        self._memo: dict[str, tuple[list[str], str, str | None, str | None] | None] = {}
         self._pending: dict[int, tuple[str, str]] = {}
 
     def feed(self, line: str) -> Event | None:
@@ -196,6 +200,8 @@ class StraceParser:
             self.unparsed += 1
             return None
         pid = int(m.group(1))
+        if self.first_pid is None:
+            self.first_pid = pid
         name = m.group(2)
         if name is not None:
             counts = self.counts
@@ -230,12 +236,25 @@ class StraceParser:
             errs[m.group(1)] = errs.get(m.group(1), 0) + 1
 
     def _complete(self, pid: int, name: str, body: str) -> Syscall | None:
-        parts = _split_call(body)
-        if parts is None:
+        key = name + "(" + body
+        memo = self._memo
+        if key in memo:
+            hit = memo[key]
+        else:
+            parts = _split_call(body)
+            if parts is None:
+                hit = None
+            else:
+                args_text, ret, deco, errno = parts
+                hit = (split_args(args_text), ret, deco[1:-1] if deco else None, errno)
+            if len(memo) >= 8192:
+                memo.clear()
+            memo[key] = hit
+        if hit is None:
             self.unparsed += 1
             return None
-        args_text, ret, deco, errno = parts
-        return Syscall(pid, name, split_args(args_text), ret, deco[1:-1] if deco else None, errno)
+        # args are shared between repeats: the recorder only reads them
+        return Syscall(pid, name, hit[0], hit[1], hit[2], hit[3])
 
     def _special(self, pid: int, kind: str, rest: str) -> Event | None:
         if kind == "+++":

@@ -8,17 +8,19 @@ tracepoint (e.g. Debian 12's 6.1) fall back to syscall inference alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autosandbox.trace.capabilities import cap_name
 
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 EVENT = "events/capability/cap_capable"
+SYSCALL_EVENT = "events/raw_syscalls/sys_enter"
 _LINE = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?cap_capable:.*?\bcap (\d+),? ret (-?\d+)")
 
 
@@ -37,20 +39,33 @@ def tracefs_root() -> Path | None:
     return None
 
 
+@functools.cache
 def in_initial_pid_namespace() -> bool:
-    """tracefs reports host pids; inside a container's pid namespace they are not ours.
-    (Inside, /proc shows only the container's view, so ask the container markers.)"""
-    if Path("/run/systemd/container").exists() or Path("/.dockerenv").exists():
+    """Whether tracefs pids are our pids (tracefs reports the kernel's global pids, which a
+    container's processes do not know). Asked of the kernel itself: a probe instance follows
+    this process, which makes a getppid() it must see with our own pid."""
+    root = tracefs_root()
+    if root is None or not (root / SYSCALL_EVENT).is_dir():
         return False
+    probe = root / "instances" / f"autosandbox-probe-{os.getpid()}"
     try:
-        if b"container=" in Path("/proc/1/environ").read_bytes():
-            return False
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("NSpid:"):
-                return len(line.split()) == 2
+        probe.mkdir()
     except OSError:
         return False
-    return False
+    try:
+        (probe / "set_event_pid").write_text(f"{os.getpid()}\n")
+        (probe / SYSCALL_EVENT / "filter").write_text("id == 110\n")  # getppid on x86_64
+        (probe / SYSCALL_EVENT / "enable").write_text("1\n")
+        for _ in range(3):
+            os.getppid()
+        (probe / SYSCALL_EVENT / "enable").write_text("0\n")
+        text = (probe / "trace").read_text()
+        return bool(re.search(rf"-{os.getpid()}\s+\[", text))
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
 
 
 def cap_capable_available() -> bool:
@@ -60,57 +75,36 @@ def cap_capable_available() -> bool:
     return root is not None and (root / EVENT).is_dir()
 
 
-class CapabilityTracer:
-    """Counts granted capability checks per capability for one process tree.
+class _Instance:
+    """A private tracefs instance: its own buffer, pid filter and events; a reader thread
+    hands each line to `_line`; removed on exit."""
 
-    Denied checks (ret != 0) are not needs: unprivileged workers probe and move on.
-    """
+    dir: Path
 
-    def __init__(self, root_pid: int | None, ignore_pids: frozenset[int] = frozenset()) -> None:
-        """`root_pid`: follow that process and its descendants. None: record granted checks of
-        every process (minus the CAP_SYS_ADMIN memory-accounting noise, filtered in the kernel)
-        and pick the traced pids afterwards with `granted_for`."""
-        root = tracefs_root()
-        if root is None:
-            raise OSError("tracefs is not available")
-        self.dir = root / "instances" / f"autosandbox-{os.getpid()}-{root_pid or 'all'}"
-        self.root_pid = root_pid
-        self.ignore_pids = ignore_pids
-        self.granted: dict[str, int] = {}
-        self.denied: dict[str, int] = {}
-        self.pids_by_cap: dict[str, set[int]] = {}
-        self.by_pid: dict[tuple[int, str], int] = {}
+    def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def __enter__(self) -> CapabilityTracer:
-        self.dir.mkdir()
-        try:
-            if self.root_pid is not None:
-                (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
-                (self.dir / "options/event-fork").write_text("1\n")
-            else:
-                (self.dir / EVENT / "filter").write_text("ret == 0 && cap != 21\n")
-            (self.dir / "buffer_size_kb").write_text("4096\n")
-            (self.dir / EVENT / "enable").write_text("1\n")
-        except OSError:
-            self._remove()
-            raise
-        self._thread = threading.Thread(target=self._read, name="cap_capable", daemon=True)
+    @staticmethod
+    def sweep(root: Path) -> None:
+        """Remove instances left by an autosandbox that was killed (SIGKILL skips cleanup)."""
+        for inst in root.glob("instances/autosandbox-*"):
+            pid = inst.name.split("-")[-2] if inst.name.count("-") >= 2 else ""
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                for ev in inst.glob("events/*/*/enable"):
+                    with contextlib.suppress(OSError):
+                        ev.write_text("0\n")
+                with contextlib.suppress(OSError):
+                    inst.rmdir()
+
+    def _start_reader(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._read, name=name, daemon=True)
         self._thread.start()
-        return self
 
-    def add_pid(self, pid: int) -> None:
-        with (self.dir / "set_event_pid").open("a") as f:
-            f.write(f"{pid}\n")
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            (self.dir / EVENT / "enable").write_text("0\n")
+    def _stop_reader(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._remove()
 
     def _remove(self) -> None:
         # rmdir of an instance fails while a reader holds trace_pipe open; retry briefly.
@@ -145,6 +139,59 @@ class CapabilityTracer:
             os.close(fd)
 
     def _line(self, line: str) -> None:
+        raise NotImplementedError
+
+
+class CapabilityTracer(_Instance):
+    """Counts granted capability checks per capability for one process tree.
+
+    Denied checks (ret != 0) are not needs: unprivileged workers probe and move on.
+    """
+
+    def __init__(self, root_pid: int | None, ignore_pids: frozenset[int] = frozenset()) -> None:
+        """`root_pid`: follow that process and its descendants. None: record granted checks of
+        every process (minus the CAP_SYS_ADMIN memory-accounting noise, filtered in the kernel)
+        and pick the traced pids afterwards with `granted_for`."""
+        root = tracefs_root()
+        if root is None:
+            raise OSError("tracefs is not available")
+        self.sweep(root)
+        self.dir = root / "instances" / f"autosandbox-{os.getpid()}-{root_pid or 'all'}"
+        self.root_pid = root_pid
+        self.ignore_pids = ignore_pids
+        self.granted: dict[str, int] = {}
+        self.denied: dict[str, int] = {}
+        self.pids_by_cap: dict[str, set[int]] = {}
+        self.by_pid: dict[tuple[int, str], int] = {}
+        super().__init__()
+
+    def __enter__(self) -> CapabilityTracer:
+        self.dir.mkdir()
+        try:
+            if self.root_pid is not None:
+                (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
+                (self.dir / "options/event-fork").write_text("1\n")
+            else:
+                (self.dir / EVENT / "filter").write_text("ret == 0 && cap != 21\n")
+            (self.dir / "buffer_size_kb").write_text("4096\n")
+            (self.dir / EVENT / "enable").write_text("1\n")
+        except OSError:
+            self._remove()
+            raise
+        self._start_reader("cap_capable")
+        return self
+
+    def add_pid(self, pid: int) -> None:
+        with (self.dir / "set_event_pid").open("a") as f:
+            f.write(f"{pid}\n")
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / EVENT / "enable").write_text("0\n")
+        self._stop_reader()
+        self._remove()
+
+    def _line(self, line: str) -> None:
         m = _LINE.match(line)
         if m is None:
             return
@@ -166,3 +213,93 @@ class CapabilityTracer:
 
     def items(self) -> Iterator[tuple[str, int]]:
         yield from sorted(self.granted.items())
+
+
+_NR = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?sys_enter: NR (\d+) ")
+
+
+def syscall_names() -> dict[int, str] | None:
+    """Syscall numbers of this machine's architecture; None where we ship no table."""
+    if os.uname().machine != "x86_64":
+        return None
+    table = Path(__file__).with_name("syscalls_x86_64.tsv")
+    out: dict[int, str] = {}
+    for line in table.read_text().splitlines():
+        if line and not line.startswith("#"):
+            nr, name = line.split("\t")
+            out[int(nr)] = name
+    return out
+
+
+def syscall_tracer_available() -> bool:
+    root = tracefs_root()
+    return (in_initial_pid_namespace() and root is not None
+            and (root / SYSCALL_EVENT).is_dir() and syscall_names() is not None)
+
+
+class SyscallSetTracer(_Instance):
+    """The set of system calls a process tree makes, from tracefs, at a fraction of ptrace's cost.
+
+    The instance follows `root_pid` (strace) and everything it forks; strace's own calls are
+    filtered out in the kernel by its pid. Each new syscall number is added to the filter as
+    soon as the program (`is_program(pid)`: a pid strace reported) makes it, so the kernel
+    stops emitting it: after start-up the stream goes quiet. Calls of strace's helper
+    processes (it forks to probe seccomp support) never silence a number.
+    """
+
+    def __init__(self, root_pid: int, is_program: Callable[[int], bool]) -> None:
+        self.is_program = is_program
+        self.filtered: set[int] = set()
+        root = tracefs_root()
+        names = syscall_names()
+        if root is None or names is None:
+            raise OSError("tracefs raw_syscalls is not available")
+        self.names = names
+        self.sweep(root)
+        self.dir = root / "instances" / f"autosandbox-sys-{os.getpid()}-{root_pid}"
+        self.root_pid = root_pid
+        self.seen: dict[int, set[int]] = {}  # syscall number -> pids
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def __enter__(self) -> SyscallSetTracer:
+        self.dir.mkdir()
+        try:
+            (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
+            (self.dir / "options/event-fork").write_text("1\n")
+            (self.dir / "buffer_size_kb").write_text("2048\n")
+            self._set_filter()
+            (self.dir / SYSCALL_EVENT / "enable").write_text("1\n")
+        except OSError:
+            self._remove()
+            raise
+        self._start_reader("raw_syscalls")
+        return self
+
+    def _set_filter(self) -> None:
+        expr = " && ".join([f"common_pid != {self.root_pid}",
+                            *(f"id != {n}" for n in sorted(self.filtered))])
+        with contextlib.suppress(OSError):
+            (self.dir / SYSCALL_EVENT / "filter").write_text(expr + "\n")
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / SYSCALL_EVENT / "enable").write_text("0\n")
+        self._stop_reader()
+        self._remove()
+
+    def _line(self, line: str) -> None:
+        m = _NR.match(line)
+        if m is None:
+            return
+        pid, nr = int(m.group(1)), int(m.group(2))
+        with self._lock:
+            self.seen.setdefault(nr, set()).add(pid)
+            if nr not in self.filtered and self.is_program(pid):
+                self.filtered.add(nr)
+                self._set_filter()
+
+    def syscalls_for(self, pids: set[int]) -> set[str]:
+        with self._lock:
+            return {self.names.get(nr, f"syscall_{nr}") for nr, who in self.seen.items()
+                    if who & pids}

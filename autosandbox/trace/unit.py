@@ -249,11 +249,13 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(exercise_proc.pid, signal.SIGTERM)
             exercise_proc.wait(10)
-        _restore(mgr, info, dropin, was_running, notes)
-        if tracer is not None:
-            tracer.__exit__(None, None, None)
-        if audit_rules is not None:
-            audit_rules.__exit__(None, None, None)
+        try:
+            _restore(mgr, info, dropin, was_running, notes)
+        finally:
+            if tracer is not None:
+                tracer.__exit__(None, None, None)
+            if audit_rules is not None:
+                audit_rules.__exit__(None, None, None)
     profile = Profile(subject={"unit": unit, "uid": uid, "user": info.user or None,
                                "type": info.type, "cwd": cwd,
                                "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],

@@ -1,0 +1,41 @@
+"""The fast tracer (strace --seccomp-bpf on the calls the recorder reads, syscall set from
+tracefs) must see what the full tracer sees: nothing the sandbox is built from may be lost."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from autosandbox.profile import Profile
+from autosandbox.trace.command import trace_command
+from autosandbox.trace.tracefs import syscall_tracer_available
+
+from .conftest import PYTHON
+
+CODE = ("import socket, threading, os, subprocess, mmap\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "t = threading.Thread(target=print, args=('x',)); t.start(); t.join()\n"
+        "subprocess.run(['/bin/true']); os.listdir('/etc')\n"
+        "open('/proc/self/status').read(); os.getcwd(); os.umask(0o22)\n")
+
+
+@pytest.mark.skipif(not syscall_tracer_available(),
+                    reason="tracefs raw_syscalls not usable here (container or no tracefs)")
+def test_fast_mode_loses_nothing() -> None:
+    full = trace_command([PYTHON, "-c", CODE], cwd="/", fast=False).profile
+    fast = trace_command([PYTHON, "-c", CODE], cwd="/", fast=True).profile
+    assert "tracefs:raw_syscalls" in fast.sources
+    assert set(full.syscalls) <= set(fast.syscalls)
+    # strace's set-up in the child before exec shows up, nothing else
+    assert set(fast.syscalls) - set(full.syscalls) <= {"kill", "prctl", "getpid", "getppid"}
+    def paths(profile: Profile) -> set[str]:
+        return {re.sub(r"^/proc/\d+", "/proc/PID", p) for p in profile.paths}
+
+    assert paths(fast) <= paths(full)
+    only_looked_up = {p for p in paths(full) - paths(fast)
+                      if set(full.paths.get(p, {"stat": 1})) <= {"stat"}}
+    assert paths(full) - paths(fast) == only_looked_up  # what fast mode skips by design
+    assert full.written_paths() == fast.written_paths()
+    assert full.binds == fast.binds and full.families == fast.families
+    assert full.execs.keys() == fast.execs.keys()

@@ -48,20 +48,7 @@ def parse_version(text: str) -> tuple[int, frozenset[str]]:
 
 def parse_syscall_groups(text: str) -> dict[str, frozenset[str]]:
     """Parse `systemd-analyze syscall-filter`; nested @groups are expanded."""
-    raw: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        if line.startswith("@"):
-            current = raw.setdefault(line.strip(), [])
-        elif line.startswith(" ") and current is not None:
-            item = line.strip()
-            if item and not item.startswith("#"):
-                current.append(item)
-        elif not line.strip():
-            continue
-        else:
-            current = None
-
+    raw = group_members(text)
     expanded: dict[str, frozenset[str]] = {}
 
     def expand(name: str, seen: frozenset[str]) -> frozenset[str]:

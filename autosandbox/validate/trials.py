@@ -147,8 +147,8 @@ def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, d
             with contextlib.suppress(OSError):
                 rules = stack.enter_context(
                     audit.AuditRules(f"autosandbox-trial-{os.getpid()}-{number}"))
-        sampler = stack.enter_context(audit.CgroupSampler(
-            lambda: str(mgr.unit(info.name).ControlGroup)))
+        cgroup = info.control_group or f"/system.slice/{info.name}"
+        sampler = stack.enter_context(audit.CgroupSampler(lambda: cgroup))
         state = mgr.restart(info.name)
         health = judge(mgr, info.name, info.type, checks, state)
     denials = parse_denials(journal_lines(info.name, cursor))

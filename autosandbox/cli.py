@@ -138,7 +138,8 @@ def _write(path: Path, text: str) -> None:
                    "so trials see the code paths learning saw (e.g. 'curl -fsS localhost').")
 @click.option("--tracer", type=click.Choice(["auto", "fast", "full"]), default="auto",
               show_default=True,
-              help="Commands: 'fast' ptraces only the calls the sandbox is built from and "
+              help="Commands (units always use 'full'): 'fast' ptraces only the calls the "
+                   "sandbox is built from and "
                    "takes the syscall set from tracefs; 'full' ptraces every call; 'auto' is "
                    "fast where tracefs allows it.")
 @click.option("--validate/--no-validate", default=True, show_default=True,

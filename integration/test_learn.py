@@ -134,8 +134,7 @@ def test_forking_and_notify_services_stay_tracked(install_service, name):
     # While traced, systemd still sees the service's own main process, alive and active.
     dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
     wait_for(dropin.exists, what="trace drop-in")
-    time.sleep(2)
-    assert svc.prop("ActiveState") == "active", svc.diagnostics()
+    wait_for(lambda: svc.prop("ActiveState") == "active", what="traced unit active")
     main = int(svc.prop("MainPID"))
     assert main > 0
     exe = os.readlink(f"/proc/{main}/exe")
@@ -165,6 +164,20 @@ def test_interrupt_restores_the_unit(install_service, sig):
     assert snapshot(svc.unit) == before
 
 
+def test_one_learn_at_a_time(install_service):
+    svc = install_service("as-nginx")
+    svc.start()
+    before = snapshot(svc.unit)
+    proc = spawn_learn(svc.unit, "--duration", "5m", "--no-validate")
+    dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
+    wait_for(dropin.exists, what="trace drop-in")
+    second = autosandbox("learn", svc.unit, "--duration", "5s")
+    assert second.returncode == 2 and "already working on" in second.stderr
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert snapshot(svc.unit) == before
+
+
 def test_sigkill_then_reset(install_service):
     svc = install_service("as-nginx")
     svc.start()
@@ -176,10 +189,14 @@ def test_sigkill_then_reset(install_service):
     proc.kill()
     proc.communicate(timeout=30)
     assert dropin.exists()
+    if run(["auditctl", "-s"]).returncode == 0 and not Path("/run/systemd/container").exists():
+        assert "autosandbox-learn-" in run(["auditctl", "-l"]).stdout  # left by SIGKILL
     refused = autosandbox("learn", svc.unit, "--duration", "5s")
     assert refused.returncode == 2 and "autosandbox reset" in refused.stderr
-    autosandbox("reset", svc.unit, check_rc=0)
+    reset = autosandbox("reset", svc.unit, check_rc=0)
     assert not dropin.exists()
+    rules = run(["auditctl", "-l"]).stdout
+    assert "autosandbox-" not in rules, f"pid {proc.pid}: {reset.stderr}\n{rules}"
     assert snapshot(svc.unit) == before
     # the service answers again, untraced
     wait_for(lambda: run("curl -fsS localhost:8081/").returncode == 0, what="nginx answers")

@@ -65,6 +65,7 @@ class AuditRules:
         self.installed: list[list[str]] = []
 
     def __enter__(self) -> AuditRules:
+        sweep_stale_rules()
         for spec in self.specs:
             cp = subprocess.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key],
                                 capture_output=True, text=True, check=False)
@@ -84,6 +85,27 @@ class AuditRules:
         cp = subprocess.run(["ausearch", "--input-logs", "-i", "-k", self.key],
                             capture_output=True, text=True, check=False)
         return parse_ausearch(cp.stdout)
+
+
+_OWNED = re.compile(r"-F key=autosandbox-(?:learn|trial)-(\d+)(?:-\d+)?$")
+
+
+def sweep_stale_rules() -> list[str]:
+    """Delete rules an autosandbox killed by SIGKILL left loaded (its pid is gone). They cost
+    every process and, since the first matching rule wins, would hide our new rules' keys."""
+    if shutil.which("auditctl") is None:
+        return []
+    cp = subprocess.run(["auditctl", "-l"], capture_output=True, text=True, check=False)
+    removed = []
+    for line in cp.stdout.splitlines():
+        m = _OWNED.search(line.strip())
+        if m is None or Path(f"/proc/{m.group(1)}").exists():
+            continue
+        words = line.split()
+        if words[:1] == ["-a"]:
+            subprocess.run(["auditctl", "-d", *words[1:]], capture_output=True, check=False)
+            removed.append(line.strip())
+    return removed
 
 
 def parse_ausearch(text: str) -> list[AuditEvent]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -137,11 +138,14 @@ def reset_unit(unit: str) -> list[str]:
     check_unit_name(unit)
     mgr = Manager()
     mgr.info(unit)
-    done = []
+    done = [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
     with unit_lock(unit):
         for name in (TRACE_DROPIN, TRIAL_DROPIN):
             if remove_dropin(dropin_path(unit, name)):
                 done.append(f"removed {dropin_path(unit, name)}")
+        # the killed run's FIFOs (its strace went with it: a FIFO without reader)
+        for stale in unit_state_dir(unit).glob("autosandbox-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if done:
             mgr.reload()
             state, _, _, _ = mgr.state(unit)

@@ -187,7 +187,6 @@ class StraceParser:
         self.failed: dict[str, dict[str, int]] = {}  # undetailed calls that failed: name -> errno
         self.lines = 0
         self.unparsed = 0
-        self.first_pid: int | None = None
         # A busy server repeats the same calls (same path, same fd numbers): splitting each
         # distinct text once makes the repeats cost a dictionary lookup.
         self._memo: dict[str, tuple[list[str], str, str | None, str | None] | None] = {}
@@ -200,8 +199,6 @@ class StraceParser:
             self.unparsed += 1
             return None
         pid = int(m.group(1))
-        if self.first_pid is None:
-            self.first_pid = pid
         name = m.group(2)
         if name is not None:
             counts = self.counts

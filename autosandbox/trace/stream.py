@@ -11,7 +11,6 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from autosandbox.profile import Profile
@@ -20,11 +19,7 @@ from autosandbox.trace.strace_parser import StraceParser
 
 
 class TraceStream:
-    def __init__(self, recorder: Recorder, fifo_dir: Path | None = None,
-                 on_first_pid: Callable[[int], None] | None = None) -> None:
-        """`on_first_pid`: called (in the reader thread) with the pid of the first traced line:
-        the program strace started."""
-        self.on_first_pid = on_first_pid
+    def __init__(self, recorder: Recorder, fifo_dir: Path | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="autosandbox-", dir=fifo_dir))
         self.fifo = self.dir / "trace.fifo"
         os.mkfifo(self.fifo, 0o600)
@@ -45,9 +40,6 @@ class TraceStream:
             # strace escapes every non-ASCII byte, so latin-1 decoding is exact and fastest.
             with os.fdopen(self._rfd, "r", encoding="latin-1", buffering=1 << 20) as f:
                 for line in f:
-                    if self.on_first_pid is not None and self.parser.first_pid is not None:
-                        self.on_first_pid(self.parser.first_pid)
-                        self.on_first_pid = None
                     ev = feed(line[:-1] if line.endswith("\n") else line)
                     if ev is not None:
                         self.events += 1

@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from autosandbox.trace.capabilities import cap_name
@@ -181,10 +181,6 @@ class CapabilityTracer(_Instance):
         self._start_reader("cap_capable")
         return self
 
-    def add_pid(self, pid: int) -> None:
-        with (self.dir / "set_event_pid").open("a") as f:
-            f.write(f"{pid}\n")
-
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
             (self.dir / EVENT / "enable").write_text("0\n")
@@ -211,8 +207,6 @@ class CapabilityTracer(_Instance):
                 out[cap] = out.get(cap, 0) + n
         return out
 
-    def items(self) -> Iterator[tuple[str, int]]:
-        yield from sorted(self.granted.items())
 
 
 _NR = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?sys_enter: NR (\d+) ")

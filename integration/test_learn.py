@@ -130,11 +130,14 @@ def test_forking_and_notify_services_stay_tracked(install_service, name):
     svc = install_service(name)
     svc.start()
     before = snapshot(svc.unit)
+    untraced_main = int(svc.prop("MainPID"))
     proc = spawn_learn(svc.unit, "--duration", "6s", "--json", "--no-validate")
-    # While traced, systemd still sees the service's own main process, alive and active.
+    # While traced, systemd still sees the service's own main process, alive and active
+    # (waiting for the restarted instance, not the one that ran before the drop-in).
     dropin = Path(f"/run/systemd/system/{svc.unit}.d/{TRACE_DROPIN}")
     wait_for(dropin.exists, what="trace drop-in")
-    wait_for(lambda: svc.prop("ActiveState") == "active", what="traced unit active")
+    wait_for(lambda: svc.prop("ActiveState") == "active"
+             and int(svc.prop("MainPID")) not in (0, untraced_main), what="traced unit active")
     main = int(svc.prop("MainPID"))
     assert main > 0
     exe = os.readlink(f"/proc/{main}/exe")

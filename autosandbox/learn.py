@@ -50,7 +50,8 @@ def learn_unit(unit: str, opts: LearnOptions) -> Result:
                         "does not end by itself")
     progress = ProgressLine(enabled=opts.progress)
     try:
-        traced = trace_unit(unit, opts.duration, opts.exercise, on_progress=progress)
+        traced = trace_unit(unit, opts.duration, opts.exercise, on_progress=progress,
+                            fast=opts.fast)
     finally:
         progress.done()
     dropin = dropin_path(unit, TRACE_DROPIN)

@@ -21,6 +21,7 @@ def test_learn_uses_audit_and_ip_pins_hold(install_service):
     assert snapshot(svc.unit) == before
     profile = json.loads(Path(result["profile"]).read_text())
     assert "audit" in profile["sources"]
+    assert "tracefs:raw_syscalls" in profile["sources"]  # the fast tracer, through the gate
     assert not any("audit was not used" in n for n in result["notes"])
     # Enforced here (unlike in a container): the service still answers its loopback clients.
     assert setting(result, "IPAddressDeny") == ["any"]
@@ -50,3 +51,18 @@ def test_trial_denials_come_from_audit(install_service):
     finally:
         svc.stop()
         run("rm -rf /srv/as-lazy")
+
+
+def test_fast_tracer_sees_what_the_full_tracer_sees(install_service):
+    svc = install_service("as-nginx")
+    svc.start()
+    seen = {}
+    for tracer in ("full", "fast"):
+        cp = autosandbox("learn", svc.unit, "-d", "8s", "--no-validate", "--tracer", tracer,
+                         "--json", "--exercise", "curl -fsS localhost:8081/ >/dev/null")
+        assert cp.returncode == 0, cp.stderr
+        profile = json.loads(Path(json.loads(cp.stdout)["profile"]).read_text())
+        seen[tracer] = set(profile["syscalls"])
+    assert seen["full"] <= seen["fast"], seen["full"] - seen["fast"]
+    # the gate's shell (dup2 for its redirections) is all the fast tracer adds
+    assert seen["fast"] - seen["full"] <= {"dup2", "dup3", "fcntl", "wait4", "getppid"}

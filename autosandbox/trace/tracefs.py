@@ -241,8 +241,11 @@ class SyscallSetTracer(_Instance):
     processes (it forks to probe seccomp support) never silence a number.
     """
 
-    def __init__(self, root_pid: int, is_program: Callable[[int], bool]) -> None:
+    def __init__(self, root_pid: int | None, is_program: Callable[[int], bool]) -> None:
+        """`root_pid` None: follow nothing until `add_pid` (a unit's processes, each added
+        before it starts strace); strace itself is then left out by its name."""
         self.is_program = is_program
+        self.enabled = False
         self.filtered: set[int] = set()
         root = tracefs_root()
         names = syscall_names()
@@ -250,7 +253,7 @@ class SyscallSetTracer(_Instance):
             raise OSError("tracefs raw_syscalls is not available")
         self.names = names
         self.sweep(root)
-        self.dir = root / "instances" / f"autosandbox-sys-{os.getpid()}-{root_pid}"
+        self.dir = root / "instances" / f"autosandbox-sys-{os.getpid()}-{root_pid or 'unit'}"
         self.root_pid = root_pid
         self.seen: dict[int, set[int]] = {}  # syscall number -> pids
         self._lock = threading.Lock()
@@ -259,20 +262,33 @@ class SyscallSetTracer(_Instance):
     def __enter__(self) -> SyscallSetTracer:
         self.dir.mkdir()
         try:
-            (self.dir / "set_event_pid").write_text(f"{self.root_pid}\n")
             (self.dir / "options/event-fork").write_text("1\n")
             (self.dir / "buffer_size_kb").write_text("2048\n")
             self._set_filter()
-            (self.dir / SYSCALL_EVENT / "enable").write_text("1\n")
+            if self.root_pid is not None:
+                self.add_pid(self.root_pid)
         except OSError:
             self._remove()
             raise
         self._start_reader("raw_syscalls")
         return self
 
+    def add_pid(self, pid: int) -> None:
+        """Follow `pid` too, and what it forks from now on."""
+        # O_APPEND without O_CREAT: 6.1 refuses open(..., "a") on tracefs with EINVAL
+        fd = os.open(self.dir / "set_event_pid", os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, f"{pid}\n".encode())
+        finally:
+            os.close(fd)
+        if not self.enabled:  # an empty pid list would mean every process
+            (self.dir / SYSCALL_EVENT / "enable").write_text("1\n")
+            self.enabled = True
+
     def _set_filter(self) -> None:
-        expr = " && ".join([f"common_pid != {self.root_pid}",
-                            *(f"id != {n}" for n in sorted(self.filtered))])
+        first = (f"common_pid != {self.root_pid}" if self.root_pid is not None
+                 else 'comm != "strace"')
+        expr = " && ".join([first, *(f"id != {n}" for n in sorted(self.filtered))])
         with contextlib.suppress(OSError):
             (self.dir / SYSCALL_EVENT / "filter").write_text(expr + "\n")
 

@@ -34,16 +34,21 @@ from autosandbox.systemd.dropins import (
 from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
 from autosandbox.trace import audit
 from autosandbox.trace.command import (
-    STRACE_OPTIONS,
     Progress,
     add_kernel_capabilities,
+    add_syscall_set,
     require_strace,
+    strace_options,
 )
+from autosandbox.trace.gate import GateServer, shim_script
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
-from autosandbox.trace.tracefs import CapabilityTracer, cap_capable_available
-
-UNIT_STRACE_OPTIONS = ("-D", *STRACE_OPTIONS)
+from autosandbox.trace.tracefs import (
+    CapabilityTracer,
+    SyscallSetTracer,
+    cap_capable_available,
+    syscall_tracer_available,
+)
 
 
 @dataclass
@@ -60,7 +65,10 @@ def require_root() -> None:
                         "unit): run with sudo")
 
 
-def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str) -> str:
+def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
+                 gates: GateServer | None = None) -> str:
+    """With `gates`, each line starts as a shim that waits until tracefs follows it, and strace
+    stops only on the calls the recorder reads (the fast tracer)."""
     lines = unitfile.comment(
         f"autosandbox: tracing {info.name}. Removed when learning ends; if it is left over, "
         f"run: autosandbox reset {info.name}")
@@ -71,8 +79,14 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str) ->
     for kind in dict.fromkeys(e.kind for e in info.exec_lines):
         lines.append(f"{kind}=")
         for e in (x for x in info.exec_lines if x.kind == kind):
+            shim: list[str] = []
+            if gates is not None:
+                i = info.exec_lines.index(e)
+                shim = ["/bin/sh", "-c", shim_script(gates.control, gates.gates[i], i),
+                        "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
-            words = [unitfile.exec_arg(w) for w in (strace, *UNIT_STRACE_OPTIONS, "-o",
+            words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
+                                                     *strace_options(gates is not None), "-o",
                                                      str(fifos[e]), "--", e.path)]
             words += [unitfile.exec_arg(a, expand_env=True) for a in e.argv[1:]]
             lines.append(f"{kind}={e.prefix()}{' '.join(words)}")
@@ -156,7 +170,8 @@ def reset_unit(unit: str) -> list[str]:
 
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> UnitTraceResult:
+               on_progress: Callable[[Progress], None] | None = None,
+               fast: bool | None = None) -> UnitTraceResult:
     require_root()
     check_unit_name(unit)
     strace = require_strace()
@@ -169,12 +184,12 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
                             f" run 'autosandbox reset {unit}' first")
-        return _trace(mgr, info, strace, dropin, duration, exercise, on_progress)
+        return _trace(mgr, info, strace, dropin, duration, exercise, on_progress, fast)
 
 
 def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration: float,
-           exercise: str | None, on_progress: Callable[[Progress], None] | None
-           ) -> UnitTraceResult:
+           exercise: str | None, on_progress: Callable[[Progress], None] | None,
+           fast: bool | None) -> UnitTraceResult:
     unit = info.name
     was_running = info.running
     uid = _uid_of(info)
@@ -183,6 +198,13 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
     streams: dict[ExecLine, TraceStream] = {}
     notes: list[str] = []
     tracer: CapabilityTracer | None = None
+    if fast is None:
+        fast = syscall_tracer_available()
+    elif fast and not syscall_tracer_available():
+        raise UserError("the fast tracer needs a usable tracefs (not in a container); "
+                        "use --tracer full")
+    systracer: SyscallSetTracer | None = None
+    gates: GateServer | None = None
     audit_why = audit.unavailable_reason()
     audit_rules: audit.AuditRules | None = None
     exercise_proc: subprocess.Popen[bytes] | None = None
@@ -199,13 +221,20 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         if cap_capable_available():
             tracer = CapabilityTracer(None)
             tracer.__enter__()
+        if fast:
+            def is_program(pid: int) -> bool:
+                return any(pid in s.recorder.pids for s in list(streams.values()))
+
+            systracer = SyscallSetTracer(None, is_program).__enter__()
+            gates = GateServer(state_dir, len(info.exec_lines), systracer.add_pid,
+                               world_writable=uid != 0)
         if audit_why is None:
             try:
                 audit_rules = audit.AuditRules(f"autosandbox-learn-{os.getpid()}").__enter__()
             except OSError as exc:
                 audit_why = str(exc)
         write_dropin(dropin, trace_dropin(info, {e: s.fifo for e, s in streams.items()},
-                                          strace))
+                                          strace, gates))
         mgr.reload()
         state = mgr.restart(unit)
         if state != "active" and info.type != "oneshot":
@@ -258,6 +287,10 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         finally:
             if tracer is not None:
                 tracer.__exit__(None, None, None)
+            if gates is not None:
+                gates.close()
+            if systracer is not None:
+                systracer.__exit__(None, None, None)
             if audit_rules is not None:
                 audit_rules.__exit__(None, None, None)
     profile = Profile(subject={"unit": unit, "uid": uid, "user": info.user or None,
@@ -272,6 +305,11 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         part.subject = {}
         profile.merge(part)
     profile.subject.pop("merged", None)
+    if systracer is not None:
+        add_syscall_set(profile, systracer.syscalls_for(pids))
+        if gates is not None and gates.errors:
+            profile.warnings.append("tracefs could not follow some processes, the syscall "
+                                    f"set may miss calls: {'; '.join(gates.errors[:3])}")
     if audit_rules is not None:
         profile.add_source("audit")
         for ev in audit_rules.events():

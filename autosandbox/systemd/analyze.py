@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autosandbox import unitfile
-from autosandbox.errors import UserError
+from autosandbox.errors import UserError, require_tool
 
 _SCORE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 CHECK_UNIT = "autosandbox-check.service"
@@ -23,10 +23,7 @@ class Score:
 
 
 def _analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        raise UserError("systemd-analyze is not installed: install the systemd package")
-    return path
+    return require_tool("systemd-analyze", "install the systemd package")
 
 
 def command_unit(argv: list[str]) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autosandbox.errors import UserError
+from autosandbox.errors import UserError, require_tool
 from autosandbox.profile import Profile
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.recorder import Recorder
@@ -63,10 +63,7 @@ class TraceResult:
 
 
 def require_strace() -> str:
-    path = shutil.which("strace")
-    if path is None:
-        raise UserError("strace is not installed: install it with 'apt-get install strace'")
-    return path
+    return require_tool("strace", "install it with 'apt-get install strace'")
 
 
 def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False) -> list[str]:

@@ -80,6 +80,7 @@ class _Instance:
     hands each line to `_line`; removed on exit."""
 
     dir: Path
+    event: str  # the one event the instance enables
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
@@ -141,12 +142,20 @@ class _Instance:
     def _line(self, line: str) -> None:
         raise NotImplementedError
 
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / self.event / "enable").write_text("0\n")
+        self._stop_reader()
+        self._remove()
+
 
 class CapabilityTracer(_Instance):
     """Counts granted capability checks per capability for one process tree.
 
     Denied checks (ret != 0) are not needs: unprivileged workers probe and move on.
     """
+
+    event = EVENT
 
     def __init__(self, root_pid: int | None, ignore_pids: frozenset[int] = frozenset()) -> None:
         """`root_pid`: follow that process and its descendants. None: record granted checks of
@@ -180,12 +189,6 @@ class CapabilityTracer(_Instance):
             raise
         self._start_reader("cap_capable")
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            (self.dir / EVENT / "enable").write_text("0\n")
-        self._stop_reader()
-        self._remove()
 
     def _line(self, line: str) -> None:
         m = _LINE.match(line)
@@ -241,6 +244,8 @@ class SyscallSetTracer(_Instance):
     processes (it forks to probe seccomp support) never silence a number.
     """
 
+    event = SYSCALL_EVENT
+
     def __init__(self, root_pid: int | None, is_program: Callable[[int], bool]) -> None:
         """`root_pid` None: follow nothing until `add_pid` (a unit's processes, each added
         before it starts strace); strace itself is then left out by its name."""
@@ -291,12 +296,6 @@ class SyscallSetTracer(_Instance):
         expr = " && ".join([first, *(f"id != {n}" for n in sorted(self.filtered))])
         with contextlib.suppress(OSError):
             (self.dir / SYSCALL_EVENT / "filter").write_text(expr + "\n")
-
-    def __exit__(self, *exc: object) -> None:
-        with contextlib.suppress(OSError):
-            (self.dir / SYSCALL_EVENT / "enable").write_text("0\n")
-        self._stop_reader()
-        self._remove()
 
     def _line(self, line: str) -> None:
         m = _NR.match(line)

@@ -12,7 +12,7 @@ from pathlib import Path
 from autosandbox import unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd.dropins import APPLIED_DROPIN, dropin_path, unit_lock
-from autosandbox.systemd.manager import Manager, check_unit_name
+from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.trace.unit import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.health import Health, HealthChecks, judge
 
@@ -45,13 +45,17 @@ def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
     return judge(mgr, unit, service_type, checks, mgr.restart(unit))
 
 
-def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
+def _installed(unit: str) -> tuple[Manager, ServiceInfo, Path, Path]:
+    """What apply and revert work on: systemd, the unit, the /etc drop-in, our backups."""
     require_root()
     check_unit_name(unit)
     mgr = Manager()
-    info = mgr.info(unit)
-    target = dropin_path(unit, APPLIED_DROPIN, runtime=False)
-    state = _state_dir(unit)
+    return (mgr, mgr.info(unit), dropin_path(unit, APPLIED_DROPIN, runtime=False),
+            _state_dir(unit))
+
+
+def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
+    mgr, info, target, state = _installed(unit)
     with unit_lock(unit), terminate_as_interrupt():
         before = target.read_bytes() if target.exists() else None
         first = not (state / "state.json").exists()
@@ -87,12 +91,7 @@ def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
 
 
 def revert(unit: str) -> list[str]:
-    require_root()
-    check_unit_name(unit)
-    mgr = Manager()
-    info = mgr.info(unit)
-    target = dropin_path(unit, APPLIED_DROPIN, runtime=False)
-    state = _state_dir(unit)
+    mgr, info, target, state = _installed(unit)
     with unit_lock(unit), terminate_as_interrupt():
         meta_file = state / "state.json"
         if not meta_file.exists():

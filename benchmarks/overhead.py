@@ -3,15 +3,19 @@
 nginx (master + 2 workers) serves a 4 KiB static file on loopback; wrk -t2 -c32 drives it for
 --seconds, untraced and while `autosandbox learn` traces it with each tracer ('full': strace
 stops on every call; 'fast': strace --seccomp-bpf on the calls the sandbox is built from, the
-syscall set from tracefs). Ratios are measured in one run: median of --runs each.
+syscall set from tracefs, opens from bpftrace when installed). Ratios are measured in one run:
+median of --runs each. With --unit, nginx runs as a systemd service and `autosandbox learn
+UNIT` traces it (in the CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py
+--unit' integration/run-vm).
 
     apt-get install nginx-light wrk   # or nginx
-    python3 benchmarks/overhead.py [--runs 3] [--seconds 10]
+    python3 benchmarks/overhead.py [--runs 3] [--seconds 10] [--unit]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -91,11 +95,54 @@ def run_once(mode: str, workdir: Path, seconds: int) -> float:
         proc.wait(60)  # learn stops nginx itself at the end of --duration
 
 
+UNIT = "autosandbox-bench-nginx.service"
+UNIT_FILE = Path("/run/systemd/system") / UNIT
+
+
+def _systemctl(*args: str) -> None:
+    subprocess.run(["systemctl", *args], check=True, capture_output=True)
+
+
+def run_unit_once(mode: str, workdir: Path, seconds: int, port: int) -> float:
+    """The same nginx as a systemd service; traced by `autosandbox learn UNIT`."""
+    if mode == "untraced":
+        _wait_port(port)
+        return _wrk(port, seconds)
+    learn = subprocess.Popen(
+        [sys.executable, "-m", "autosandbox", "learn", UNIT, "-q", "--no-validate",
+         "--tracer", mode, "--duration", f"{seconds + 15}s", "-o", str(workdir / f"{mode}.conf"),
+         "--profile-out", str(workdir / f"{mode}.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    dropin = Path("/run/systemd/system") / f"{UNIT}.d" / "zz-autosandbox-trace.conf"
+    deadline = time.monotonic() + 120
+    while not dropin.exists():  # the traced restart has begun
+        if learn.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"learn did not start tracing: {learn.communicate()[1]}")
+        time.sleep(0.1)
+    time.sleep(3)  # past the restart
+    _wait_port(port, timeout=60)
+    time.sleep(1)
+    try:
+        return _wrk(port, seconds)
+    finally:
+        _, err = learn.communicate(timeout=300)
+        if learn.returncode != 0:
+            raise RuntimeError(f"learn failed ({learn.returncode}): {err}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--unit", action="store_true",
+                    help=f"run nginx as a systemd service ({UNIT}) and trace it with "
+                    "`autosandbox learn UNIT` (needs systemd as PID 1)")
     args = ap.parse_args()
+    if args.unit and not Path("/run/systemd/system").is_dir():
+        sys.exit("overhead.py --unit: systemd is not running here (run it in the CI VM: "
+                 "AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' "
+                 "integration/run-vm)")
     for tool in ("nginx", "wrk", "strace"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"overhead.py: {tool} is not installed (apt-get install nginx-light wrk "
@@ -106,11 +153,29 @@ def main() -> None:
         (work / "www" / "index.html").write_bytes(b"x" * 4096)
         os.chmod(tmp, 0o755)
         results: dict[str, list[float]] = {"untraced": [], "full": [], "fast": []}
-        for i in range(args.runs):  # interleaved, so drift hits every mode alike
-            for mode in results:
-                rate = run_once(mode, work, args.seconds)
-                results[mode].append(rate)
-                print(f"run {i + 1} {mode:>8}: {rate:10.0f} requests/s", file=sys.stderr)
+        port = _free_port()
+        if args.unit:
+            (work / "nginx.conf").write_text(CONF.format(dir=work, port=port))
+            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+            UNIT_FILE.write_text(f"[Service]\nExecStart={nginx} -c {work}/nginx.conf "
+                                 "-g 'daemon off;'\n")
+            _systemctl("daemon-reload")
+            _systemctl("start", UNIT)
+        try:
+            for i in range(args.runs):  # interleaved, so drift hits every mode alike
+                for mode in results:
+                    rate = (run_unit_once(mode, work, args.seconds, port) if args.unit
+                            else run_once(mode, work, args.seconds))
+                    results[mode].append(rate)
+                    print(f"run {i + 1} {mode:>8}: {rate:10.0f} requests/s", file=sys.stderr)
+        finally:
+            if args.unit:
+                subprocess.run(["systemctl", "stop", UNIT], check=False)
+                UNIT_FILE.unlink(missing_ok=True)
+                _systemctl("daemon-reload")
+        if args.unit:
+            profile = json.loads((work / "fast.json").read_text())
+            print(f"fast tracer sources: {', '.join(profile['sources'])}")
         base = statistics.median(results["untraced"])
         print(f"untraced: {base:.0f} requests/s (median of {args.runs})")
         for mode in ("full", "fast"):

@@ -57,12 +57,19 @@ def test_fast_tracer_sees_what_the_full_tracer_sees(install_service):
     svc = install_service("as-nginx")
     svc.start()
     seen = {}
+    opened: dict[str, dict[str, set[str]]] = {}
     for tracer in ("full", "fast"):
         cp = autosandbox("learn", svc.unit, "-d", "8s", "--no-validate", "--tracer", tracer,
                          "--json", "--exercise", "curl -fsS localhost:8081/ >/dev/null")
         assert cp.returncode == 0, cp.stderr
         profile = json.loads(Path(json.loads(cp.stdout)["profile"]).read_text())
         seen[tracer] = set(profile["syscalls"])
+        opened[tracer] = {p: set(k) - {"stat"} for p, k in profile["paths"].items()
+                          if set(k) - {"stat"} and not p.startswith("/proc/")}
+        if tracer == "fast":  # the image has bpftrace: opens come from the kernel
+            assert "bpftrace:open" in profile["sources"], profile["sources"]
     assert seen["full"] <= seen["fast"], seen["full"] - seen["fast"]
     # the gate's shell (dup2 for its redirections) is all the fast tracer adds
     assert seen["fast"] - seen["full"] <= {"dup2", "dup3", "fcntl", "wait4", "getppid"}
+    # every file nginx opened, with the same kinds (the served file, logs, config, libraries)
+    assert opened["fast"] == opened["full"]

@@ -16,7 +16,17 @@ EXEC_KINDS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecS
 # ExecStartEx flags -> the command-line prefix systemd.service(5) documents for them.
 FLAG_PREFIX = {"ignore-failure": "-", "privileged": "+", "no-setuid": "!", "ambient": "!!",
                "no-env-expand": ":"}
-_UNIT = re.compile(r"^[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.service$")
+# Unit names (systemd.unit(5)): `looks_like_unit` tells `learn NAME` from `learn CMD`; only a
+# service instance passes check_unit_name.
+_NAME = r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?"
+_UNIT_TYPES = ("service", "socket", "timer", "target", "mount", "path", "slice", "scope",
+               "device", "swap", "automount")
+_ANY_UNIT = re.compile(rf"^{_NAME}\.({'|'.join(_UNIT_TYPES)})$")
+_SERVICE = re.compile(rf"^{_NAME}\.service$")
+
+
+def looks_like_unit(name: str) -> bool:
+    return _ANY_UNIT.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -59,7 +69,7 @@ def check_unit_name(name: str) -> None:
     if "@." in name:
         raise UserError(f"{name} is a template: name an instance, e.g. "
                         f"{name.replace('@.', '@example.')}")
-    if not _UNIT.match(name):
+    if not _SERVICE.match(name):
         raise UserError(f"{name!r} is not a valid unit name")
 
 

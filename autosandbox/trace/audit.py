@@ -8,13 +8,10 @@ Audit rules cost every process on the machine while loaded, so they filter on th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,42 +139,3 @@ def parse_ausearch(text: str) -> list[AuditEvent]:
         out.append(AuditEvent(pid, syscall.get("syscall", "?"), errno, path, family,
                               syscall.get("exe", "").strip('"')))
     return out
-
-
-def cgroup_pids(control_group: str) -> set[int]:
-    """Pids in a unit's cgroup (and its children), read now."""
-    pids: set[int] = set()
-    root = Path("/sys/fs/cgroup") / control_group.lstrip("/")
-    if not root.is_dir():
-        return pids
-    for procs in root.rglob("cgroup.procs"):
-        try:
-            pids |= {int(x) for x in procs.read_text().split()}
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-class CgroupSampler:
-    """Collects the pids of a unit's cgroup every `interval` s while it runs."""
-
-    def __init__(self, control_group_of: Callable[[], str], interval: float = 0.2) -> None:
-        self.control_group_of = control_group_of
-        self.interval = interval
-        self.pids: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="cgroup-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(Exception):
-                self.pids |= cgroup_pids(self.control_group_of())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> CgroupSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from autosandbox.errors import UserError, require_tool
 from autosandbox.profile import Profile
+from autosandbox.trace import opens
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
+from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.strace_parser import DETAILED
 from autosandbox.trace.stream import TraceStream
@@ -37,10 +39,15 @@ FAST_SKIPPED = frozenset({"recvfrom", "sendto", "sendmsg", "stat", "lstat", "new
 FAST_TRACE_SET = tuple(sorted(DETAILED - FAST_SKIPPED))
 
 
-def strace_options(fast: bool) -> tuple[str, ...]:
+# Left to the kernel when bpftrace reports opens (trace/opens.py): a file server's per-request call.
+KERNEL_OPENS = frozenset({"open", "openat"})
+
+
+def strace_options(fast: bool, kernel_opens: bool = False) -> tuple[str, ...]:
     if not fast:
         return STRACE_OPTIONS
-    names = ",".join(["%process", *(f"?{n}" for n in FAST_TRACE_SET)])
+    calls = [n for n in FAST_TRACE_SET if not (kernel_opens and n in KERNEL_OPENS)]
+    names = ",".join(["%process", *(f"?{n}" for n in calls)])
     return (*STRACE_OPTIONS, "--seccomp-bpf", "-e", f"trace={names}")
 
 
@@ -66,8 +73,34 @@ def require_strace() -> str:
     return require_tool("strace", "install it with 'apt-get install strace'")
 
 
-def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False) -> list[str]:
-    return [strace, *strace_options(fast), "-o", str(output), "--", *argv]
+def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False,
+                kernel_opens: bool = False) -> list[str]:
+    return [strace, *strace_options(fast, kernel_opens), "-o", str(output), "--", *argv]
+
+
+def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = None,
+                      ) -> tuple[OpenTracer | None, str | None]:
+    """bpftrace reporting opens, or None and why not (strace then stops on opens)."""
+    if not opens.available():
+        why = ("bpftrace is not installed" if opens.bpftrace_path() is None
+               else "the kernel's syscall tracepoints are not usable here")
+        return None, f"opens were traced by strace ({why}): slower under load"
+    try:
+        return OpenTracer(root_pids, gate_prefix), None
+    except (OSError, ValueError) as exc:
+        return None, f"opens were traced by strace: {exc}"
+
+
+def add_kernel_opens(tracer: OpenTracer, recorders: Sequence[Recorder]) -> None:
+    """Each open goes to the recorder of the process that made it (one per Exec line)."""
+    tracer.close()
+    for rec in tracer.records:
+        errno_name = rec.errno_name
+        for recorder in recorders:
+            if recorder.opened(rec.tid, rec.path, rec.dir_path, rec.flags_text(), errno_name):
+                break
+    for recorder in recorders[:1]:
+        recorder.profile.warnings.extend(tracer.warnings)
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
@@ -116,11 +149,19 @@ def trace_command(
     use_caps = os.geteuid() == 0 and cap_capable_available()
     profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
 
+    # bpftrace follows our threads' children from before the fork, and reports opens from
+    # strace's exec of the program on: its first open is seen, ours and strace's are not.
+    open_tracer: OpenTracer | None = None
+    if fast:
+        open_tracer, why_not = start_open_tracer(root_pids=_own_threads())
+        if why_not is not None:
+            profile.warnings.append(why_not)
     # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
     # strace: no capability check of the traced program is missed, none of ours is counted.
     gate_r, gate_w = os.pipe()
     shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
-            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast)]
+            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
+                                             kernel_opens=open_tracer is not None)]
     started = time.monotonic()
     proc = subprocess.Popen(shim, pass_fds=(gate_r,), cwd=workdir, start_new_session=True)
     os.close(gate_r)
@@ -149,7 +190,12 @@ def trace_command(
             os.close(gate_w)
         if proc.poll() is None:
             _terminate(proc)
+        if open_tracer is not None:
+            open_tracer.close()
     profile = stream.close()
+    if open_tracer is not None:
+        profile.add_source("bpftrace:open")
+        add_kernel_opens(open_tracer, [recorder])
     if tracer is not None:
         add_kernel_capabilities(profile, tracer.granted)
     if systracer is not None:
@@ -191,3 +237,7 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _own_threads() -> list[int]:
+    return sorted(int(t) for t in os.listdir("/proc/self/task"))

@@ -260,6 +260,29 @@ class Recorder:
         path = sc.ret_path if sc.ok else None
         if path is None:
             path = self.resolve(sc, dirfd, index)
+        self._opened(sc, path, flags)
+
+    def opened(self, pid: int, path: str, dir_path: str | None, flags: str,
+               errno: str | None) -> bool:
+        """An open the kernel reported (trace/opens.py) instead of strace; False if `pid` is
+        not one of the traced program's. A relative path starts at `dir_path` or the cwd."""
+        if pid not in self.pids:
+            return False
+        if not path.startswith("/"):
+            path = os.path.join(dir_path or self.cwd.get(pid, self.root_cwd), path)
+        sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
+        if errno is not None:
+            errs = self.profile.failed_syscalls.setdefault("openat", {})
+            errs[errno] = errs.get(errno, 0) + 1
+        # strace's -y names the opened file itself: symlinks resolved, as here, but seen from
+        # the traced process, not from us (/proc/self, /dev/stdin).
+        path = _normalize(path)
+        if errno is None:
+            path = os.path.realpath(_as_seen_by(pid, path))
+        self._opened(sc, path, flags)
+        return True
+
+    def _opened(self, sc: Syscall, path: str | None, flags: str) -> None:
         if "O_PATH" in flags:
             self._record(sc, path, "stat")
             return
@@ -487,6 +510,19 @@ class Recorder:
         arg = sc.args[0] if sc.args else ""
         if arg not in ("0xffffffff", "PER_LINUX", "0"):
             self.profile.add_flag("personality", f"personality({arg})")
+
+
+_SELF_LINKS = {"/proc/self": "/proc/{pid}", "/proc/thread-self": "/proc/{pid}/task/{pid}",
+               "/dev/fd": "/proc/{pid}/fd", "/dev/stdin": "/proc/{pid}/fd/0",
+               "/dev/stdout": "/proc/{pid}/fd/1", "/dev/stderr": "/proc/{pid}/fd/2"}
+
+
+def _as_seen_by(pid: int, path: str) -> str:
+    """`path` with the links that depend on who follows them made explicit for `pid`."""
+    for link, target in _SELF_LINKS.items():
+        if path == link or path.startswith(link + "/"):
+            return target.format(pid=pid) + path[len(link):]
+    return path
 
 
 def _normalize(path: str) -> str:

@@ -36,11 +36,14 @@ from autosandbox.trace import audit
 from autosandbox.trace.command import (
     Progress,
     add_kernel_capabilities,
+    add_kernel_opens,
     add_syscall_set,
     require_strace,
+    start_open_tracer,
     strace_options,
 )
 from autosandbox.trace.gate import GateServer, shim_script
+from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import (
@@ -66,9 +69,10 @@ def require_root() -> None:
 
 
 def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
-                 gates: GateServer | None = None) -> str:
+                 gates: GateServer | None = None, kernel_opens: bool = False) -> str:
     """With `gates`, each line starts as a shim that waits until tracefs follows it, and strace
-    stops only on the calls the recorder reads (the fast tracer)."""
+    stops only on the calls the recorder reads (the fast tracer); with `kernel_opens` not on
+    opens either (bpftrace reports them)."""
     lines = unitfile.comment(
         f"autosandbox: tracing {info.name}. Removed when learning ends; if it is left over, "
         f"run: autosandbox reset {info.name}")
@@ -86,7 +90,8 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
                         "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
             words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
-                                                     *strace_options(gates is not None), "-o",
+                                                     *strace_options(gates is not None,
+                                                                    kernel_opens), "-o",
                                                      str(fifos[e]), "--", e.path)]
             words += [unitfile.exec_arg(a, expand_env=True) for a in e.argv[1:]]
             lines.append(f"{kind}={e.prefix()}{' '.join(words)}")
@@ -205,6 +210,7 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                         "use --tracer full")
     systracer: SyscallSetTracer | None = None
     gates: GateServer | None = None
+    open_tracer: OpenTracer | None = None
     audit_why = audit.unavailable_reason()
     audit_rules: audit.AuditRules | None = None
     exercise_proc: subprocess.Popen[bytes] | None = None
@@ -228,15 +234,20 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
             systracer = SyscallSetTracer(None, is_program).__enter__()
             gates = GateServer(state_dir, len(info.exec_lines), systracer.add_pid,
                                world_writable=uid != 0)
+            # The shims open their gates: that is how bpftrace learns the unit's processes.
+            open_tracer, why_not = start_open_tracer(gate_prefix=f"{state_dir}/gate-")
+            if why_not is not None:
+                notes.append(why_not)
         if audit_why is None:
             try:
                 audit_rules = audit.AuditRules(f"autosandbox-learn-{os.getpid()}").__enter__()
             except OSError as exc:
                 audit_why = str(exc)
         write_dropin(dropin, trace_dropin(info, {e: s.fifo for e, s in streams.items()},
-                                          strace, gates))
+                                          strace, gates, kernel_opens=open_tracer is not None))
         mgr.reload()
         state = mgr.restart(unit)
+        begun = time.monotonic()  # --duration counts traced time, not the tracers' start-up
         if state != "active" and info.type != "oneshot":
             started_ok = False
             notes.append(f"{unit} did not start under strace (state {state}); "
@@ -289,6 +300,8 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                 tracer.__exit__(None, None, None)
             if gates is not None:
                 gates.close()
+            if open_tracer is not None:
+                open_tracer.close()
             if systracer is not None:
                 systracer.__exit__(None, None, None)
             if audit_rules is not None:
@@ -299,8 +312,11 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                                "duration_s": round(time.monotonic() - begun, 3)})
     profile.add_source("strace")
     pids: set[int] = set()
-    for stream in streams.values():
-        part = stream.close(timeout=10)
+    parts = [stream.close(timeout=10) for stream in streams.values()]
+    if open_tracer is not None:
+        profile.add_source("bpftrace:open")
+        add_kernel_opens(open_tracer, [s.recorder for s in streams.values()])
+    for stream, part in zip(streams.values(), parts, strict=True):
         pids |= stream.recorder.pids
         part.subject = {}
         profile.merge(part)

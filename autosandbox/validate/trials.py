@@ -14,6 +14,7 @@ from autosandbox.errors import UserError
 from autosandbox.synth.rules import Setting
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
+from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
     dropin_path,
@@ -148,7 +149,7 @@ def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, d
                 rules = stack.enter_context(
                     audit.AuditRules(f"autosandbox-trial-{os.getpid()}-{number}"))
         cgroup = info.control_group or f"/system.slice/{info.name}"
-        sampler = stack.enter_context(audit.CgroupSampler(lambda: cgroup))
+        sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
         state = mgr.restart(info.name)
         health = judge(mgr, info.name, info.type, checks, state)
     denials = parse_denials(journal_lines(info.name, cursor))

@@ -1,0 +1,163 @@
+"""Opens reported by bpftrace (trace/opens.py) instead of strace stops: the same paths, read
+from the kernel, in every shape a program opens a file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autosandbox.trace import opens
+from autosandbox.trace.command import strace_options, trace_command
+
+from .conftest import PYTHON
+
+
+def test_decode_plain_and_escaped_bytes() -> None:
+    assert opens.decode("/etc/passwd\\x00\\x00") == "/etc/passwd"
+    assert opens.decode("/srv/caf\\xc3\\xa9\\x00") == "/srv/café"
+    assert opens.decode("/tmp/a\\x0ab\\x00") == "/tmp/a\nb"
+    # bpftrace never escapes a printable byte: this is a literal backslash in the name
+    assert opens.decode("/tmp/back\\x41slash\\x00") == "/tmp/back\\x41slash"
+
+
+def test_decode_ambiguous_names_ask_the_file_system(tmp_path: Path) -> None:
+    literal = tmp_path / "a\\b\\x0a"  # backslash-b, then the four characters \x0a
+    literal.touch()
+    raw = f"{tmp_path}/a\\b\\x0a\\x00"
+    assert opens.decode(raw) == str(literal)
+    literal.unlink()
+    (tmp_path / "a\\b\n").touch()  # the same text, read as a newline byte
+    assert opens.decode(raw) == f"{tmp_path}/a\\b\n"
+    (tmp_path / "a\\b\n").unlink()
+    assert opens.decode(raw) is None  # neither exists: refused, never guessed
+
+
+def test_strace_leaves_opens_to_the_kernel_only_when_asked() -> None:
+    def traced(options: tuple[str, ...]) -> set[str]:
+        spec = options[options.index("-e") + 1].removeprefix("trace=")
+        return {n.lstrip("?") for n in spec.split(",")}
+
+    assert {"open", "openat"} <= traced(strace_options(True))
+    assert not {"open", "openat"} & traced(strace_options(True, kernel_opens=True))
+    assert "openat2" in traced(strace_options(True, kernel_opens=True))
+    assert "-e" not in strace_options(False, kernel_opens=True)  # full: every call
+
+
+def test_gate_prefix_must_be_a_plain_path() -> None:
+    with pytest.raises(ValueError):
+        opens.script((), '/run/autosandbox/x"); system("id')
+    assert "/run/autosandbox/web.service/gate-" in opens.script(
+        (), "/run/autosandbox/web.service/gate-")
+
+
+PROGRAM = """
+import os, sys, threading
+base = sys.argv[1]
+os.chdir(base)
+open("relative.txt", "w").write("x")
+d = os.open("sub", os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open("dirfd.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d))
+for _ in range(500):
+    open(base + "/read-often.txt").read()
+open(base + "/new\\nline.txt", "w").close()
+long_dir = base + "/" + "d" * 150
+os.makedirs(long_dir, exist_ok=True)
+open(long_dir + "/" + "f" * 80, "w").close()  # longer than bpftrace's 200-byte strings
+try:
+    open(base + "/missing/x")
+except OSError:
+    pass
+open("/proc/self/status").read()
+t = threading.Thread(target=lambda: open(base + "/thread.txt", "w").close())
+t.start(); t.join()
+if os.fork() == 0:
+    open(base + "/child.txt", "w").close()
+    os._exit(0)
+os.wait()
+"""
+
+
+LONG = "BASE/" + "d" * 150 + "/" + "f" * 80
+
+
+@pytest.mark.skipif(not opens.available(),
+                    reason="needs root, bpftrace and the syscall tracepoints of the host")
+def test_kernel_opens_match_strace(tmp_path: Path) -> None:
+    def run(fast: bool, name: str) -> dict[str, set[str]]:
+        base = tmp_path / name
+        (base / "sub").mkdir(parents=True)
+        (base / "read-often.txt").write_text("y")
+        profile = trace_command([PYTHON, "-c", PROGRAM, str(base)], cwd="/", fast=fast).profile
+        mine = {p.replace(str(base), "BASE"): set(k) - {"stat"}
+                for p, k in profile.paths.items() if p.startswith(str(base))}
+        if fast:
+            assert "bpftrace:open" in profile.sources
+            # A path longer than bpftrace's strings stands for the directory it is under,
+            # with a warning: looser, never wrong, never guessed.
+            assert LONG not in mine
+            cut = LONG.replace("BASE", str(base))[:199].rpartition("/")[0]
+            assert mine.pop(cut.replace(str(base), "BASE")) == {"write", "create"}
+            assert [w for w in profile.warnings if "longer than" in w] == [
+                "1 opened paths were longer than 199 bytes: recorded as the directory they "
+                "are under"], profile.warnings
+            assert not [w for w in profile.warnings if "could not report" in w]
+        else:
+            assert mine.pop(LONG) == {"write", "create"}
+        mine["missing"] = set(profile.failed_paths.get(f"{base}/missing/x", {}))
+        pid_status = {p for p in profile.paths if p.startswith("/proc/")
+                      and p.endswith("/status")}
+        mine["proc"] = {"pid" if p.split("/")[2].isdigit() else p for p in pid_status}
+        return {k: v for k, v in mine.items() if v}
+
+    full, fast = run(False, "full"), run(True, "fast")
+    assert fast == full
+    assert fast["BASE/new\nline.txt"] == {"write", "create"}
+    assert fast["BASE/sub/dirfd.txt"] == {"write", "create"}
+    assert fast["BASE/relative.txt"] == {"write", "create"}
+    assert fast["missing"] == {"ENOENT"}
+    assert fast["proc"] == {"pid"}  # /proc/self of the program, not of autosandbox
+
+
+@pytest.mark.skipif(not opens.available(),
+                    reason="needs root, bpftrace and the syscall tracepoints of the host")
+def test_open_tracer_follows_only_what_strace_execs() -> None:
+    """Our own opens and strace's never reach the program's profile."""
+    profile = trace_command(["/bin/cat", "/etc/hostname"], cwd="/", fast=True).profile
+    assert "/etc/hostname" in profile.paths
+    ours = [p for p in profile.paths if "autosandbox" in p or "strace" in p
+            or "libunwind" in p]
+    assert ours == []
+
+
+def test_decode_refuses_a_name_with_literal_terminator_text() -> None:
+    assert opens.decode("/tmp/a\\x00b\\x00\\x00") is None
+
+
+@pytest.mark.skipif(not opens.available(),
+                    reason="needs root, bpftrace and the syscall tracepoints of the host")
+def test_bpftrace_ends_when_autosandbox_is_killed() -> None:
+    """SIGKILL leaves no BPF program attached: bpftrace has autosandbox as its death signal."""
+    code = ("import time\nfrom autosandbox.trace.opens import OpenTracer\n"
+            "t = OpenTracer([1])\nprint(t._proc.pid, flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None
+    bpftrace = int(holder.stdout.readline())
+    assert Path(f"/proc/{bpftrace}").exists()
+    holder.kill()
+    holder.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _alive(bpftrace):
+        time.sleep(0.2)
+    assert not _alive(bpftrace)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie awaits its reaper; its BPF programs went with its files

@@ -84,6 +84,46 @@ class AuditRules:
         return parse_ausearch(cp.stdout)
 
 
+_SECCOMP_TIME = re.compile(r"msg=audit\((\d+)\.(\d+):")
+AUDIT_ARCH_X86_64 = "c000003e"
+
+
+@dataclass(frozen=True)
+class SeccompKill:
+    pid: int
+    syscall: str
+    exe: str
+
+
+def seccomp_kills(since: float, names: dict[int, str]) -> list[SeccompKill]:
+    """Calls a seccomp filter killed a process for since `since` (epoch seconds), named by
+    `names` (this architecture's table). The kernel logs every kill action to audit; an
+    EPERM action it does not log, so trials that need the call's name use the kill action."""
+    cp = subprocess.run(["ausearch", "--input-logs", "-m", "SECCOMP"],
+                        capture_output=True, text=True, check=False)
+    return parse_seccomp(cp.stdout, since, names)
+
+
+def parse_seccomp(text: str, since: float, names: dict[int, str]) -> list[SeccompKill]:
+    out: list[SeccompKill] = []
+    for line in text.splitlines():
+        if not line.startswith("type=SECCOMP"):
+            continue
+        m = _SECCOMP_TIME.search(line)
+        f = dict(_FIELD.findall(line.split("): ", 1)[-1]))
+        if m is None or float(f"{m.group(1)}.{m.group(2)}") < since:
+            continue
+        if f.get("arch") != AUDIT_ARCH_X86_64 or not f.get("syscall", "").isdigit():
+            continue
+        try:
+            pid = int(f["pid"])
+        except (KeyError, ValueError):
+            continue
+        nr = int(f["syscall"])
+        out.append(SeccompKill(pid, names.get(nr, f"syscall {nr}"), f.get("exe", "").strip('"')))
+    return out
+
+
 _OWNED = re.compile(r"-F key=autosandbox-(?:learn|trial)-(\d+)(?:-\d+)?$")
 
 

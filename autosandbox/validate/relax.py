@@ -108,9 +108,18 @@ def _writable(sb: Sandbox) -> list[str]:
     return out
 
 
+# A refused lookup is not a breakage: Python stats ~/.local at every start, and a program that
+# needs a file opens it. Seen in the VM: a stat of /root/.local under ProtectHome=yes.
+LOOKUPS = frozenset({"stat", "lstat", "newfstatat", "fstatat64", "statx", "access", "faccessat",
+                     "faccessat2", "readlink", "readlinkat", "getxattr", "lgetxattr",
+                     "listxattr", "llistxattr", "statfs"})
+
+
 def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Relaxation]:
     done: list[Relaxation] = []
     for dn in denials:
+        if dn.syscall in LOOKUPS:
+            continue
         path = dn.path
         if dn.kind == "eafnosupport" and dn.family and \
                 sb.values("RestrictAddressFamilies") not in (None, [dn.family]):

@@ -4,7 +4,9 @@ then put the unit back as it was found. Bounded by --max-trials restarts."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from autosandbox.systemd.dropins import (
 )
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.trace import audit
+from autosandbox.trace.tracefs import syscall_names
 from autosandbox.trace.unit import require_root, terminate_as_interrupt
 from autosandbox.validate.denials import (
     Denial,
@@ -45,7 +48,7 @@ from autosandbox.validate.relax import (
 @dataclass
 class Trial:
     number: int
-    kind: str  # candidate | bisect
+    kind: str  # candidate | bisect | seccomp (the filter kills, so audit names the call)
     rows: list[str] | None  # restriction rows applied (None: all of the candidate)
     health: Health
     denials: list[Denial]
@@ -59,7 +62,8 @@ class Trial:
                 "relaxed": [r.to_json() for r in self.relaxed]}
 
     def line(self) -> str:
-        what = "candidate" if self.rows is None else f"bisect with {len(self.rows)} rows"
+        what = {"candidate": "candidate", "seccomp": "candidate, the filter killing",
+                "bisect": f"bisect with {len(self.rows or [])} rows"}[self.kind]
         out = f"trial {self.number} ({what}): {self.health.summary()}"
         for r in self.relaxed:
             out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({r.why[:100]})"
@@ -137,11 +141,12 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
 
 
 def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, dropin: Path,
-           number: int, rows: list[str] | None) -> Trial:
+           number: int, rows: list[str] | None, kind: str) -> Trial:
     write_dropin(dropin, sb.render())
     mgr.reload()
     mgr.reset_failed(info.name)
     cursor = journal_cursor()
+    since = time.time()
     with contextlib.ExitStack() as stack:
         rules = None
         if audit.unavailable_reason() is None:
@@ -155,7 +160,20 @@ def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, d
     denials = parse_denials(journal_lines(info.name, cursor))
     if rules is not None:
         denials = audit_denials(rules.events(), sampler.pids) + denials
-    return Trial(number, "candidate" if rows is None else "bisect", rows, health, denials)
+        names = syscall_names()
+        if names is not None:
+            denials = [Denial("eperm", None, "seccomp", f"{k.syscall}() killed by the "
+                              f"system call filter ({k.exe})", k.syscall)
+                       for k in audit.seccomp_kills(since, names)
+                       if k.pid in sampler.pids] + denials
+    return Trial(number, kind, rows, health, denials)
+
+
+def _killing(sb: Sandbox) -> Sandbox:
+    """`sb` with the filter's default action, kill: the kernel audits a kill, not an EPERM."""
+    probe = copy.deepcopy(sb)
+    probe.settings = [s for s in probe.settings if s.directive != "SystemCallErrorNumber"]
+    return probe
 
 
 def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, max_trials: int,
@@ -167,11 +185,25 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
         if on_event is not None:
             on_event(text)
 
-    def run(candidate: Sandbox, rows: list[str] | None) -> Trial:
-        t = _trial(mgr, info, candidate, checks, dropin, len(trials) + 1, rows)
+    def run(candidate: Sandbox, rows: list[str] | None, kind: str = "candidate") -> Trial:
+        t = _trial(mgr, info, candidate, checks, dropin, len(trials) + 1, rows,
+                   "bisect" if rows is not None else kind)
         trials.append(t)
         return t
 
+    def probe_filter() -> bool:
+        """Once the filter is to blame: which call did it refuse? EPERM leaves no trace, so
+        one trial lets the filter kill; each killed call's smallest group is allowed."""
+        if (sb.values("SystemCallFilter") is None or audit.unavailable_reason() is not None
+                or syscall_names() is None or len(trials) >= max_trials):
+            return False
+        k = run(_killing(sb), None, "seccomp")
+        k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
+                                      k.number)
+        say(k.line())
+        return bool(k.relaxed)
+
+    filter_blamed = False  # the last bisection blamed the filter: probe it again first
     try:
         while len(trials) < max_trials:
             t = run(sb, None)
@@ -182,6 +214,10 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
             say(t.line())
             if t.relaxed:
                 continue
+            if filter_blamed:
+                if probe_filter():
+                    continue
+                filter_blamed = False
             rows = restriction_rows(sb)
             if not rows:
                 notes.append("the service fails even with no restriction left: it is not the "
@@ -199,6 +235,11 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
                     hi = mid
             if hi - lo > 1:
                 break
+            if rows[hi - 1] == "SystemCallFilter":
+                filter_blamed = True
+                if probe_filter():
+                    continue
+                filter_blamed = False
             r = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks with "
                           "it and works without it")
             if r is not None:

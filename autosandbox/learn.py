@@ -56,8 +56,9 @@ def learn_unit(unit: str, opts: LearnOptions) -> Result:
         progress.done()
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
-    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
-                                unit_text=unit_text(traced.info, dropin), keep=keep)
+    traced.profile.subject["unit_text"] = unit_text(traced.info, dropin)
+    traced.profile.subject["kept"] = keep
+    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf)
     result.notes += traced.notes
     if not traced.started_ok:
         result.exit_code = 1

@@ -66,19 +66,17 @@ def check_unit_for(profile: Profile) -> str:
 
 
 def result_for_profile(profile: Profile, systemd_version: int | None = None,
-                       bpf: bool | None = None, unit_text: str | None = None,
-                       keep: dict[str, str] | None = None) -> Result:
+                       bpf: bool | None = None) -> Result:
     # A unit's profile carries the unit as it was learned: `synthesize PROFILE` later scores
     # and keeps against the same text as `learn` did.
     stored_text = profile.subject.get("unit_text")
     stored_keep = profile.subject.get("kept")
-    if keep is None and isinstance(stored_keep, dict):
-        keep = {str(k): str(v) for k, v in stored_keep.items()}
+    keep = ({str(k): str(v) for k, v in stored_keep.items()}
+            if isinstance(stored_keep, dict) else None)
     target = target_for(systemd_version, bpf)
     sandbox = synthesize(profile, target, keep=keep)
     dropin = sandbox.render()
-    base = unit_text or (stored_text if isinstance(stored_text, str) else None) or \
-        check_unit_for(profile)
+    base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
     before = set(analyze.verify(base, None))  # the unit's own warnings are not ours
     warnings = [w for w in analyze.verify(base, dropin) if w not in before]
     return Result(profile, sandbox, dropin, base, warnings,

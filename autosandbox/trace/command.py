@@ -91,16 +91,16 @@ def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = N
         return None, f"opens were traced by strace: {exc}"
 
 
-def add_kernel_opens(tracer: OpenTracer, recorders: Sequence[Recorder]) -> None:
-    """Each open goes to the recorder of the process that made it (one per Exec line)."""
-    tracer.close()
+def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[Recorder]) -> None:
+    """Each open of a closed `tracer` goes to the recorder of the process that made it (one
+    per Exec line); `profile` gets the source and the tracer's warnings."""
+    profile.add_source("bpftrace:open")
+    profile.warnings.extend(tracer.warnings)
     for rec in tracer.records:
         errno_name = rec.errno_name
         for recorder in recorders:
             if recorder.opened(rec.tid, rec.path, rec.dir_path, rec.flags_text(), errno_name):
                 break
-    for recorder in recorders[:1]:
-        recorder.profile.warnings.extend(tracer.warnings)
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
@@ -194,8 +194,7 @@ def trace_command(
             open_tracer.close()
     profile = stream.close()
     if open_tracer is not None:
-        profile.add_source("bpftrace:open")
-        add_kernel_opens(open_tracer, [recorder])
+        add_kernel_opens(profile, open_tracer, [recorder])
     if tracer is not None:
         add_kernel_capabilities(profile, tracer.granted)
     if systracer is not None:

@@ -37,14 +37,13 @@ _MARK = re.compile("\x00([0-9a-f]{2})")  # an escaped byte, once told from a lit
 AT_FDCWD = -100
 PR_SET_PDEATHSIG = 1
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
-O_DIRECTORY, O_PATH, O_TMPFILE = 0o200000, 0o10000000, 0o20000000
+O_PATH, O_TMPFILE = 0o10000000, 0o20000000
 _WRITE_BITS = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE
 
 
 @dataclass(frozen=True, slots=True)
 class OpenRecord:
     tid: int
-    dirfd: int
     flags: int
     ret: int
     path: str
@@ -166,7 +165,7 @@ class OpenTracer:
         self.warnings: list[str] = []
         self.lost = 0
         self._unreadable = 0
-        self.cut = 0
+        self._cut = 0
         self._closed = False
         self._ready = threading.Event()
         env = {**os.environ, "BPFTRACE_STRLEN": str(STRLEN),
@@ -236,7 +235,7 @@ class OpenTracer:
             head = path.rpartition("/")[0]
             path = head or None
             if head:
-                self.cut += 1
+                self._cut += 1
         dir_path = None
         if path is not None and dirfd != AT_FDCWD and not path.startswith("/"):
             with contextlib.suppress(OSError):
@@ -246,7 +245,7 @@ class OpenTracer:
         if path is None:
             self._unreadable += 1
             return None
-        return OpenRecord(tid, dirfd, flags & 0xFFFFFFFF, ret, path, dir_path)
+        return OpenRecord(tid, flags & 0xFFFFFFFF, ret, path, dir_path)
 
     def close(self) -> None:
         if self._closed:
@@ -264,8 +263,8 @@ class OpenTracer:
             t.join(5)
         if self.lost:
             self.warnings.append(f"bpftrace lost {self.lost} open events: paths may be missing")
-        if self.cut:
-            self.warnings.append(f"{self.cut} opened paths were longer than {STRLEN - 1} bytes: "
+        if self._cut:
+            self.warnings.append(f"{self._cut} opened paths were longer than {STRLEN - 1} bytes: "
                                  "recorded as the directory they are under")
         if self._unreadable:
             self.warnings.append(f"{self._unreadable} opens had a path bpftrace could not "

@@ -314,8 +314,7 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
     pids: set[int] = set()
     parts = [stream.close(timeout=10) for stream in streams.values()]
     if open_tracer is not None:
-        profile.add_source("bpftrace:open")
-        add_kernel_opens(open_tracer, [s.recorder for s in streams.values()])
+        add_kernel_opens(profile, open_tracer, [s.recorder for s in streams.values()])
     for stream, part in zip(streams.values(), parts, strict=True):
         pids |= stream.recorder.pids
         part.subject = {}

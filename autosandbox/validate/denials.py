@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from autosandbox.trace.audit import AuditEvent
+from autosandbox.trace.audit import AuditEvent, SeccompKill
 
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
@@ -47,6 +47,13 @@ def audit_denials(events: list[AuditEvent], pids: set[int]) -> list[Denial]:
             (f" ({ev.family})" if ev.family else "") + f" by {ev.exe}"
         out.append(Denial(kind, ev.path, "audit", text, ev.syscall, ev.family))
     return out
+
+
+def seccomp_denials(kills: list[SeccompKill], pids: set[int]) -> list[Denial]:
+    """Calls the unit's filter killed it for: refused like an EPERM, but named by audit."""
+    return [Denial("eperm", None, "seccomp",
+                   f"{k.syscall}() killed by the system call filter ({k.exe})", k.syscall)
+            for k in kills if k.pid in pids]
 
 
 def journal_cursor() -> str | None:

@@ -34,6 +34,7 @@ from autosandbox.validate.denials import (
     journal_cursor,
     journal_lines,
     parse_denials,
+    seccomp_denials,
 )
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
 from autosandbox.validate.relax import (
@@ -162,10 +163,7 @@ def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, d
         denials = audit_denials(rules.events(), sampler.pids) + denials
         names = syscall_names()
         if names is not None:
-            denials = [Denial("eperm", None, "seccomp", f"{k.syscall}() killed by the "
-                              f"system call filter ({k.exe})", k.syscall)
-                       for k in audit.seccomp_kills(since, names)
-                       if k.pid in sampler.pids] + denials
+            denials = seccomp_denials(audit.seccomp_kills(since, names), sampler.pids) + denials
     return Trial(number, kind, rows, health, denials)
 
 

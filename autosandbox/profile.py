@@ -12,6 +12,11 @@ from autosandbox.errors import UserError
 
 PROFILE_VERSION = 1
 MAX_EXAMPLES = 5
+# Distinct entries kept per directory before they are counted in a PathGroup instead: a
+# service that touches 400,000 files must not grow the learner (or the profile) without bound.
+GROUP_LIMIT = 256
+# File kinds a Fact records (what stat said at the end of tracing).
+FACT_KINDS = ("dir", "file", "link", "char", "block", "fifo", "socket", "missing")
 
 # Access kinds recorded per path. Everything but read/exec/stat needs the file system writable.
 ACCESS_KINDS = ("read", "write", "create", "delete", "rename", "exec", "mkdir", "chmod", "chown",
@@ -68,6 +73,56 @@ class Endpoint:
         return cls(str(d["family"]), str(d["proto"]), str(d["addr"]), int(d["port"]))
 
 
+@dataclass(frozen=True)
+class Fact:
+    """What the host's file system said about a path when tracing ended (lstat, not followed).
+
+    Synthesis reads facts instead of the host, so it is a pure function of the profile and
+    can run later or elsewhere. `target` is where a symlink resolves (realpath)."""
+
+    kind: str  # one of FACT_KINDS
+    uid: int = -1
+    gid: int = -1
+    mode: int = 0  # st_mode & 0o7777
+    target: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind != "missing":
+            out.update(uid=self.uid, gid=self.gid, mode=f"{self.mode:04o}")
+        if self.target is not None:
+            out["target"] = self.target
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Fact:
+        kind = str(d["kind"])
+        if kind not in FACT_KINDS:
+            raise ValueError(f"unknown fact kind {kind!r}")
+        target = d.get("target")
+        return cls(kind, int(d.get("uid", -1)), int(d.get("gid", -1)),
+                   int(str(d.get("mode", "0")), 8), str(target) if target is not None else None)
+
+
+@dataclass
+class PathGroup:
+    """More than GROUP_LIMIT distinct entries directly below one directory: counted here, with
+    a few examples, instead of one entry each in Profile.paths."""
+
+    kinds: dict[str, int] = field(default_factory=dict)  # access kind -> count
+    files: int = 0  # distinct entries folded in
+    examples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kinds": dict(sorted(self.kinds.items())), "files": self.files,
+                "examples": list(self.examples)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PathGroup:
+        return cls({str(k): int(n) for k, n in d.get("kinds", {}).items()}, int(d["files"]),
+                   [str(x) for x in d.get("examples", [])])
+
+
 def _counter_add(counter: dict[str, int], key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
 
@@ -91,6 +146,8 @@ class Profile:
     capabilities: dict[str, Evidence] = field(default_factory=dict)
     flags: dict[str, Evidence] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    path_groups: dict[str, PathGroup] = field(default_factory=dict)  # directory -> group
+    facts: dict[str, Fact] = field(default_factory=dict)  # path -> what the host said
 
     # -- recording -----------------------------------------------------------------------
     def add_path(self, path: str, kind: str, n: int = 1) -> None:
@@ -158,6 +215,15 @@ class Profile:
         for s in other.sources:
             self.add_source(s)
         self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        for d, g in other.path_groups.items():
+            mine_g = self.path_groups.setdefault(d, PathGroup())
+            for k, n in g.kinds.items():
+                _counter_add(mine_g.kinds, k, n)
+            mine_g.files += g.files
+            mine_g.examples += [x for x in g.examples if x not in mine_g.examples]
+            del mine_g.examples[MAX_EXAMPLES:]
+        for path, fact in other.facts.items():
+            self.facts.setdefault(path, fact)  # the first profile's host speaks for a path
         subjects = self.subject.setdefault("merged", [])
         subjects.append(other.subject)
 
@@ -181,6 +247,8 @@ class Profile:
             "capabilities": {k: v.to_json() for k, v in sorted(self.capabilities.items())},
             "flags": {k: v.to_json() for k, v in sorted(self.flags.items())},
             "warnings": self.warnings,
+            "path_groups": {d: g.to_json() for d, g in sorted(self.path_groups.items())},
+            "facts": {p: f.to_json() for p, f in sorted(self.facts.items())},
         }
 
     @classmethod
@@ -214,6 +282,9 @@ class Profile:
                               for k, v in data.get("capabilities", {}).items()},
                 flags={str(k): Evidence.from_json(v) for k, v in data.get("flags", {}).items()},
                 warnings=[str(w) for w in data.get("warnings", [])],
+                path_groups={str(d): PathGroup.from_json(g)
+                             for d, g in data.get("path_groups", {}).items()},
+                facts={str(p): Fact.from_json(f) for p, f in data.get("facts", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"profile is malformed: {exc}") from None

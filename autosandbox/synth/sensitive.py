@@ -1,0 +1,107 @@
+"""Places whose write access is a privilege escalation or too broad to grant on evidence.
+
+A traced service decides what we see, so what it wrote is evidence of a need, never a proof
+that the need is legitimate: a service that writes /etc/cron.d once would get to run code as
+root for ever. Such places are never written into a drop-in unless the user names them
+(`--allow-write PATH`); the drop-in and the summary say what was withheld and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# (prefix, why): writing at or below `prefix` is withheld. Checked longest prefix first.
+SENSITIVE: tuple[tuple[str, str], ...] = (
+    ("/etc/systemd", "unit files and drop-ins run code as root"),
+    ("/run/systemd", "runtime units and drop-ins run code as root"),
+    ("/lib/systemd", "unit files run code as root"),
+    ("/etc/init.d", "init scripts run as root"),
+    ("/etc/rc0.d", "init scripts run as root"), ("/etc/rc1.d", "init scripts run as root"),
+    ("/etc/rc2.d", "init scripts run as root"), ("/etc/rc3.d", "init scripts run as root"),
+    ("/etc/rc4.d", "init scripts run as root"), ("/etc/rc5.d", "init scripts run as root"),
+    ("/etc/rc6.d", "init scripts run as root"), ("/etc/rcS.d", "init scripts run as root"),
+    ("/etc/cron.d", "cron jobs run as root"), ("/etc/crontab", "cron jobs run as root"),
+    ("/etc/cron.hourly", "cron jobs run as root"), ("/etc/cron.daily", "cron jobs run as root"),
+    ("/etc/cron.weekly", "cron jobs run as root"),
+    ("/etc/cron.monthly", "cron jobs run as root"), ("/var/spool/cron", "cron jobs"),
+    ("/etc/anacrontab", "cron jobs run as root"),
+    ("/etc/sudoers", "sudo rules grant root"), ("/etc/sudoers.d", "sudo rules grant root"),
+    ("/run/sudo", "sudo time stamps skip passwords"),
+    ("/var/lib/sudo", "sudo time stamps skip passwords"),
+    ("/etc/passwd", "accounts"), ("/etc/shadow", "passwords"), ("/etc/group", "groups"),
+    ("/etc/gshadow", "group passwords"), ("/etc/subuid", "user namespaces ids"),
+    ("/etc/subgid", "user namespaces ids"),
+    ("/etc/pam.d", "PAM decides who logs in"), ("/etc/security", "PAM and login limits"),
+    ("/etc/ssh", "sshd configuration and host keys"),
+    ("/etc/profile", "login shells run it"), ("/etc/profile.d", "login shells run it"),
+    ("/etc/bash.bashrc", "interactive shells run it"), ("/etc/environment", "every login"),
+    ("/etc/ld.so.preload", "preloaded into every program"),
+    ("/etc/ld.so.conf", "library search path of every program"),
+    ("/etc/ld.so.conf.d", "library search path of every program"),
+    ("/etc/ld.so.cache", "library search path of every program"),
+    ("/etc/apt", "package sources and hooks run as root"),
+    ("/etc/dpkg", "dpkg hooks run as root"),
+    ("/var/lib/dpkg", "the package database and maintainer scripts"),
+    ("/var/lib/apt", "package lists"), ("/var/cache/apt", "downloaded packages"),
+    ("/etc/modprobe.d", "kernel module options and install hooks"),
+    ("/etc/modules-load.d", "kernel modules loaded at boot"),
+    ("/etc/modules", "kernel modules loaded at boot"),
+    ("/etc/sysctl.d", "kernel settings at boot"), ("/etc/sysctl.conf", "kernel settings"),
+    ("/etc/udev", "udev rules run programs as root"),
+    ("/etc/tmpfiles.d", "tmpfiles rules change any file at boot"),
+    ("/etc/polkit-1", "polkit grants privileges"),
+    ("/var/lib/polkit-1", "polkit grants privileges"),
+    ("/etc/dbus-1", "D-Bus policy"), ("/etc/logrotate.d", "logrotate scripts run as root"),
+    ("/etc/logrotate.conf", "logrotate scripts run as root"),
+    ("/etc/update-motd.d", "run as root at login"), ("/etc/xdg", "session autostart"),
+    ("/etc/kernel", "kernel install hooks run as root"),
+    ("/etc/alternatives", "which program a command runs"),
+    ("/etc/hosts", "name resolution of every program"),
+    ("/etc/resolv.conf", "name resolution of every program"),
+    ("/etc/nsswitch.conf", "name resolution of every program"),
+    ("/var/lib/systemd", "systemd's own state"),
+    ("/root", "root's home (shell start-up files, ssh keys)"),
+    ("/home", "users' homes (shell start-up files, ssh keys)"),
+    ("/run/user", "users' runtime directories"),
+    ("/usr", "programs and libraries"), ("/boot", "kernels and boot loader"),
+    ("/efi", "boot loader"), ("/bin", "programs"), ("/sbin", "programs"),
+    ("/lib", "libraries"), ("/lib64", "libraries"), ("/lib32", "libraries"),
+    ("/libx32", "libraries"),
+)
+# Never granted as a whole: top-level directories, and shared trees whose every entry belongs
+# to someone else. Below them, a directory of the service's own is fine.
+BROAD: frozenset[str] = frozenset({
+    "/", "/etc", "/var", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/tmp",
+    "/var/mail", "/var/local", "/var/opt", "/var/backups", "/run", "/run/lock", "/srv",
+    "/mnt", "/media", "/tmp", "/usr/local", "/dev/shm",
+})
+# Old names of directories that are symlinks on a Debian system (resolve before checking).
+ALIASES: tuple[tuple[str, str], ...] = (("/var/run", "/run"), ("/var/lock", "/run/lock"))
+
+
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def canonical(path: str) -> str:
+    """`path` with the well-known directory aliases (/var/run -> /run) replaced."""
+    for old, new in ALIASES:
+        if _under(path, old):
+            return new + path[len(old):]
+    return path
+
+
+def withheld(path: str, allowed: Sequence[str] = ()) -> str | None:
+    """Why write access to `path` is not granted on evidence alone, or None if it may be.
+
+    `allowed`: paths the user named (--allow-write); at or below one of them, nothing is
+    withheld."""
+    path = canonical(path.rstrip("/") or "/")
+    if any(_under(path, canonical(a.rstrip("/") or "/")) for a in allowed):
+        return None
+    if path in BROAD or path.count("/") == 1:
+        return f"{path} is a shared top-level directory"
+    for prefix, why in sorted(SENSITIVE, key=lambda s: -len(s[0])):
+        if _under(path, prefix):
+            return f"{prefix}: {why}"
+    return None

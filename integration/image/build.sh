@@ -188,6 +188,12 @@ systemctl --root="$ROOT" mask \
 # The packaged nginx/redis units would listen on :80/:6379; the tests run their own
 # units (integration/services/), so the packaged ones stay off.
 systemctl --root="$ROOT" disable nginx.service redis-server.service >/dev/null 2>&1 || true
+# The stock services of test_zoo.py stay off too (quiet boot, ports free); each test starts
+# the one it learns, with its package defaults.
+for u in memcached postgresql chrony dnsmasq unbound apache2 apache-htcacheclean haproxy \
+         mosquitto; do
+    systemctl --root="$ROOT" disable "$u.service" >/dev/null 2>&1 || true
+done
 # auditd cannot work in a container (no audit netlink in a non-initial user/pid ns):
 # skip it there, keep it in the VM where the audit tests run.
 mkdir -p "$ROOT/etc/systemd/system/auditd.service.d"

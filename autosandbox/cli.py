@@ -4,44 +4,87 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from autosandbox import __version__
-from autosandbox.durations import parse_duration
+from autosandbox import __version__, interrupts
+from autosandbox.durations import SETTLE_BOUNDS, TRACE_BOUNDS, parse_duration
 from autosandbox.errors import UserError
+from autosandbox.inputs import check_port, check_url
 from autosandbox.learn import LearnOptions, learn_command, learn_unit
 from autosandbox.profile import Profile
 from autosandbox.report import summarize
 from autosandbox.results import Result, result_for_profile
+from autosandbox.systemd import runstate
 from autosandbox.systemd.manager import check_unit_name, looks_like_unit
 from autosandbox.trace.unit import reset_unit
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
 
+_RAW_ARGS: list[str] = []  # the command line as given (click drops `--`; learn needs it)
+
 
 class _Group(click.Group):
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """SIGINT, SIGTERM and SIGHUP interrupt every command the same way, from the first
+        moment (interrupts.py); bad usage is one line and exit 2, like every other error."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        old = interrupts.install()
+        _RAW_ARGS[:] = list(sys.argv[1:] if args is None else args)
+        code: Any = 0
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except (KeyboardInterrupt, click.Abort):
+            code = _interrupted()
+        except click.UsageError as exc:
+            hint = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"autosandbox: error: {exc.format_message()}{hint}", err=True)
+            code = 2
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        finally:
+            interrupts.restore(old)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
+            if interrupts.interrupted():  # an error while unwinding from a signal
+                ctx.exit(_interrupted())
             click.echo(f"autosandbox: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("autosandbox: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(_interrupted())
         except (click.exceptions.Exit, click.ClickException):
             raise
+        except OSError as exc:  # the environment (a full /run, a read-only directory)
+            if os.environ.get("AUTOSANDBOX_DEBUG"):
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"autosandbox: error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(2)
         except Exception as exc:
             if os.environ.get("AUTOSANDBOX_DEBUG"):
                 raise
             click.echo(f"autosandbox: internal error: {type(exc).__name__}: {exc} "
                        "(AUTOSANDBOX_DEBUG=1 shows the traceback)", err=True)
             ctx.exit(70)
+
+
+def _interrupted() -> int:
+    click.echo(f"autosandbox: interrupted by {_signal_name()}: what was started is "
+               "stopped and the unit restored; nothing learned was saved", err=True)
+    return 130
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -66,11 +109,27 @@ def main() -> None:
 
 
 def _target_options(f: Any) -> Any:
-    f = click.option("--systemd-version", type=int, metavar="N",
-                     help="Write for systemd N (another host) instead of this host's.")(f)
+    # 219 (RHEL/CentOS 7) is the oldest systemd still met on servers; 999 leaves centuries
+    # of releases (two a year, 257 in 2024) and refuses a typo.
+    f = click.option("--systemd-version", type=click.IntRange(219, 999), metavar="N",
+                     help="Write for systemd N (219-999; another host) instead of this "
+                          "host's.")(f)
     f = click.option("--bpf/--no-bpf", default=None,
                      help="Whether the target systemd is built with BPF_FRAMEWORK "
                           "(SocketBindAllow/Deny=); default: as detected.")(f)
+    return f
+
+
+def _grant_options(f: Any) -> Any:
+    """What the user grants by name, beyond what evidence alone may grant."""
+    f = click.option("--allow-write", "allow_write", multiple=True, metavar="PATH",
+                     help="Let the drop-in make PATH writable when the service wrote there, "
+                          "even though it is a sensitive or shared place (/etc/cron.d, /run, "
+                          "...) that is otherwise withheld. Repeatable.")(f)
+    f = click.option("--ip-allow", "ip_allow", multiple=True, metavar="ADDR[/PREFIX]",
+                     help="Pin the service's IP peers: IPAddressDeny=any with these allowed "
+                          "(without it, only a loopback-only server is pinned). "
+                          "Repeatable.")(f)
     return f
 
 
@@ -94,8 +153,77 @@ def _health_options(f: Any) -> Any:
 
 def _checks(health_cmd: str | None, health_url: str | None, health_port: str | None,
             settle: str, exercise: str | None) -> HealthChecks:
-    return HealthChecks(settle=parse_duration(settle), command=health_cmd, url=health_url,
-                        port=health_port, exercise=exercise)
+    """The health options, each checked before anything starts."""
+    for name, cmd in (("--health-cmd", health_cmd), ("--exercise", exercise)):
+        if cmd is not None and not cmd.strip():
+            raise UserError(f"{name} is empty: give a shell command")
+    if health_url is not None:
+        check_url(health_url)
+    if health_port is not None:
+        check_port(health_port)
+    return HealthChecks(settle=parse_duration(settle, "--settle", SETTLE_BOUNDS),
+                        command=health_cmd, url=health_url, port=health_port,
+                        exercise=exercise)
+
+
+def _learn_target(target: tuple[str, ...]) -> str | None:
+    """The unit `learn` works on, or None for a command. Options are ours wherever they stand
+    before `--`; after it everything is the command's. A unit name is never run."""
+    raw = _RAW_ARGS[_RAW_ARGS.index("learn") + 1:] if "learn" in _RAW_ARGS else list(target)
+    if "--" in raw:
+        after = len(raw) - raw.index("--") - 1
+        before = list(target[:len(target) - after])
+    else:
+        before = list(target)
+    for word in before:
+        if word.startswith("-"):
+            raise UserError(f"no such option: {word} (a command and its options go after "
+                            "--: autosandbox learn [OPTIONS] -- CMD [ARGS...])")
+    if "--" in raw:
+        if before:
+            raise UserError("give either a unit or a command after --, not both")
+        return None
+    if looks_like_unit(target[0]):
+        if len(target) > 1:
+            raise UserError(f"learn takes one unit, got: {' '.join(target)}")
+        check_unit_name(target[0])
+        return target[0]
+    if len(target) > 1:
+        raise UserError(f"a command goes after --: autosandbox learn [OPTIONS] -- "
+                        f"{' '.join(target)}")
+    return None
+
+
+def _unit_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        check_unit_name(value)
+    return value
+
+
+def _check_writable(path: Path | None) -> None:
+    """An output file must be writable before a long trace starts, not after it."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise UserError(f"{path} is a directory: give a file name")
+    parent = path.absolute().parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path}: permission denied")
+
+
+def _keep_partial(result: Result, prof: Path | None) -> None:
+    """--keep-partial after a signal: the profile only (marked partial), then exit 130."""
+    path = prof or Path("partial.profile.json")
+    result.profile.save(path)
+    click.echo(f"autosandbox: interrupted by {_signal_name()}: partial profile saved to "
+               f"{path}; no drop-in was written", err=True)
+    sys.exit(130)
+
+
+def _signal_name() -> str:
+    return signal.Signals(interrupts.interrupted() or signal.SIGINT).name
 
 
 def _emit(result: Result, output: Path | None, as_json: bool) -> None:
@@ -143,13 +271,18 @@ def _write(path: Path, text: str) -> None:
 @click.option("--validate/--no-validate", default=True, show_default=True,
               help="Units: prove the drop-in by restarts and health checks, relaxing only "
                    "what broke.")
+@click.option("--keep-partial", is_flag=True,
+              help="If a signal cuts the trace, still save the profile so far (marked "
+                   "partial; no drop-in, no validation, exit 130).")
 @_health_options
 @_target_options
+@_grant_options
 def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           profile_out: Path | None, as_json: bool, quiet: bool, exercise: str | None,
           tracer: str, validate: bool, health_cmd: str | None, health_url: str | None,
           health_port: str | None, settle: str, max_trials: int,
-          systemd_version: int | None, bpf: bool | None) -> None:
+          systemd_version: int | None, bpf: bool | None, keep_partial: bool,
+          allow_write: tuple[str, ...], ip_allow: tuple[str, ...]) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
 
     \b
@@ -159,61 +292,85 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     --duration while its real workload runs, then restored exactly as it was; the drop-in
     is then validated by trial restarts (see `autosandbox validate --help`):
       autosandbox learn myapp.service --duration 10m --exercise 'curl -fsS localhost/'
-    The result is also kept as /var/lib/autosandbox/UNIT/learned.conf for `apply`.
+    A validated result is kept as /var/lib/autosandbox/UNIT/learned.conf for `apply`; one
+    that is not validated as unvalidated.conf, which `apply` installs only with --force.
     """
+    unit = _learn_target(target)
+    prof = profile_out or (output.with_suffix(".json") if output else None)
+    if prof is None and unit is not None:
+        prof = Path(f"{unit}.profile.json")
+    for path in (output, prof):
+        _check_writable(path)
     opts = LearnOptions(
-        duration=parse_duration(duration) if duration else None,
-        progress=not quiet and not as_json,
+        duration=(parse_duration(duration, "--duration", TRACE_BOUNDS)
+                  if duration is not None else None),
+        progress=not quiet and not as_json, keep_partial=keep_partial,
         systemd_version=systemd_version, bpf=bpf, exercise=exercise, validate=validate,
         checks=_checks(health_cmd, health_url, health_port, settle, exercise),
         max_trials=max_trials, fast={"auto": None, "fast": True, "full": False}[tracer],
+        allow_write=allow_write, ip_allow=ip_allow,
     )
-    raw = sys.argv[sys.argv.index("learn") + 1:] if "learn" in sys.argv else []
-    if "--" not in raw and len(target) == 1 and looks_like_unit(target[0]):
-        check_unit_name(target[0])
-        result = learn_unit(target[0], opts)
-    else:
-        result = learn_command(list(target), opts)
-    prof = profile_out or (output.with_suffix(".json") if output else None)
-    if prof is None and result.profile.subject.get("unit"):
-        prof = Path(f"{result.profile.subject['unit']}.profile.json")
+    with runstate.session(unit, _RAW_ARGS):
+        result = learn_unit(unit, opts) if unit else learn_command(list(target), opts)
+        if not result.profile.subject.get("partial"):
+            interrupts.check()
+    if result.profile.subject.get("partial"):
+        _keep_partial(result, prof)
     if prof is not None:
         result.profile.save(prof)
         result.profile_path = prof.absolute()
-    if result.profile.subject.get("unit"):
-        save_learned(str(result.profile.subject["unit"]), result.dropin)
+    unit = result.profile.subject.get("unit")
+    if unit:
+        # a validated learn is what `apply UNIT` installs; another only with --force
+        kept = save_learned(str(unit), result.dropin, result.validated)
+        if kept is not None:
+            result.notes.append(f"kept for 'autosandbox apply {unit}': {kept}"
+                                if result.validated else
+                                f"kept, not validated: {kept} ('autosandbox apply {unit}' "
+                                "installs it only with --force)")
     _emit(result, output, as_json)
     if result.exit_code:
         sys.exit(result.exit_code)
 
 
 @main.command("validate")
-@click.argument("unit")
+@click.argument("unit", callback=_unit_arg)
 @click.argument("dropin", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the validated drop-in here instead of stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for machines.")
 @click.option("--exercise", metavar="CMD", help="A workload command run in every trial.")
 @click.option("-q", "--quiet", is_flag=True, help="No trial lines while working.")
+@click.option("--allow-write", "allow_write", multiple=True, metavar="PATH",
+              help="Let relaxation make PATH writable on evidence although it is a sensitive "
+                   "or shared place that is otherwise withheld. Repeatable.")
 @_health_options
 def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
-                 exercise: str | None, quiet: bool, health_cmd: str | None,
-                 health_url: str | None, health_port: str | None, settle: str,
-                 max_trials: int) -> None:
+                 exercise: str | None, quiet: bool, allow_write: tuple[str, ...],
+                 health_cmd: str | None, health_url: str | None, health_port: str | None,
+                 settle: str, max_trials: int) -> None:
     """Prove a drop-in on a unit by trial and error.
 
     \b
-    Each trial installs the candidate as a runtime drop-in (/run, never /etc), restarts the
-    unit and watches it for --settle: it must reach active, not restart, keep its main
-    process and pass the --health-* checks and --exercise. Denials in the unit's journal
-    relax the candidate with evidence (a denied path becomes a ReadWritePaths= entry);
-    otherwise bisection over the directives finds the one that broke it and relaxes it one
-    step. The unit is restored as it was found. Exit 3 if no healthy candidate was found.
+    DROPIN must be what autosandbox writes: one [Service] section of sandboxing directives
+    and comments (anything else is refused, exit 2). The first trial runs the unit as found,
+    without the candidate: if that is unhealthy, nothing else is tried (exit 2). Each trial
+    installs the candidate as a runtime drop-in (/run, never /etc) and runs the unit's life
+    cycle: start, the --health-* checks and --exercise until ready, --settle, again; reload
+    (if it has ExecReload=); stop (within twice its stop time as found, + 5s); start again.
+    It must stay active with the same main process, cause no denial (journal, audit) and
+    change no owner or mode on disk. Denials relax the candidate with evidence (a denied
+    path becomes a ReadWritePaths= entry, a refused chown CAP_CHOWN); otherwise bisection
+    over the directives finds the one that broke it and relaxes it one step. The unit is
+    restored as it was found. Exit 3 if no healthy candidate was found.
     """
+    _check_writable(output)
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     candidate = parse_candidate(_read(dropin), unit)
     say = None if quiet or as_json else (lambda text: click.echo(text, err=True))
-    v = validate(unit, candidate, checks, max_trials, on_event=say)
+    with runstate.session(unit, _RAW_ARGS):
+        v = validate(unit, candidate, checks, max_trials, on_event=say, allow_write=allow_write)
+        interrupts.check()  # nothing validated by a cut run is printed or saved
     text = render_validated(v)
     if output is not None:
         _write(output, text)
@@ -223,6 +380,12 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
                               indent=1))
     elif output is None:
         click.echo(text, nl=False)
+    if not v.healthy:
+        click.echo(f"NOT VALIDATED: no healthy sandbox found in {v.restarts} restart(s), the "
+                   "baseline included; the drop-in is the last candidate", err=True)
+    elif output is not None:
+        click.echo(f"validated in {v.restarts} restart(s), the baseline included: {output}",
+                   err=True)
     for n in v.notes:
         click.echo(f"note: {n}", err=True)
     if not v.healthy:
@@ -230,23 +393,30 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
 
 
 @main.command("apply")
-@click.argument("unit")
+@click.argument("unit", callback=_unit_arg)
 @click.argument("dropin", required=False, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for machines.")
 @click.option("--exercise", metavar="CMD", help="A workload command that must succeed.")
+@click.option("--force", is_flag=True,
+              help="Install a drop-in that was not validated on UNIT (it is still "
+                   "health-checked and rolled back if unhealthy).")
 @_health_options
 def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | None,
-              health_cmd: str | None, health_url: str | None, health_port: str | None,
-              settle: str, max_trials: int) -> None:
+              force: bool, health_cmd: str | None, health_url: str | None,
+              health_port: str | None, settle: str, max_trials: int) -> None:
     """Install a drop-in for good, health-check, roll back by itself if unhealthy.
 
     Installs DROPIN (default: the one `learn` kept for UNIT) as
     /etc/systemd/system/UNIT.d/50-autosandbox.conf, backing up a file it replaces, then
     daemon-reload, restart and health checks. `autosandbox revert UNIT` undoes it.
+    Only what autosandbox writes is accepted (one [Service] section of sandboxing
+    directives); a drop-in not validated on UNIT only with --force.
     """
-    text = _read(dropin) if dropin else load_learned(unit)
-    done = apply(unit, text, _checks(health_cmd, health_url, health_port, settle, exercise))
+    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=force)
+    checks = _checks(health_cmd, health_url, health_port, settle, exercise)
+    with runstate.session(unit, _RAW_ARGS):
+        done = apply(unit, text, checks, force)
     if as_json:
         click.echo(json.dumps({"installed": str(done.path), "healthy": done.health.healthy,
                                "backup": str(done.backup) if done.backup else None}))
@@ -255,20 +425,23 @@ def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | Non
 
 
 @main.command("revert")
-@click.argument("unit")
+@click.argument("unit", callback=_unit_arg)
 def revert_cmd(unit: str) -> None:
     """Remove the drop-in `apply` installed and restore the file it replaced, byte for byte."""
-    for line in revert(unit):
+    with runstate.session(unit, _RAW_ARGS):
+        lines = revert(unit)
+    for line in lines:
         click.echo(line, err=True)
 
 
 @main.command("diff")
-@click.argument("unit")
+@click.argument("unit", callback=_unit_arg)
 @click.argument("dropin", required=False, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path))
 def diff_cmd(unit: str, dropin: Path | None) -> None:
     """Show what applying DROPIN (default: the learned one) would change for UNIT."""
-    click.echo(diff(unit, _read(dropin) if dropin else load_learned(unit)), nl=False)
+    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=True)
+    click.echo(diff(unit, text), nl=False)
 
 
 def _read(path: Path) -> str:
@@ -279,11 +452,24 @@ def _read(path: Path) -> str:
 
 
 @main.command()
-@click.argument("unit")
-def reset(unit: str) -> None:
-    """Remove a trace or trial drop-in left by a killed autosandbox and restart the unit."""
+@click.argument("unit", required=False, callback=_unit_arg)
+@click.option("--all", "all_runs", is_flag=True,
+              help="Every killed run on record: of units and of commands.")
+def reset(unit: str | None, all_runs: bool) -> None:
+    """Undo what a killed autosandbox left behind (SIGKILL, a crash, a power cut of /run).
+
+    
+    Each run records what it creates as it creates it (/run/autosandbox/runs). For runs
+    whose process is dead, reset removes exactly that: trace and trial drop-ins, FIFOs,
+    tracefs instances, audit rules, an unfinished apply's drop-in (the previous file is put
+    back), and kills helper processes (bpftrace, strace, the exercise) that survived,
+    each verified by pid and start time. The unit is then restarted (or stopped, if the
+    run found it stopped). A run still alive is left alone.
+    """
+    if (unit is None) == (not all_runs):
+        raise UserError("give a UNIT or --all")
     done = reset_unit(unit)
-    for line in done or [f"nothing to reset for {unit}"]:
+    for line in done or [f"nothing to reset for {unit or 'any run'}"]:
         click.echo(line, err=True)
 
 
@@ -293,10 +479,12 @@ def reset(unit: str) -> None:
               help="Write the drop-in here instead of stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for machines.")
 @_target_options
+@_grant_options
 def synthesize(profile: Path, output: Path | None, as_json: bool, systemd_version: int | None,
-               bpf: bool | None) -> None:
+               bpf: bool | None, allow_write: tuple[str, ...], ip_allow: tuple[str, ...]) -> None:
     """Turn a saved profile into a drop-in (any time later, for any systemd version)."""
-    result = result_for_profile(Profile.load(profile), systemd_version, bpf)
+    result = result_for_profile(Profile.load(profile), systemd_version, bpf, allow_write,
+                                ip_allow)
     result.profile_path = profile
     _emit(result, output, as_json)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from autosandbox import interrupts
 from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
 from autosandbox.results import Result, result_for_profile, with_validation
@@ -26,16 +27,23 @@ class LearnOptions:
     checks: HealthChecks | None = None
     max_trials: int = 12
     fast: bool | None = None
+    keep_partial: bool = False  # a signal cuts the trace: keep its profile (marked partial)
+    allow_write: tuple[str, ...] = ()  # sensitive places the user lets it write (--allow-write)
+    ip_allow: tuple[str, ...] = ()  # peers the user pins (--ip-allow)
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
     progress = ProgressLine(enabled=opts.progress)
     try:
-        traced = trace_command(argv, opts.duration, on_progress=progress, fast=opts.fast)
+        traced = trace_command(argv, opts.duration, on_progress=progress, fast=opts.fast,
+                               keep_partial=opts.keep_partial)
     finally:
         progress.done()
-    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf)
-    if traced.interrupted:
+    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
+                                opts.allow_write, opts.ip_allow)
+    if traced.partial:
+        result.notes.append("partial: the trace was interrupted (--keep-partial)")
+    elif traced.interrupted:
         result.notes.append("the command was stopped before it ended; code paths it did not "
                             "reach are not in the profile")
     elif traced.exit_code not in (0, None):
@@ -51,21 +59,25 @@ def learn_unit(unit: str, opts: LearnOptions) -> Result:
     progress = ProgressLine(enabled=opts.progress)
     try:
         traced = trace_unit(unit, opts.duration, opts.exercise, on_progress=progress,
-                            fast=opts.fast)
+                            fast=opts.fast, keep_partial=opts.keep_partial)
     finally:
         progress.done()
+    if not traced.started_ok and not traced.partial:
+        # the unit is restored; a profile of a service that did not run teaches nothing
+        raise UserError(f"{unit} did not start or did not stay up under tracing: "
+                        f"nothing was learned; see journalctl -u {unit}")
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
     traced.profile.subject["unit_text"] = unit_text(traced.info, dropin)
     traced.profile.subject["kept"] = keep
-    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf)
+    result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
+                                opts.allow_write, opts.ip_allow)
     result.notes += traced.notes
-    if not traced.started_ok:
-        result.exit_code = 1
-        return result
-    if opts.validate:
+    if opts.validate and not traced.partial:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
-        validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say)
+        validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say,
+                              written=sorted(result.profile.written_paths()))
+        interrupts.check()  # a stage that caught the signal must not hand on a result
         with_validation(result, validation)
     return result

@@ -15,6 +15,15 @@ MAX_EXAMPLES = 5
 # Distinct entries kept per directory before they are counted in a PathGroup instead: a
 # service that touches 400,000 files must not grow the learner (or the profile) without bound.
 GROUP_LIMIT = 256
+# Past this many entries in `paths`, a new path is only counted (left out: validation finds
+# what is missing) until its directory has GROUP_LIMIT entries; then it is grouped as usual.
+# Nothing is ever folded into a directory that did not have that many entries.
+PATHS_MAX = 16384
+GROUPS_MAX = 4096
+DIRS_MAX = 65536  # directories whose entries are counted
+# Distinct names remembered across all groups (to count `files` exactly); past it each new
+# report counts as a new entry.
+GROUP_SEEN_MAX = 131072
 # File kinds a Fact records (what stat said at the end of tracing).
 FACT_KINDS = ("dir", "file", "link", "char", "block", "fifo", "socket", "missing")
 
@@ -112,6 +121,14 @@ class PathGroup:
     kinds: dict[str, int] = field(default_factory=dict)  # access kind -> count
     files: int = 0  # distinct entries folded in
     examples: list[str] = field(default_factory=list)
+    last: str = field(default="", repr=False, compare=False)  # the entry added last
+
+    def add(self, path: str, kind: str, n: int, new: bool) -> None:
+        self.kinds[kind] = self.kinds.get(kind, 0) + n
+        if new and path != self.last:
+            self.files += 1
+            if len(self.examples) < MAX_EXAMPLES:
+                self.examples.append(path)
 
     def to_json(self) -> dict[str, Any]:
         return {"kinds": dict(sorted(self.kinds.items())), "files": self.files,
@@ -121,6 +138,10 @@ class PathGroup:
     def from_json(cls, d: dict[str, Any]) -> PathGroup:
         return cls({str(k): int(n) for k, n in d.get("kinds", {}).items()}, int(d["files"]),
                    [str(x) for x in d.get("examples", [])])
+
+
+def _parent(path: str) -> str:
+    return path.rpartition("/")[0] or "/"
 
 
 def _counter_add(counter: dict[str, int], key: str, n: int = 1) -> None:
@@ -148,16 +169,64 @@ class Profile:
     warnings: list[str] = field(default_factory=list)
     path_groups: dict[str, PathGroup] = field(default_factory=dict)  # directory -> group
     facts: dict[str, Fact] = field(default_factory=dict)  # path -> what the host said
+    # Bookkeeping of the aggregation, not serialized: entries per directory, names seen per
+    # group (hashes), failed paths left out past GROUP_LIMIT per directory.
+    _children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _failed_children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _group_seen: set[int] = field(default_factory=set, repr=False, compare=False)
+    failed_overflow: int = field(default=0, repr=False, compare=False)
+    paths_overflow: int = field(default=0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for path in self.paths:
+            _counter_add(self._children, _parent(path))
+        for path in self.failed_paths:
+            _counter_add(self._failed_children, _parent(path))
 
     # -- recording -----------------------------------------------------------------------
     def add_path(self, path: str, kind: str, n: int = 1) -> None:
+        """Count an access; past GROUP_LIMIT distinct entries of one directory the rest are
+        counted in its PathGroup (the first ones keep their own entries)."""
         kinds = self.paths.get(path)
         if kinds is None:
-            kinds = self.paths[path] = {}
+            parent = _parent(path)
+            group = self.path_groups.get(parent)
+            if group is None:
+                children = self._children
+                count = children.get(parent, 0)
+                if parent == path or (count < GROUP_LIMIT and len(self.paths) < PATHS_MAX):
+                    children[parent] = count + 1
+                    kinds = self.paths[path] = {}
+                elif count >= GROUP_LIMIT and len(self.path_groups) < GROUPS_MAX:
+                    group = self.path_groups[parent] = PathGroup()
+                else:
+                    self.paths_overflow += 1
+                    if count or len(children) < DIRS_MAX:
+                        children[parent] = count + 1  # a big directory still gets its group
+                    return
+            if group is not None:
+                seen = self._group_seen
+                key = hash(path)
+                new = key not in seen
+                if new and len(seen) < GROUP_SEEN_MAX:
+                    seen.add(key)
+                group.add(path, kind, n, new)
+                group.last = path
+                return
+            assert kinds is not None
         kinds[kind] = kinds.get(kind, 0) + n
 
     def add_failed_path(self, path: str, errno: str) -> None:
-        _counter_add(self.failed_paths.setdefault(path, {}), errno)
+        errs = self.failed_paths.get(path)
+        if errs is None:
+            parent = _parent(path)
+            count = self._failed_children.get(parent, 0)
+            if count >= GROUP_LIMIT and not path.startswith(("socket:", "bind:", "syscall:")):
+                self.failed_overflow += 1
+                return
+            self._failed_children[parent] = count + 1
+            errs = self.failed_paths[path] = {}
+        _counter_add(errs, errno)
 
     def add_cap(self, cap: str, reason: str, n: int = 1) -> None:
         self.capabilities.setdefault(cap, Evidence()).add(reason, n)
@@ -174,14 +243,32 @@ class Profile:
             self.sources.append(source)
 
     # -- queries -------------------------------------------------------------------------
-    def written_paths(self) -> dict[str, set[str]]:
-        return {p: set(k) & WRITE_KINDS for p, k in self.paths.items() if set(k) & WRITE_KINDS}
+    def written_paths(self, with_groups: bool = False) -> dict[str, set[str]]:
+        """Written paths and their write kinds; `with_groups` adds each PathGroup directory
+        whose entries were written (as DIR/*; synthesis reads path_groups itself)."""
+        out = {p: set(k) & WRITE_KINDS for p, k in self.paths.items() if set(k) & WRITE_KINDS}
+        if with_groups:
+            for d, g in self.path_groups.items():
+                kinds = {k for k, n in g.kinds.items() if n} & WRITE_KINDS
+                if kinds:
+                    out[d.rstrip("/") + "/*"] = kinds
+        return out
 
     def accessed(self, prefix: str) -> list[str]:
-        """Paths at or below `prefix` that were touched in any way, failed ones included."""
+        """Paths at or below `prefix` that were touched in any way, failed ones included; a
+        PathGroup there counts with its examples (or its directory)."""
         base = prefix.rstrip("/")
-        return sorted(p for p in (*self.paths, *self.failed_paths)
-                      if p == base or p.startswith(base + "/"))
+
+        def below(p: str) -> bool:
+            return p == base or p.startswith(base + "/")
+
+        found = {p for p in (*self.paths, *self.failed_paths) if below(p)}
+        for d, g in self.path_groups.items():
+            if below(d):
+                found.update(g.examples or [d])
+            elif below(d.rstrip("/") + "/"):  # prefix is an entry of the group's directory
+                found.update(x for x in g.examples if below(x))
+        return sorted(found)
 
     # -- merge and (de)serialization -----------------------------------------------------
     def merge(self, other: Profile) -> None:
@@ -190,7 +277,13 @@ class Profile:
                 self.add_path(p, k, n)
         for p, errs in other.failed_paths.items():
             for e, n in errs.items():
-                _counter_add(self.failed_paths.setdefault(p, {}), e, n)
+                mine_errs = self.failed_paths.get(p)
+                if mine_errs is None:
+                    self.add_failed_path(p, e)  # counts 1, within the directory's bound
+                    mine_errs = self.failed_paths.get(p)
+                    n -= 1
+                if mine_errs is not None and n:
+                    _counter_add(mine_errs, e, n)
         for p, bits in other.execs.items():
             mine = self.execs.setdefault(p, {"setuid": False, "setgid": False})
             for b, v in bits.items():

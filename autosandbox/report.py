@@ -7,7 +7,7 @@ import time
 from typing import TextIO
 
 from autosandbox.durations import format_duration
-from autosandbox.profile import WRITE_KINDS, Profile
+from autosandbox.profile import Profile
 from autosandbox.trace.command import Progress
 
 
@@ -58,13 +58,18 @@ def summarize(profile: Profile) -> str:
     out.append(f"sources:      {', '.join(p.sources) or '-'}")
     if "duration_s" in p.subject:
         out.append(f"traced for:   {format_duration(float(p.subject['duration_s']))}")
-    written = p.written_paths()
+    written = p.written_paths(with_groups=True)
     reads = [x for x, k in p.paths.items() if "read" in k]
     execs = sorted(p.execs)
-    out.append(f"paths:        {len(p.paths)} used, {len(reads)} read, {len(written)} written, "
-               f"{len(execs)} executed, {len(p.failed_paths)} failed")
+    grouped = sum(g.files for g in p.path_groups.values())
+    out.append(f"paths:        {len(p.paths) + grouped} used, {len(reads)} read, "
+               f"{len(written)} written, {len(execs)} executed, {len(p.failed_paths)} failed")
+    for d, g in sorted(p.path_groups.items())[:10]:
+        kinds = ",".join(sorted(g.kinds))
+        out.append(f"  grouped     {d!r}: {g.files} more entries ({kinds})" if not d.isprintable()
+                   else f"  grouped     {d}: {g.files} more entries ({kinds})")
     for path in sorted(written)[:15]:
-        kinds = ",".join(sorted(set(p.paths[path]) & WRITE_KINDS))
+        kinds = ",".join(sorted(written[path]))
         out.append(f"  written     {path!r} ({kinds})" if not path.isprintable()
                    else f"  written     {path} ({kinds})")
     if len(written) > 15:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,17 @@ class Result:
     notes: list[str] = field(default_factory=list)
     profile_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Why the drop-in is not proven on the unit (None: validated). Said before anything else.
+    unvalidated: str | None = "not validated: synthesized from the trace only, no trial run"
+
+    @property
+    def validated(self) -> bool:
+        return self.unvalidated is None
 
     def messages(self, output: Path | None) -> list[str]:
         out = []
+        if self.unvalidated is not None:
+            out.append(self.unvalidated)
         if output is not None:
             out.append(f"drop-in written to {output}")
         if self.profile_path is not None:
@@ -53,6 +62,8 @@ class Result:
             "exposure": {"before": score(self.before), "after": score(self.after)},
             "verify_warnings": self.verify_warnings,
             "notes": self.notes,
+            "validated": self.validated,
+            "unvalidated": self.unvalidated,
             "exit_code": self.exit_code,
             **self.extra,
         }
@@ -66,7 +77,8 @@ def check_unit_for(profile: Profile) -> str:
 
 
 def result_for_profile(profile: Profile, systemd_version: int | None = None,
-                       bpf: bool | None = None) -> Result:
+                       bpf: bool | None = None, allow_write: Sequence[str] = (),
+                       ip_allow: Sequence[str] = ()) -> Result:
     # A unit's profile carries the unit as it was learned: `synthesize PROFILE` later scores
     # and keeps against the same text as `learn` did.
     stored_text = profile.subject.get("unit_text")
@@ -74,7 +86,8 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     keep = ({str(k): str(v) for k, v in stored_keep.items()}
             if isinstance(stored_keep, dict) else None)
     target = target_for(systemd_version, bpf)
-    sandbox = synthesize(profile, target, keep=keep)
+    sandbox = synthesize(profile, target, keep=keep, allow_write=allow_write,
+                         ip_allow=ip_allow)
     dropin = sandbox.render()
     base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
     before = set(analyze.verify(base, None))  # the unit's own warnings are not ours
@@ -98,9 +111,13 @@ def with_validation(result: Result, validation: Validation) -> Result:
         "trials": [t.to_json() for t in validation.trials],
     }
     if validation.healthy:
-        result.notes.append(f"validated: healthy after {validation.restarts} restart(s)")
+        result.unvalidated = None
+        result.notes.append(f"validated: healthy in {validation.restarts} restart(s), the "
+                            "baseline included (each: start, workload, reload, stop, start)")
     else:
         result.exit_code = HealthError.exit_code
-        result.notes.append(f"no healthy sandbox found in {validation.restarts} restart(s); "
-                            "the drop-in above is the last candidate, not validated")
+        result.unvalidated = (f"NOT VALIDATED: no healthy sandbox found in "
+                              f"{validation.restarts} restart(s); the drop-in is the last "
+                              "candidate, kept for review only ('apply' refuses it without "
+                              "--force)")
     return result

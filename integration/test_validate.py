@@ -44,7 +44,8 @@ def _missed_write(svc):
     rc, out, err = _validate(svc.unit, dropin, "--exercise", LAZY_EXERCISE)
     assert rc == 0, err
     assert out["healthy"]
-    first = out["trials"][0]
+    assert out["trials"][0]["kind"] == "baseline" and out["trials"][0]["healthy"]
+    first = out["trials"][1]
     assert not first["healthy"] and first["relaxed"][0]["directive"] == "ReadWritePaths"
     assert first["relaxed"][0]["to"] == "/srv/as-lazy/spool"
     assert re.search(r"^ProtectSystem=strict$", out["dropin"], re.M)
@@ -63,11 +64,11 @@ def test_removed_family_is_relaxed_by_evidence(install_service):
     tight.write_text(text)
     rc, out, err = _validate(svc.unit, tight, "--health-url", "http://127.0.0.1:8082/health")
     assert rc == 0, err
-    first = out["trials"][0]
+    first = out["trials"][1]  # trials[0] is the baseline: the unit as found
     assert not first["healthy"]
     assert [r["directive"] for r in first["relaxed"]] == ["RestrictAddressFamilies"]
     assert "journal" in first["relaxed"][0]["why"]
-    assert out["healthy"] and out["restarts"] == 2
+    assert out["healthy"] and out["restarts"] == 3
 
 
 def test_silent_breakage_is_found_by_bisection(install_service):
@@ -81,7 +82,7 @@ def test_silent_breakage_is_found_by_bisection(install_service):
     assert rc == 0, err
     assert out["healthy"]
     kinds = [t["kind"] for t in out["trials"]]
-    assert kinds[0] == "candidate" and "bisect" in kinds
+    assert kinds[:2] == ["baseline", "candidate"] and "bisect" in kinds
     relaxed = [r["directive"] for t in out["trials"] for r in t["relaxed"]]
     assert relaxed == ["PrivateNetwork"]
     assert "PrivateNetwork=yes" not in out["dropin"]
@@ -100,7 +101,7 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
     try:
         breaking = Path("/tmp/as-pyapp-breaking.conf")
         breaking.write_text("[Service]\nPrivateNetwork=yes\n")
-        cp = autosandbox("apply", svc.unit, str(breaking), "--health-url",
+        cp = autosandbox("apply", "--force", svc.unit, str(breaking), "--health-url",
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 3, cp.stderr
         assert "rolled back" in cp.stderr
@@ -110,7 +111,10 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
         dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
         cp = autosandbox("diff", svc.unit, str(dropin))
         assert cp.returncode == 0 and "ProtectSystem: (unset) -> strict" in cp.stdout
-        cp = autosandbox("apply", svc.unit, str(dropin), "--health-url",
+        # a --no-validate learn: refused unless forced
+        cp = autosandbox("apply", svc.unit, str(dropin))
+        assert cp.returncode == 2 and "not validated" in cp.stderr
+        cp = autosandbox("apply", "--force", svc.unit, str(dropin), "--health-url",
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 0, cp.stderr
         assert target.read_text() == dropin.read_text()

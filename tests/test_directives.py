@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from autosandbox.profile import Fact
 from autosandbox.synth.target import host_target
 
 from .conftest import checked_dropin, omitted, trace_python, values
@@ -75,19 +76,28 @@ def test_directory_made_by_the_service_is_the_writable_unit(scratch: Path) -> No
     assert values(sb, "ReadWritePaths") == [str(scratch / "cache")]
 
 
-def test_own_state_directory_becomes_state_directory(scratch: Path) -> None:
+def test_own_state_directory_becomes_state_directory_only_where_nothing_changes() -> None:
     profile = trace_python("import sys; open(sys.argv[1], 'w').write('1')", "/dev/null")
-    # The same writes seen for a unit named after its directory under /var/lib.
+    # The same writes seen for a unit named after its directory under /var/lib; the facts say
+    # /var/lib/myapp is already root:root 0755 (what systemd would make it), /var/log/myapp is
+    # root:adm 0750 (systemd would change it).
     profile.paths["/var/lib/myapp/state.json"] = {"write": 1, "create": 1}
     profile.paths["/var/log/myapp/app.log"] = {"write": 3, "create": 1}
     profile.paths["/var/lib/other/x"] = {"write": 1, "create": 1}
-    profile.subject["unit"] = "myapp.service"
+    profile.subject.update(unit="myapp.service", uid=0, gid=0)
+    profile.facts.update({
+        "/var/lib/myapp": Fact("dir", 0, 0, 0o755), "/var/log/myapp": Fact("dir", 0, 4, 0o750),
+        "/var/lib/other": Fact("dir", 0, 0, 0o755), "/var/lib": Fact("dir", 0, 0, 0o755),
+        "/var/log": Fact("dir", 0, 0, 0o755), "/var": Fact("dir", 0, 0, 0o755),
+        "/var/lib/myapp/state.json": Fact("file", 0, 0, 0o600),
+        "/var/log/myapp/app.log": Fact("file", 0, 4, 0o640),
+        "/var/lib/other/x": Fact("file", 0, 0, 0o600)})
     from autosandbox.synth.synthesize import synthesize
-    sb = synthesize(profile, host_target(), exists=lambda p: p in (
-        "/var/lib/myapp", "/var/log/myapp", "/var/lib/other", "/var/lib", "/var/log"))
+    sb = synthesize(profile, host_target())
     assert values(sb, "StateDirectory") == ["myapp"]
-    assert values(sb, "LogsDirectory") == ["myapp"]
-    assert values(sb, "ReadWritePaths") == ["/var/lib/other"]  # not its own: listed, not managed
+    assert values(sb, "LogsDirectory") is None  # systemd would chown and chmod it
+    # not its own: listed, not managed; its own log directory: listed, as found
+    assert values(sb, "ReadWritePaths") == ["/var/lib/other", "/var/log/myapp"]
 
 
 def test_tmp_private_unless_shared() -> None:

@@ -12,7 +12,7 @@ from autosandbox.trace.gate import GateServer, shim_script
 def test_shim_reports_its_pid_and_waits_for_the_gate() -> None:
     seen: list[int] = []
     with tempfile.TemporaryDirectory() as tmp:
-        gates = GateServer(Path(tmp), 2, seen.append, world_writable=False)
+        gates = GateServer(Path(tmp), 2, lambda pid, i, u, g: seen.append(pid), cgroup=None)
         try:
             script = shim_script(gates.control, gates.gates[1], 1)
             proc = subprocess.run(["/bin/sh", "-c", script, "shim", "/bin/sh", "-c",
@@ -27,11 +27,11 @@ def test_shim_reports_its_pid_and_waits_for_the_gate() -> None:
 
 
 def test_a_failing_follow_is_recorded_and_the_gate_still_opens() -> None:
-    def refuse(pid: int) -> None:
+    def refuse(pid: int, index: int, uid: int, gid: int) -> None:
         raise OSError("tracefs refused")
 
     with tempfile.TemporaryDirectory() as tmp:
-        gates = GateServer(Path(tmp), 1, refuse, world_writable=False)
+        gates = GateServer(Path(tmp), 1, refuse, cgroup=None)
         try:
             proc = subprocess.run(["/bin/sh", "-c", shim_script(gates.control, gates.gates[0], 0),
                                    "shim", "/bin/true"], timeout=20)

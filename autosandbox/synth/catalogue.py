@@ -122,4 +122,5 @@ COMPANIONS: dict[str, str] = {
     "IPAddressAllow": "IPAddressDeny",
     "SocketBindAllow": "SocketBindDeny",
     "SystemCallErrorNumber": "SystemCallFilter",
+    "RuntimeDirectoryPreserve": "RuntimeDirectory",
 }

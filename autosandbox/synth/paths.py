@@ -1,38 +1,60 @@
 """From written paths to the fewest writable locations, by rules that can be explained.
 
+Every path is first resolved through the symlinks the profile's facts record (and the
+/var/run -> /run aliases): a grant names what systemd will really make writable.
 1. A file the service only wrote to (never created, removed or renamed) and that exists stays
    writable by itself.
 2. Files created, removed or renamed need their directory writable (a bind mount cannot make a
    missing file writable, and atomic renames replace the directory entry); a directory the
-   service made itself counts as its own, so the topmost such directory is used.
-3. /var/lib/NAME, /var/cache/NAME, /var/log/NAME and /run/NAME become StateDirectory=,
-   CacheDirectory=, LogsDirectory= and RuntimeDirectory= when NAME is the service's own name.
-4. /tmp and /var/tmp stay private (PrivateTmp=) unless the service read files there it did
+   service made itself counts as its own, so the topmost such directory is used. A directory
+   with more entries than the profile keeps one by one (a path group) counts the same way.
+3. Nothing at or below a place whose write access is a privilege escalation, and no shared
+   top-level directory (/, /run, /var, /etc, /var/lib, ...), is granted unless the user named
+   it (--allow-write): it is withheld with the reason (synth/sensitive.py). A file rewritten
+   in place in a shared directory is granted by itself instead of its directory.
+4. /var/lib/NAME, /var/cache/NAME, /var/log/NAME and /run/NAME of the unit's own name become
+   StateDirectory= (and friends) only where systemd would change nothing on disk: the facts
+   show the directory owned by the unit's user and group with exactly the mode systemd sets,
+   the unit is not a template instance, and no dynamic user is involved. Otherwise the same
+   directory is a ReadWritePaths= entry, with the reason. Writes below the unit's own
+   declared *Directory= are covered by it.
+5. /tmp and /var/tmp stay private (PrivateTmp=) unless the service read files there it did
    not create, or talked to sockets there: then /tmp is shared and the writes are listed.
-5. Entries below another entry are dropped. Nothing is generalized further than that.
+6. Entries below another entry are dropped. Nothing is generalized further than that.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from autosandbox.profile import Profile
+from autosandbox.profile import WRITE_KINDS, Profile
+from autosandbox.synth import sensitive
+from autosandbox.synth.host import FileView
+from autosandbox.synth.subject import EXEC_DIRS, Subject
 
 API_FS = ("/dev/", "/proc/", "/sys/")
 TMP_DIRS = ("/tmp", "/var/tmp")
 HOME_DIRS = ("/home", "/root", "/run/user")
-MANAGED = (("/var/lib/", "StateDirectory"), ("/var/cache/", "CacheDirectory"),
-           ("/var/log/", "LogsDirectory"), ("/run/", "RuntimeDirectory"))
-BROAD = frozenset({"/", "/etc", "/usr", "/var", "/var/lib", "/var/log", "/var/cache", "/run",
-                   "/opt", "/srv", "/boot", "/home", "/root", "/tmp", "/var/tmp", "/mnt",
-                   "/media"})
+MANAGED = tuple((base + "/", directive) for directive, base in EXEC_DIRS.items())
+# Never granted as a whole (kept for callers; synth/sensitive.py decides what is withheld).
+BROAD = frozenset({"/usr", "/opt", "/boot", "/home", "/root"} | sensitive.BROAD)
 _CREATION = frozenset({"create", "delete", "rename", "mkdir"})
+_REPLACING = frozenset({"delete", "rename", "mkdir"})  # the directory entry itself changes
+# The mode systemd gives an exec directory unless the unit sets *DirectoryMode=.
+EXEC_DIR_MODE = 0o755
 
 
 def under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def _octal(text: str | None, default: int) -> int:
+    try:
+        return int(text, 8) if text else default
+    except ValueError:
+        return default
 
 
 @dataclass
@@ -42,34 +64,61 @@ class Anchor:
     examples: list[str] = field(default_factory=list)
     count: int = 0
     missing_ok: bool = False
+    note: str = ""  # why a directory of the service's own stayed a ReadWritePaths= entry
 
     @property
     def broad(self) -> bool:
         return self.path in BROAD
 
+    def add(self, example: str, n: int = 1) -> None:
+        self.count += n
+        if example not in self.examples and len(self.examples) < 3:
+            self.examples.append(example)
+
     def evidence(self) -> str:
         more = f" (+{self.count - len(self.examples)} more)" if self.count > len(
             self.examples) else ""
-        return f"{self.why}: {', '.join(self.examples)}{more}"
+        return f"{self.why}: {', '.join(self.examples)}{more}" + (
+            f". {self.note}" if self.note else "")
+
+
+@dataclass
+class Withheld:
+    """Write access the evidence asked for and that is not granted."""
+
+    path: str  # what would have been made writable
+    why: str
+    examples: list[str] = field(default_factory=list)
+    count: int = 0
+    hint: str = ""
+    verb: str = "written"
+
+    def line(self) -> str:
+        more = f" (+{self.count - len(self.examples)} more)" if self.count > len(
+            self.examples) else ""
+        return (f"{', '.join(self.examples)}{more} {self.verb} ({self.why}): "
+                f"{self.hint or f'--allow-write {self.path} grants it'}")
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "why": self.why, "examples": self.examples,
+                "count": self.count, "hint": self.hint}
 
 
 @dataclass
 class WritePlan:
     anchors: dict[str, Anchor] = field(default_factory=dict)  # path -> ReadWritePaths entry
     managed: dict[str, dict[str, Anchor]] = field(default_factory=dict)  # directive -> name
+    preserve_runtime: bool = False  # RuntimeDirectoryPreserve=yes goes with RuntimeDirectory=
+    withheld: dict[str, Withheld] = field(default_factory=dict)
+    covered: dict[str, list[str]] = field(default_factory=dict)  # "StateDirectory=x" -> paths
     tmp_writes: list[str] = field(default_factory=list)
     tmp_shared: list[str] = field(default_factory=list)  # evidence that /tmp is shared
     home_writes: list[str] = field(default_factory=list)
+    # resolved path -> (as shown, access kinds): what the service created (for UMask=)
+    created: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
 
-
-def _add(anchors: dict[str, Anchor], path: str, why: str, example: str,
-         missing_ok: bool = False) -> None:
-    a = anchors.get(path)
-    if a is None:
-        a = anchors[path] = Anchor(path, why, missing_ok=missing_ok)
-    a.count += 1
-    if example not in a.examples and len(a.examples) < 3:
-        a.examples.append(example)
+    def writable(self) -> list[str]:
+        return [*self.anchors, *(m.path for d in self.managed.values() for m in d.values())]
 
 
 def is_own(name: str, service: str | None) -> bool:
@@ -80,79 +129,218 @@ def is_own(name: str, service: str | None) -> bool:
     return first == service or first.startswith((service + "-", service + ".", service + "_"))
 
 
-def plan_writes(profile: Profile, service: str | None,
-                exists: Callable[[str], bool] = os.path.lexists) -> WritePlan:
+@dataclass
+class _Write:
+    path: str  # resolved
+    literal: str  # as recorded
+    kinds: set[str]
+    count: int = 1
+    example: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.example:
+            self.example = (self.literal if self.literal == self.path
+                            else f"{self.literal} (= {self.path})")
+
+
+def _writes(profile: Profile, view: FileView) -> list[_Write]:
+    out: list[_Write] = []
+    for path, kinds in sorted(profile.written_paths().items()):
+        out.append(_Write(_resolved(path, kinds, view), path, kinds))
+    for d, group in sorted(profile.path_groups.items()):
+        kinds = {k for k, n in group.kinds.items() if n} & WRITE_KINDS
+        if kinds:
+            # Many entries of one directory: it is where they were written (never a file of
+            # it: the entry below stands for all of them and exists under no such name).
+            rd = view.resolve(d)
+            eg = f", e.g. {group.examples[0]}" if group.examples else ""
+            out.append(_Write(rd + "/\x00group", d, kinds | {"create"}, max(1, group.files),
+                              f"{group.files} entries of {d}{eg}"))
+    return [w for w in out if not (w.path.startswith(API_FS)
+                                   or w.path in ("/dev", "/proc", "/sys"))]
+
+
+def _resolved(path: str, kinds: set[str], view: FileView) -> str:
+    """Where a write really went: an open follows a final symlink, an unlink/rename does not."""
+    if kinds & _CREATION:
+        parent = os.path.dirname(path) or "/"
+        return os.path.join(view.resolve(parent), os.path.basename(path))
+    return view.resolve(path)
+
+
+def plan_writes(profile: Profile, subject: Subject, view: FileView,
+                allowed: Sequence[str] = ()) -> WritePlan:
     plan = WritePlan()
-    written = profile.written_paths()
-    made_dirs = {p for p, kinds in written.items() if "mkdir" in kinds}
-    created = {p for p, kinds in written.items() if kinds & {"create", "mkdir"}}
+    writes = _writes(profile, view)
+    made_dirs = {w.path for w in writes if "mkdir" in w.kinds}
+    for w in writes:
+        if w.kinds & {"create", "mkdir"}:
+            plan.created.setdefault(w.path, (w.example, frozenset(w.kinds)))
 
-    for path, kinds in sorted(written.items()):
-        if path.startswith(API_FS) or path in ("/dev", "/proc", "/sys"):
-            continue
-        if any(under(path, t) for t in TMP_DIRS):
-            plan.tmp_writes.append(path)
-        if any(under(path, h) for h in HOME_DIRS):
-            plan.home_writes.append(path)
-        anchor, why = _anchor_for(path, kinds, made_dirs, exists)
-        _add(plan.anchors, anchor, why, path)
-
-    # Rule 4: /tmp shared with others?
+    # Rule 5: /tmp shared with others?
+    created = set(plan.created)
     for path in profile.paths:
-        if (any(under(path, t) for t in TMP_DIRS) and path not in TMP_DIRS
-                and "read" in profile.paths[path] and path not in created
-                and not os.path.isdir(path)):
+        if "read" not in profile.paths[path] or not any(
+                under(sensitive.canonical(path), t) for t in TMP_DIRS):
+            continue
+        rp = view.resolve(path)
+        if (any(under(rp, t) for t in TMP_DIRS) and rp not in TMP_DIRS
+                and "read" in profile.paths[path] and rp not in created
+                and view.kind(rp) != "dir"):
             plan.tmp_shared.append(f"read {path}")
     for sock in profile.unix_sockets:
         if any(under(sock, t) for t in TMP_DIRS):
             plan.tmp_shared.append(f"socket {sock}")
-    if not plan.tmp_shared:
-        for a in list(plan.anchors):
-            if any(under(a, t) for t in TMP_DIRS):
-                del plan.anchors[a]
 
-    # Rule 3: the service's own directories under /var/lib, /var/cache, /var/log, /run.
-    for a in sorted(plan.anchors):
-        for base, directive in MANAGED:
-            if a.startswith(base) and a != base.rstrip("/"):
-                name = a[len(base):].split("/", 1)[0]
-                if is_own(name, service):
-                    moved = plan.anchors.pop(a)
-                    target = plan.managed.setdefault(directive, {})
-                    m = target.setdefault(name, Anchor(base + name, "written below"))
-                    m.count += moved.count
-                    for ex in moved.examples:
-                        if ex not in m.examples and len(m.examples) < 3:
-                            m.examples.append(ex)
-                break
+    declared = subject.declared_paths()
+    for w in writes:
+        if any(under(w.path, t) for t in TMP_DIRS):
+            plan.tmp_writes.append(w.literal)
+            if not plan.tmp_shared:
+                continue  # PrivateTmp= gives the service its own
+        if any(under(w.path, h) for h in HOME_DIRS):
+            plan.home_writes.append(w.literal)
+        own = next(((d, directive) for d, directive in declared if under(w.path, d)), None)
+        if own is not None:
+            name = own[0].rsplit("/", 1)[1]
+            plan.covered.setdefault(f"{own[1]}={name}", []).append(w.literal)
+            continue
+        anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
+        example = w.example
+        reason = sensitive.withheld(anchor, allowed)
+        if reason is None:
+            _add(plan.anchors, anchor, why, example, w.count)
+            continue
+        if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
+                and view.kind(w.path) == "file" and sensitive.withheld(w.path, allowed) is None):
+            _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
+                 "(the file itself, not the directory)", example, w.count, missing_ok=True)
+            continue
+        hint = f"--allow-write {anchor} grants it"
+        if _shared_dir(anchor):
+            hint = (f"give the service a directory of its own below {anchor} (e.g. "
+                    f"{_own_dir_hint(anchor, subject.service)}), or {hint}")
+        wh = plan.withheld.setdefault(anchor, Withheld(anchor, reason, hint=hint))
+        wh.count += w.count
+        if example not in wh.examples and len(wh.examples) < 3:
+            wh.examples.append(example)
 
-    # Rule 5: drop entries covered by another entry or by a managed directory.
-    covering = [*plan.anchors, *(m.path for d in plan.managed.values() for m in d.values())]
+    _managed(plan, subject, view)
+
+    # Rule 6: drop entries covered by another entry or by a managed directory.
+    covering = plan.writable()
     for a in sorted(plan.anchors, key=len, reverse=True):
-        if any(c != a and under(a, c) for c in covering):
-            outer = next(c for c in sorted(covering, key=len) if c != a and under(a, c))
+        outer = next((c for c in sorted(covering, key=len) if c != a and under(a, c)), None)
+        if outer is not None:
             if outer in plan.anchors:
-                inner = plan.anchors[a]
-                plan.anchors[outer].count += inner.count
+                plan.anchors[outer].count += plan.anchors[a].count
             del plan.anchors[a]
             covering = [c for c in covering if c != a]
     return plan
 
 
+def _shared_dir(path: str) -> bool:
+    return path in sensitive.BROAD or path.count("/") == 1
+
+
+def _own_dir_hint(base: str, service: str | None) -> str:
+    name = service or "NAME"
+    for directive, b in EXEC_DIRS.items():
+        if b == base:
+            return f"{b}/{name} with {directive}={name} in the unit"
+    return f"{base.rstrip('/')}/{name}"
+
+
+def _add(anchors: dict[str, Anchor], path: str, why: str, example: str, n: int = 1,
+         missing_ok: bool = False) -> None:
+    a = anchors.get(path)
+    if a is None:
+        a = anchors[path] = Anchor(path, why, missing_ok=missing_ok)
+    a.add(example, n)
+
+
+def _managed(plan: WritePlan, subject: Subject, view: FileView) -> None:
+    """Rule 4: the service's own directories that systemd can manage without touching them."""
+    for a in sorted(plan.anchors):
+        for base, directive in MANAGED:
+            if not a.startswith(base) or "/" in a[len(base):]:
+                continue
+            name = a[len(base):]
+            f = view.fact(a)
+            if not is_own(name, subject.service) or (f is not None and f.kind != "dir"):
+                break  # another's, or a file (/run/NAME.pid): no directory to manage
+            anchor = plan.anchors[a]
+            refused = _exec_dir_refusal(a, directive, subject, view)
+            if refused:
+                anchor.note = f"Not {directive}={name}: {refused}"
+                break
+            moved = plan.anchors.pop(a)
+            moved.why = "written below"
+            moved.note = (f"the service's own directory, already owned by "
+                          f"{_ids(subject)} with mode "
+                          f"{_mode_for(directive, subject):04o}: systemd changes nothing")
+            plan.managed.setdefault(directive, {})[name] = moved
+            if directive == "RuntimeDirectory" and \
+                    subject.settings.get("RuntimeDirectoryPreserve", "").lower() != "yes":
+                plan.preserve_runtime = True
+            break
+
+
+def _ids(subject: Subject) -> str:
+    return f"uid {subject.uid}, gid {subject.gid}"
+
+
+def _mode_for(directive: str, subject: Subject) -> int:
+    return _octal(subject.settings.get(directive + "Mode"), EXEC_DIR_MODE)
+
+
+def _exec_dir_refusal(path: str, directive: str, subject: Subject,
+                      view: FileView) -> str | None:
+    """Why systemd managing `path` as `directive` could change something (None: it cannot)."""
+    if subject.unit is None:
+        return "not learned from a unit, so its user is unknown"
+    if subject.is_instance:
+        return "a template instance: the directory would be shared with the other instances"
+    if subject.dynamic_user:
+        return "DynamicUser= would move it below a private directory"
+    if subject.uid is None or subject.gid is None:
+        return "the unit's user and group were not recorded"
+    f = view.fact(path)
+    if f is None or f.kind != "dir":
+        return "nothing recorded about it" if f is None else f"it is {f.kind}, not a directory"
+    mode = _mode_for(directive, subject)
+    if (f.uid, f.gid, f.mode) != (subject.uid, subject.gid, mode):
+        return (f"it is uid {f.uid}, gid {f.gid}, mode {f.mode:04o}; systemd would make it "
+                f"uid {subject.uid}, gid {subject.gid}, mode {mode:04o}")
+    if directive == "RuntimeDirectory":
+        own = subject.declared.get("RuntimeDirectory") or subject.settings.get(
+            "RuntimeDirectory")
+        keep = subject.settings.get("RuntimeDirectoryPreserve", "").lower()
+        if own and keep != "yes":
+            return ("RuntimeDirectoryPreserve=yes, needed so stopping keeps it, would also "
+                    "keep the unit's own RuntimeDirectory=")
+    return None
+
+
 def _anchor_for(path: str, kinds: set[str], made_dirs: set[str],
-                exists: Callable[[str], bool]) -> tuple[str, str]:
+                view: FileView) -> tuple[str, str]:
     if not kinds & _CREATION:
-        if exists(path):
+        if view.exists(path):
             return path, "written"
-        return os.path.dirname(path) or "/", "written, since removed"
-    if "mkdir" in kinds and not kinds & {"delete", "rename"} and exists(path):
+        return _existing(os.path.dirname(path) or "/", view), "written, since removed"
+    if "mkdir" in kinds and not kinds & {"delete", "rename"} and view.exists(path):
         start = path
     else:
         start = os.path.dirname(path) or "/"
     # Climb through directories the service made itself (rule 2) to the topmost that exists.
     top = start
-    while os.path.dirname(top) in made_dirs and exists(os.path.dirname(top)):
+    while (os.path.dirname(top) != top and os.path.dirname(top) in made_dirs
+           and view.exists(os.path.dirname(top))):
         top = os.path.dirname(top)
-    while not exists(top) and top != "/":
-        top = os.path.dirname(top) or "/"
-    return top, "files created/removed/renamed in it"
+    return _existing(top, view), "files created/removed/renamed in it"
+
+
+def _existing(path: str, view: FileView) -> str:
+    while not view.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path) or "/"
+    return path

@@ -7,16 +7,17 @@ rendered through unitfile, so nothing a traced program named reaches the drop-in
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autosandbox import unitfile
-from autosandbox.profile import Profile
+from autosandbox.profile import Endpoint, Profile
+from autosandbox.synth import sensitive
 from autosandbox.synth.catalogue import Directive
-from autosandbox.synth.paths import HOME_DIRS, WritePlan, under
+from autosandbox.synth.host import FileView
+from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
+from autosandbox.synth.subject import Subject
 from autosandbox.synth.target import Target, system_service_parts
 from autosandbox.trace.capabilities import CAP_NAMES
 from autosandbox.trace.recorder import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
@@ -59,10 +60,18 @@ class Omission:
 class Context:
     profile: Profile
     target: Target
-    service: str | None
+    subject: Subject
+    view: FileView
     plan: WritePlan
+    allow_write: Sequence[str] = ()
+    ip_allow: Sequence[str] = ()  # peers the user pins (--ip-allow), already validated
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    withheld: list[Withheld] = field(default_factory=list)  # besides the plan's
+
+    @property
+    def service(self) -> str | None:
+        return self.subject.service
 
 
 Result = list[Setting | Omission]
@@ -91,9 +100,20 @@ def flag_rule(ctx: Context, d: Directive) -> Result:
 
 
 def protect_system(ctx: Context, d: Directive) -> Result:
-    n = len(ctx.plan.anchors) + sum(len(v) for v in ctx.plan.managed.values())
-    ev = (f"writes stay confined to the {_plural(n, 'location')} made writable below"
-          if n else "nothing written outside /dev, /proc, /sys and private /tmp")
+    plan = ctx.plan
+    n = len(plan.anchors) + sum(len(v) for v in plan.managed.values())
+    if n:
+        ev = f"writes stay confined to the {_plural(n, 'location')} made writable below"
+    elif plan.withheld or plan.covered:
+        ev = "no location made writable"
+    else:
+        ev = "nothing written outside /dev, /proc, /sys and private /tmp"
+    if plan.covered:
+        ev += "; already writable through the unit's own " + ", ".join(
+            f"{k} ({_plural(len(v), 'path')}, e.g. {v[0]})"
+            for k, v in sorted(plan.covered.items()))
+    if plan.withheld:
+        ev += f"; {_plural(len(plan.withheld), 'place')} withheld (see Withheld)"
     return [Setting(d.name, ["strict"], ev)]
 
 
@@ -108,8 +128,7 @@ def write_paths(ctx: Context, d: Directive) -> Result:
                 continue
             ev = a.evidence()
             if a.broad:
-                ev += (f". Broad: the service needs entries of {a.path} itself; move them "
-                       "to a directory of its own to tighten this")
+                ev += f". Broad: granted because --allow-write names {a.path}"
             out.append(Setting(d.name, [value], ev))
         return out
     for name, m in sorted(ctx.plan.managed.get(d.name, {}).items()):
@@ -117,7 +136,11 @@ def write_paths(ctx: Context, d: Directive) -> Result:
         if value is None:
             ctx.warnings.append(f"left out {d.name}: unsafe name {name!r}")
             continue
-        out.append(Setting(d.name, [value], f"{m.evidence()} (the service's own directory)"))
+        out.append(Setting(d.name, [value], m.evidence()))
+    if out and d.name == "RuntimeDirectory" and ctx.plan.preserve_runtime:
+        out.append(Setting("RuntimeDirectoryPreserve", ["yes"],
+                           "the directory existed before the service: stopping must not "
+                           "remove it (systemd removes a RuntimeDirectory= at stop otherwise)"))
     return out
 
 
@@ -128,9 +151,11 @@ def protect_home(ctx: Context, d: Directive) -> Result:
         if any(under(path, h) for h in HOME_DIRS) and set(kinds) - {"stat"}:
             reads.append(path)
     if ctx.plan.home_writes:
+        first = ctx.plan.home_writes[0]
+        granted = any(under(ctx.view.resolve(first), w) for w in ctx.plan.writable())
+        where = "listed in ReadWritePaths=" if granted else "withheld (see Withheld)"
         return [Setting(d.name, ["read-only"],
-                        f"writes below home directories ({ctx.plan.home_writes[0]}) are listed "
-                        "in ReadWritePaths=")]
+                        f"writes below home directories ({first}) are {where}")]
     if reads:
         return [Setting(d.name, ["read-only"], f"reads below home directories: {sorted(reads)[0]}"
                         + (f" (+{len(reads) - 1} more)" if len(reads) > 1 else ""))]
@@ -152,18 +177,17 @@ def private_tmp(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, ["yes"], "no shared use of /tmp or /var/tmp seen")]
 
 
-def _device_paths(p: Profile) -> list[str]:
+def _device_paths(ctx: Context) -> list[tuple[str, str]]:
+    """(path, kind) of the device nodes opened (char or block, as the facts say)."""
+    p = ctx.profile
     out = []
     for path in p.paths:
         if (path.startswith("/dev/") and path not in PSEUDO_DEVICES
                 and not path.startswith(PSEUDO_DEVICE_PREFIXES)
                 and set(p.paths[path]) - {"stat"}):
-            try:
-                mode = os.stat(path).st_mode
-            except OSError:
-                continue
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                out.append(path)
+            kind = ctx.view.kind(path)
+            if kind in ("char", "block"):
+                out.append((path, kind))
     return sorted(out)
 
 
@@ -171,9 +195,18 @@ def devices(ctx: Context, d: Directive) -> Result:
     if "device_nodes" not in ctx.profile.flags:
         return [Omission(d.name, "PrivateDevices=yes already closes all devices")]
     out: Result = [Setting(d.name, ["closed"], "only the device nodes seen, and pseudo devices")]
-    for dev in _device_paths(ctx.profile):
+    for dev, kind in _device_paths(ctx):
         kinds = ctx.profile.paths[dev]
         mode = "rw" if set(kinds) - {"read", "stat"} else "r"
+        why = sensitive.withheld(dev, ctx.allow_write)
+        if why is None and kind == "block" and not any(
+                under(dev, a) for a in ctx.allow_write):
+            why = sensitive.BLOCK_DEVICE
+        if why is not None:
+            ctx.withheld.append(Withheld(dev, why, [f"{dev} ({', '.join(kinds)})"], 1,
+                                         f"--allow-write {dev} grants DeviceAllow={dev}",
+                                         verb="opened"))
+            continue
         value = unitfile.path_value(dev)
         if value is None:
             ctx.warnings.append(f"left out DeviceAllow= for unsafe device name {dev!r}")
@@ -225,29 +258,56 @@ def _is_loopback(addr: str) -> bool:
     return ip.is_loopback
 
 
+def _ep(e: Endpoint) -> str:
+    return f"{e.addr}:{e.port}/{e.proto}"
+
+
 def ip_addresses(ctx: Context, d: Directive) -> Result:
+    """An allow-list only for a server that only accepted connections (its clients are the
+    peers it saw), or with the peers the user pins: a client's peers change with DNS, NTP
+    pools and failover, so what a short trace saw is no list to enforce."""
     p = ctx.profile
     if not _ip_families(p):
         return [Setting(d.name, ["any"], "no IP socket created")]
-    public = sorted({f"{e.addr}:{e.port}/{e.proto}" for e in p.binds
-                     if e.proto != "udp" and not _is_loopback(e.addr)})
+    loopback = any(_is_loopback(e.addr) for e in (*p.binds, *p.peers, *p.inbound))
+    if ctx.ip_allow:
+        allow = [*(["localhost"] if loopback else []), *ctx.ip_allow]
+        return [Setting(d.name, ["any"], "all IP traffic denied but the peers below"),
+                Setting("IPAddressAllow", [unitfile.word(a) for a in allow],
+                        "peers named with --ip-allow" + (" and loopback, which the service "
+                                                         "used" if loopback else ""))]
+    served = {(e.proto, e.port) for e in p.binds if e.port}
+    own = {(e.proto, e.addr, e.port) for e in p.binds if e.port}
+    public = sorted({_ep(e) for e in p.binds if e.port and not _is_loopback(e.addr)})
     if public:
-        return [Omission(d.name, f"serves {public[0]}: clients may come from any address")]
-    peers = {e.addr for e in (*p.peers, *p.inbound)}
-    loop = {a for a in peers if _is_loopback(a)}
-    remote: list[str] = []
-    for a in sorted(peers - loop):
-        try:
-            remote.append(str(ipaddress.ip_address(a)))
-        except ValueError:
-            ctx.warnings.append(f"ignored peer address {a!r}")
-    out: Result = [Setting(d.name, ["any"], "all IP traffic denied but the peers below")]
-    allow = ["localhost", *remote] if (loop or not remote) else remote
-    ev = "talked only to loopback" if not remote else (
-        f"talked to {', '.join(remote[:4])}. These pins break when DNS answers change: "
-        "widen or drop them if the service resolves names")
-    out.append(Setting("IPAddressAllow", [unitfile.word(a) for a in allow], ev))
-    return out
+        return [Omission(d.name, f"serves {public[0]}: clients may come from any address "
+                                 "(--ip-allow ADDR[/PREFIX] pins them)")]
+    # Replies to a client (UDP) and connections to its own ports are not outbound peers.
+    inbound = {(e.addr, e.port, e.proto) for e in p.inbound}
+    outbound = sorted(_ep(e) for e in p.peers if (e.addr, e.port, e.proto) not in inbound
+                      and (e.proto, e.addr, e.port) not in own)
+    why = ("peers change with DNS answers, NTP pools and failover, so a trace's list is no "
+           "allow-list; --ip-allow ADDR[/PREFIX] pins them")
+    if outbound:
+        return [Omission(d.name, f"a client: connects or sends to {outbound[0]}"
+                                 + (f" (+{len(outbound) - 1} more)" if len(outbound) > 1 else "")
+                                 + f"; {why}")]
+    if not served and not p.inbound:
+        return [Omission(d.name, f"IP sockets, but nothing served or accepted: a client; {why}")]
+    udp = [t for t in p.socket_types if t.startswith(("AF_INET/", "AF_INET6/"))
+           and t.endswith("SOCK_DGRAM")]
+    if udp and "tracefs:raw_syscalls" in p.sources:
+        return [Omission(d.name, f"{udp[0]} sockets, whose peers the fast tracer does not "
+                                 f"record: it may be a client too; {why}")]
+    remote = sorted({e.addr for e in p.inbound if not _is_loopback(e.addr)})
+    if remote:  # not reachable with loopback-only binds; never pin what cannot be proven
+        return [Omission(d.name, f"accepted from {remote[0]}: clients may come from any "
+                                 "address")]
+    binds = sorted({_ep(e) for e in p.binds if e.port})
+    return [Setting(d.name, ["any"], "all IP traffic denied but the peers below"),
+            Setting("IPAddressAllow", ["localhost"],
+                    f"a server on loopback only ({', '.join(binds[:3]) or 'accepted'}) that "
+                    "accepted only from loopback and connected nowhere")]
 
 
 def socket_bind(ctx: Context, d: Directive) -> Result:
@@ -278,27 +338,53 @@ def namespaces(ctx: Context, d: Directive) -> Result:
 
 
 def umask(ctx: Context, d: Directive) -> Result:
-    bound = [s for s, ops in ctx.profile.unix_sockets.items() if "bind" in ops
-             and not s.startswith("@")]
-    if bound:
-        return [Omission(d.name, f"keeps the default: others connect to {bound[0]}")]
-    return [Setting(d.name, ["0077"], "no socket file for others created")]
-
-
-def _elf_class(path: str) -> int | None:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(5)
-    except OSError:
-        return None
-    return head[4] if head[:4] == b"\x7fELF" else None
+    """UMask= changes the mode of every file the service creates: set it only where the facts
+    show each one already lacks the bits it would take away."""
+    created = ctx.plan.created
+    if not created:
+        return [Setting(d.name, ["0077"], "no file, directory or socket created")]
+    private = "" if ctx.plan.tmp_shared else " outside its private /tmp"
+    modes: list[tuple[str, int]] = []
+    unknown: list[str] = []
+    for path, (example, kinds) in sorted(created.items()):
+        if not ctx.plan.tmp_shared and any(under(path, t) for t in TMP_DIRS):
+            continue  # in its private /tmp: no other service sees it, whatever its mode
+        f = ctx.view.fact(path)
+        if f is not None and f.kind == "missing" and kinds & {"delete", "rename"}:
+            continue  # a temporary, gone or renamed: what replaced it is checked by its name
+        if f is None or f.kind == "missing":
+            unknown.append(example)
+        elif f.kind != "link":  # a symlink's own mode means nothing
+            modes.append((example, f.mode))
+    if unknown:
+        return [Omission(d.name, f"keeps the default: the mode of {unknown[0]}"
+                                 + (f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                                 + ", created by the service, was not recorded")]
+    refused = ""
+    for value, mask in (("0077", 0o077), ("0027", 0o027)):
+        hits = [(e, m) for e, m in modes if m & mask]
+        if not hits:
+            ev = (f"all {_plural(len(modes), 'file')} the service created{private} already "
+                  f"lack the bits UMask={value} removes (e.g. {modes[0][0]} {modes[0][1]:04o})"
+                  if modes else f"nothing the service created{private} is left")
+            return [Setting(d.name, [value], ev + refused)]
+        e, m = hits[0]
+        refused = (f"; not 0077: {e} has mode {m:04o}, UMask=0077 would make it "
+                   f"{m & ~0o077:04o}")
+    e, m = next((e, m) for e, m in modes if m & 0o027)
+    return [Omission(d.name, f"keeps the default: {e} was created with mode {m:04o}; even "
+                             f"UMask=0027 would make it {m & ~0o027:04o}")]
 
 
 def architectures(ctx: Context, d: Directive) -> Result:
-    foreign = [x for x in ctx.profile.execs if _elf_class(x) == 1]
+    classes = {x: ctx.view.elf_class(x) for x in ctx.profile.execs}
+    foreign = sorted(x for x, c in classes.items() if c == 1)
     if foreign:
         return [Omission(d.name, f"needed: 32-bit binary {foreign[0]} executed")]
-    return [Setting(d.name, ["native"], "all executed binaries are native")]
+    if not classes:
+        return [Setting(d.name, ["native"], "no binary executed")]
+    return [Setting(d.name, ["native"], f"no 32-bit ELF binary among the "
+                                        f"{_plural(len(classes), 'program')} executed")]
 
 
 def syscall_filter(ctx: Context, d: Directive) -> Result:

@@ -67,7 +67,27 @@ SENSITIVE: tuple[tuple[str, str], ...] = (
     ("/efi", "boot loader"), ("/bin", "programs"), ("/sbin", "programs"),
     ("/lib", "libraries"), ("/lib64", "libraries"), ("/lib32", "libraries"),
     ("/libx32", "libraries"),
+    ("/etc/rc.local", "run as root at boot"), ("/etc/default", "sourced by init scripts as root"),
+    ("/etc/network", "interface scripts run as root"),
+    ("/etc/NetworkManager", "dispatcher scripts run as root"),
+    ("/etc/dhcp", "client hooks run as root"), ("/etc/binfmt.d", "interpreters of binaries"),
+    ("/etc/sysusers.d", "accounts made at boot"),
+    ("/etc/environment.d", "every user session"),
+    ("/etc/fstab", "mounts (and their options) at boot"),
+    ("/etc/rsyslog.conf", "log actions run programs as root"),
+    ("/etc/rsyslog.d", "log actions run programs as root"),
+    ("/etc/apparmor.d", "security policy"), ("/etc/selinux", "security policy"),
+    ("/etc/login.defs", "login policy"), ("/etc/sudo.conf", "sudo's plugins"),
+    ("/etc/doas.conf", "doas rules grant root"),
+    # Device nodes whose access is the machine's: memory, I/O ports, CPU registers, raw disks
+    # (a block device anywhere is withheld by its kind: devices rule in rules.py).
+    ("/dev/mem", "physical memory"), ("/dev/kmem", "kernel memory"),
+    ("/dev/port", "I/O ports"), ("/dev/cpu", "CPU registers"),
+    ("/dev/disk", "raw disks bypass every file permission"),
+    ("/dev/mapper", "raw disks bypass every file permission"),
 )
+# Why a block device node is never granted on evidence alone.
+BLOCK_DEVICE = "a block device: raw disk access bypasses every file permission"
 # Never granted as a whole: top-level directories, and shared trees whose every entry belongs
 # to someone else. Below them, a directory of the service's own is fine.
 BROAD: frozenset[str] = frozenset({

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from collections.abc import Callable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from autosandbox import __version__, unitfile
+from autosandbox.errors import UserError
 from autosandbox.profile import Profile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
-from autosandbox.synth.paths import plan_writes
+from autosandbox.synth.host import FileView
+from autosandbox.synth.paths import Withheld, plan_writes
 from autosandbox.synth.rules import RULES, Context, Omission, Setting
+from autosandbox.synth.subject import subject_of
 from autosandbox.synth.target import Target
 
 
@@ -24,6 +28,10 @@ class Sandbox:
     omitted: list[Omission] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    withheld: list[Withheld] = field(default_factory=list)  # grants asked for, not given
+    # What the user named with --allow-write: relaxation withholds by the same list
+    # (sensitive.withheld(path, sandbox.allow_write)).
+    allow_write: list[str] = field(default_factory=list)
 
     def values(self, directive: str) -> list[str] | None:
         """Rendered words of a directive (all its lines joined); None if it is not set."""
@@ -47,6 +55,11 @@ class Sandbox:
             lines.append("")
             for h in self.hints:
                 lines += unitfile.comment("Hint: " + h)
+        if self.withheld:
+            lines.append("")
+            lines += unitfile.comment("Withheld (never granted on evidence alone):")
+            for w in self.withheld:
+                lines += unitfile.comment("  " + w.line())
         if self.omitted:
             lines.append("")
             lines += unitfile.comment("Left out:")
@@ -65,28 +78,65 @@ class Sandbox:
             "omitted": [{"directive": o.directive, "why": o.why} for o in self.omitted],
             "hints": self.hints,
             "warnings": self.warnings,
+            "withheld": [w.to_json() for w in self.withheld],
+            "allow_write": self.allow_write,
         }
 
 
 def service_name(profile: Profile) -> str | None:
     """The name a service's own directories would carry: unit name, else the program's."""
-    unit = profile.subject.get("unit")
-    if isinstance(unit, str) and unit:
-        return unit.removesuffix(".service").split("@", 1)[0]
-    cmd = profile.subject.get("command")
-    if isinstance(cmd, list) and cmd:
-        return os.path.basename(str(cmd[0]))
-    return None
+    return subject_of(profile).service
 
 
-def synthesize(profile: Profile, target: Target,
-               exists: Callable[[str], bool] = os.path.lexists,
-               keep: dict[str, str] | None = None) -> Sandbox:
-    """`keep`: directives the unit already sets, which the sandbox never loosens."""
-    name = service_name(profile)
-    ctx = Context(profile, target, name, plan_writes(profile, name, exists))
-    subject = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
-    sb = Sandbox(subject or "unknown", target, list(profile.sources))
+def allow_write_paths(paths: Iterable[str]) -> list[str]:
+    """--allow-write values: absolute paths that can be written into a unit file."""
+    out: list[str] = []
+    for raw in paths:
+        path = os.path.normpath(raw) if raw.startswith("/") else ""
+        if not path or unitfile.path_value(path) is None:
+            raise UserError(f"--allow-write {raw!r}: give an absolute path without quotes, "
+                            "backslashes or control characters")
+        if path not in out:
+            out.append("/" + path.lstrip("/"))
+    return out
+
+
+IP_KEYWORDS = ("localhost", "link-local", "multicast")
+
+
+def ip_allow_peers(values: Iterable[str]) -> list[str]:
+    """--ip-allow values: ADDR[/PREFIX] (or systemd's localhost, link-local, multicast)."""
+    out: list[str] = []
+    for raw in values:
+        text = raw.strip()
+        if text in IP_KEYWORDS:
+            word = text
+        else:
+            try:
+                net = ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise UserError(f"--ip-allow {raw!r}: expected ADDR[/PREFIX] (e.g. 192.0.2.10 "
+                                f"or 2001:db8::/32) or one of {', '.join(IP_KEYWORDS)}") from None
+            word = (str(net.network_address) if net.prefixlen == net.max_prefixlen
+                    else str(net))
+        if word not in out:
+            out.append(word)
+    return out
+
+
+def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = None,
+               allow_write: Sequence[str] = (), ip_allow: Sequence[str] = ()) -> Sandbox:
+    """`keep`: directives the unit already sets, which the sandbox never loosens.
+    `allow_write`: places the user lets the service write even if sensitive (--allow-write);
+    `ip_allow`: peers the user pins (--ip-allow). Reads the file system only through the
+    profile's facts (the host only for a profile that has none)."""
+    allowed = allow_write_paths(allow_write)
+    subject = subject_of(profile)
+    view = FileView.of(profile)
+    ctx = Context(profile, target, subject, view, plan_writes(profile, subject, view, allowed),
+                  allowed, ip_allow_peers(ip_allow))
+    name = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
+    sb = Sandbox(name or "unknown", target, list(profile.sources), allow_write=allowed)
     for d in CATALOGUE:
         if d.since > target.version:
             sb.omitted.append(Omission(d.name, f"needs systemd {d.since}, target has "
@@ -106,14 +156,16 @@ def synthesize(profile: Profile, target: Target,
                 sb.settings.append(item)
             else:
                 sb.omitted.append(item)
+    sb.withheld = [*ctx.plan.withheld.values(), *ctx.withheld]
     sb.warnings = [*profile.warnings, *ctx.warnings]
+    sb.warnings += [f"withheld: {w.line()}" for w in sb.withheld]
     _hints(profile, sb)
     return sb
 
 
 # Lists a drop-in only adds to: what the unit already allows stays allowed either way.
 ADDITIVE = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
-                      "RuntimeDirectory", "DeviceAllow"})
+                      "RuntimeDirectory", "DeviceAllow", "RuntimeDirectoryPreserve"})
 
 
 def _may_override(row: str, item: Setting, keep: dict[str, str]) -> bool:

@@ -14,6 +14,7 @@ from autosandbox.errors import UserError, require_tool
 
 _SCORE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 CHECK_UNIT = "autosandbox-check.service"
+_OFF = ("", "no", "false", "0", "off")
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,27 @@ def command_unit(argv: list[str]) -> str:
     ])
 
 
+# Where `apply`'s drop-in (50-autosandbox.conf) sorts among the unit's own drop-ins, in a unit
+# text made by trace.unit.unit_text(): systemd applies drop-ins in file name order, so one
+# named after ours (override.conf, 60-x.conf) overrides ours, and an applied one is replaced.
+SLOT_BEGIN = "# autosandbox: 50-autosandbox.conf applies here"
+SLOT_END = "# autosandbox: end of 50-autosandbox.conf"
+
+
+def merged(unit_text: str, dropin: str | None) -> str:
+    """The unit as systemd reads it with `dropin` applied (sections merge when appended)."""
+    head, slot, rest = unit_text.partition(SLOT_BEGIN)
+    if slot:
+        current, end, tail = rest.partition(SLOT_END)
+        if end:
+            return head + (dropin if dropin is not None else current) + tail
+    return unit_text + ("\n" + dropin if dropin else "")
+
+
 def _with_unit(unit_text: str, dropin: str | None) -> tuple[tempfile.TemporaryDirectory[str], Path]:
     tmp = tempfile.TemporaryDirectory(prefix="autosandbox-analyze-")
     path = Path(tmp.name) / CHECK_UNIT
-    # Appending the drop-in to the unit is what systemd does with a drop-in: sections merge.
-    path.write_text(unit_text + ("\n" + dropin if dropin else ""), encoding="utf-8")
+    path.write_text(merged(unit_text, dropin), encoding="utf-8")
     return tmp, path
 
 
@@ -54,8 +71,30 @@ def verify(unit_text: str, dropin: str | None) -> list[str]:
     return [ln.replace(str(path), CHECK_UNIT) for ln in lines]
 
 
+# Online, `systemd-analyze security UNIT` counts PrivateMounts= as set (0.2 of exposure) when
+# any of these is on, whatever PrivateMounts= itself says; offline it reads only the file.
+# Measured with systemd 252 (integration container): each setting alone on a bare unit, and
+# the 8 stock services of integration/test_zoo.py with a learned-style drop-in, where the
+# printed exposure was 0.2 above the applied unit's before this.
+_IMPLY_PRIVATE_MOUNTS: dict[str, tuple[str, ...]] = {  # setting -> values that leave it off
+    "ProtectSystem": _OFF, "ProtectHome": _OFF, "PrivateTmp": _OFF, "PrivateDevices": _OFF,
+    "ProtectKernelTunables": _OFF, "ProtectKernelModules": _OFF,
+    "ProtectControlGroups": _OFF, "DynamicUser": _OFF,
+}
+
+
+def _scored(text: str) -> str:
+    """`text` as the running manager scores it: PrivateMounts=yes where it is implied."""
+    values: dict[str, str] = {}
+    for key, value in unitfile.parse(text):
+        values[key] = value.strip().lower()
+    if any(values.get(k) and values[k] not in off for k, off in _IMPLY_PRIVATE_MOUNTS.items()):
+        return text.rstrip("\n") + "\n[Service]\nPrivateMounts=yes\n"
+    return text
+
+
 def security(unit_text: str, dropin: str | None) -> Score:
-    tmp, path = _with_unit(unit_text, dropin)
+    tmp, path = _with_unit(_scored(merged(unit_text, dropin)), None)
     with tmp:
         proc = subprocess.run([_analyze(), "security", "--offline=yes", "--no-pager",
                                str(path)], capture_output=True, text=True, check=False)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from autosandbox.errors import UserError
 
+T = TypeVar("T")
 BUS_NAME = "org.freedesktop.systemd1"
 EXEC_KINDS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
               "ExecStopPost")
@@ -97,6 +99,15 @@ class Manager:
             raise UserError(f"cannot load {name}: {_short(exc)}") from None
 
     def info(self, name: str) -> ServiceInfo:
+        try:
+            return self._info(name)
+        except UserError:
+            raise
+        except Exception as exc:  # GLib.Error: e.g. a unit file systemd cannot put on D-Bus
+            raise UserError(f"cannot read {name} from systemd ({_short(exc)}): check it "
+                            f"with systemctl cat {name}") from None
+
+    def _info(self, name: str) -> ServiceInfo:
         u = self.unit(name)
         if u.LoadState != "loaded":
             what = "does not exist" if u.LoadState == "not-found" else f"is {u.LoadState}"
@@ -122,21 +133,23 @@ class Manager:
 
     def state(self, name: str) -> tuple[str, str, int, int]:
         u = self.unit(name)
-        return u.ActiveState, u.SubState, int(u.MainPID), int(getattr(u, "NRestarts", 0))
+        return _dbus(f"read the state of {name}", lambda: (
+            str(u.ActiveState), str(u.SubState), int(u.MainPID),
+            int(getattr(u, "NRestarts", 0))))
 
     def reload(self) -> None:
-        self.mgr.Reload()
+        _dbus("reload systemd", self.mgr.Reload)
 
     def restart(self, name: str, timeout: float = 120.0) -> str:
-        self.mgr.RestartUnit(name, "replace")
+        _dbus(f"restart {name}", lambda: self.mgr.RestartUnit(name, "replace"))
         return self.wait(name, timeout)
 
     def start(self, name: str, timeout: float = 120.0) -> str:
-        self.mgr.StartUnit(name, "replace")
+        _dbus(f"start {name}", lambda: self.mgr.StartUnit(name, "replace"))
         return self.wait(name, timeout)
 
     def stop(self, name: str, timeout: float = 120.0) -> str:
-        self.mgr.StopUnit(name, "replace")
+        _dbus(f"stop {name}", lambda: self.mgr.StopUnit(name, "replace"))
         return self.wait(name, timeout)
 
     def reset_failed(self, name: str) -> None:
@@ -148,14 +161,21 @@ class Manager:
         deadline = time.monotonic() + timeout
         u = self.unit(name)
         while True:
-            job = u.Job
-            state = u.ActiveState
+            job, state = _dbus(f"read the state of {name}", lambda: (u.Job, u.ActiveState))
             if (not job or int(job[0]) == 0) and state not in ("activating", "deactivating",
                                                                "reloading"):
                 return str(state)
             if time.monotonic() > deadline:
                 return str(state)
             time.sleep(0.1)
+
+
+def _dbus(what: str, call: Callable[[], T]) -> T:
+    """A D-Bus call whose failure (GLib.Error) is one line for the user, not a traceback."""
+    try:
+        return call()
+    except Exception as exc:
+        raise UserError(f"systemd refused to {what}: {_short(exc)}") from None
 
 
 def _short(exc: BaseException) -> str:

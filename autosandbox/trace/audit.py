@@ -9,12 +9,14 @@ Audit rules cost every process on the machine while loaded, so they filter on th
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from autosandbox.systemd import runstate
 from autosandbox.trace.tracefs import in_initial_pid_namespace
 
 ERRNOS = ("EACCES", "EPERM", "EROFS")
@@ -33,6 +35,7 @@ class AuditEvent:
     path: str | None
     family: str | None  # for socket(): the refused address family
     exe: str
+    uid: int | None = None  # effective uid of the caller (validation maps denials to caps)
 
 
 def unavailable_reason() -> str | None:
@@ -63,13 +66,17 @@ class AuditRules:
 
     def __enter__(self) -> AuditRules:
         sweep_stale_rules()
-        for spec in self.specs:
-            cp = subprocess.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key],
-                                capture_output=True, text=True, check=False)
-            if cp.returncode != 0:
-                self.__exit__()
-                raise OSError(f"auditctl refused a rule: {cp.stderr.strip()[:120]}")
-            self.installed.append(spec)
+        runstate.record("audit", key=self.key, specs=self.specs)
+        try:
+            for spec in self.specs:
+                self.installed.append(spec)  # before: an interrupted auditctl may have added it
+                cp = subprocess.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key],
+                                    capture_output=True, text=True, check=False)
+                if cp.returncode != 0:
+                    raise OSError(f"auditctl refused a rule: {cp.stderr.strip()[:120]}")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -145,6 +152,18 @@ def sweep_stale_rules() -> list[str]:
     return removed
 
 
+def _uid(value: str | None) -> int | None:
+    """A uid as `ausearch -i` shows it (a user name, or a number it could not name)."""
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        return None
+
+
 def parse_ausearch(text: str) -> list[AuditEvent]:
     """Events from `ausearch -i` output (records of one event are separated by ----)."""
     out: list[AuditEvent] = []
@@ -177,5 +196,5 @@ def parse_ausearch(text: str) -> list[AuditEvent]:
         except ValueError:
             continue
         out.append(AuditEvent(pid, syscall.get("syscall", "?"), errno, path, family,
-                              syscall.get("exe", "").strip('"')))
+                              syscall.get("exe", "").strip('"'), _uid(syscall.get("euid"))))
     return out

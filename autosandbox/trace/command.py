@@ -12,11 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
 from autosandbox.profile import Profile
+from autosandbox.systemd import runstate
 from autosandbox.trace import opens
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
-from autosandbox.trace.opens import OpenTracer
+from autosandbox.trace.facts import record_facts
+from autosandbox.trace.opens import OpenRecord, OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.strace_parser import DETAILED
 from autosandbox.trace.stream import TraceStream
@@ -67,6 +70,7 @@ class TraceResult:
     profile: Profile
     exit_code: int | None
     interrupted: bool
+    partial: bool = False  # cut by a signal, kept (--keep-partial)
 
 
 def require_strace() -> str:
@@ -79,28 +83,40 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
 
 
 def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = None,
+                      on_record: Callable[[OpenRecord], bool] | None = None,
                       ) -> tuple[OpenTracer | None, str | None]:
-    """bpftrace reporting opens, or None and why not (strace then stops on opens)."""
+    """bpftrace reporting opens (to `on_record` as they come), or None and why not (strace
+    then stops on opens)."""
     if not opens.available():
         why = ("bpftrace is not installed" if opens.bpftrace_path() is None
                else "the kernel's syscall tracepoints are not usable here")
         return None, f"opens were traced by strace ({why}): slower under load"
     try:
-        return OpenTracer(root_pids, gate_prefix), None
+        return OpenTracer(root_pids, gate_prefix, on_record=on_record), None
     except (OSError, ValueError) as exc:
         return None, f"opens were traced by strace: {exc}"
 
 
+def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord], bool]:
+    """Gives each open the kernel reports to the recorder following the thread that made it
+    (one per Exec line); False if none follows it (yet)."""
+    def take(rec: OpenRecord) -> bool:
+        flags, errno_name = rec.flags_text(), rec.errno_name
+        return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name)
+                   for r in recorders)
+    return take
+
+
 def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[Recorder]) -> None:
-    """Each open of a closed `tracer` goes to the recorder of the process that made it (one
-    per Exec line); `profile` gets the source and the tracer's warnings."""
+    """After the streams ended: the held opens of a closed `tracer` go to their recorders,
+    (all of them, for a tracer without a sink); `profile` gets the source and the warnings."""
     profile.add_source("bpftrace:open")
+    if tracer.on_record is None:
+        take = kernel_open_sink(recorders)
+        for rec in tracer.records:
+            take(rec)
+    tracer.deliver()
     profile.warnings.extend(tracer.warnings)
-    for rec in tracer.records:
-        errno_name = rec.errno_name
-        for recorder in recorders:
-            if recorder.opened(rec.tid, rec.path, rec.dir_path, rec.flags_text(), errno_name):
-                break
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
@@ -127,9 +143,12 @@ def trace_command(
     on_progress: Callable[[Progress], None] | None = None,
     cwd: str | None = None,
     fast: bool | None = None,
+    keep_partial: bool = False,
 ) -> TraceResult:
     """`fast`: ptrace only the calls the recorder reads and take the syscall set from
-    tracefs (default: wherever tracefs allows it)."""
+    tracefs (default: wherever tracefs allows it). A signal cuts the trace: everything is
+    stopped and removed and KeyboardInterrupt raised, or with `keep_partial` the profile so
+    far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
     strace = require_strace()
     if not argv:
         raise UserError("no command given: autosandbox learn -- CMD [ARGS...]")
@@ -145,29 +164,38 @@ def trace_command(
         raise UserError("the fast tracer needs root and a usable tracefs (not in a container);"
                         " use --tracer full")
     systracer: SyscallSetTracer | None = None
-    stream = TraceStream(recorder)
     use_caps = os.geteuid() == 0 and cap_capable_available()
     profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
-
-    # bpftrace follows our threads' children from before the fork, and reports opens from
-    # strace's exec of the program on: its first open is seen, ours and strace's are not.
     open_tracer: OpenTracer | None = None
-    if fast:
-        open_tracer, why_not = start_open_tracer(root_pids=_own_threads())
-        if why_not is not None:
-            profile.warnings.append(why_not)
-    # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
-    # strace: no capability check of the traced program is missed, none of ours is counted.
-    gate_r, gate_w = os.pipe()
-    shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
-            "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
-                                             kernel_opens=open_tracer is not None)]
-    started = time.monotonic()
-    proc = subprocess.Popen(shim, pass_fds=(gate_r,), cwd=workdir, start_new_session=True)
-    os.close(gate_r)
-    interrupted = False
+    proc: subprocess.Popen[bytes] | None = None
+    stream: TraceStream | None = None
+    gate_w = -1
+    interrupted = cut = False
     tracer: CapabilityTracer | None = None
+    started = time.monotonic()
     try:
+        # root: the FIFO goes under the run's own directory, where `reset` finds it
+        stream = TraceStream(recorder, fifo_dir=runstate.scratch_dir())
+        # bpftrace follows our threads' children from before the fork, and reports opens from
+        # strace's exec of the program on: its first open is seen, ours and strace's are not.
+        if fast:
+            open_tracer, why_not = start_open_tracer(root_pids=_own_threads(),
+                                                     on_record=kernel_open_sink([recorder]))
+            if why_not is not None:
+                profile.warnings.append(why_not)
+        # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
+        # strace: no capability check of the traced program is missed, none of ours is counted.
+        gate_r, gate_w = os.pipe()
+        shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
+                "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
+                                                 kernel_opens=open_tracer is not None)]
+        started = time.monotonic()
+        try:
+            # strace, and through the watchdog the program it runs, die with us (procs.py)
+            proc = procs.spawn(shim, pass_fds=(gate_r,), cwd=workdir)
+        finally:
+            os.close(gate_r)
+        runstate.record_process(proc.pid)
         with contextlib.ExitStack() as stack:
             if use_caps:
                 tracer = stack.enter_context(
@@ -181,22 +209,38 @@ def trace_command(
             try:
                 _wait(proc, started, duration, stream, recorder, on_progress)
             except KeyboardInterrupt:
+                # Ctrl-C is how an untimed command's trace ends (README); anything else cuts it
                 interrupted = True
+                if duration is None and (interrupts.interrupted() or signal.SIGINT) \
+                        == signal.SIGINT:
+                    interrupts.forget()
+                else:
+                    cut = True
             if proc.poll() is None:
                 interrupted = interrupted or duration is not None
-                _terminate(proc)
+                _terminate(proc, grace=2.0 if cut else 5.0)
+    except BaseException:
+        cut, keep_partial = True, False
+        raise
     finally:
-        if gate_w >= 0:
-            os.close(gate_w)
-        if proc.poll() is None:
-            _terminate(proc)
-        if open_tracer is not None:
-            open_tracer.close()
+        with interrupts.shielded():
+            if gate_w >= 0:
+                os.close(gate_w)
+            if proc is not None and proc.poll() is None:
+                _terminate(proc, grace=2.0)
+            if open_tracer is not None:
+                open_tracer.close()
+            if cut and not keep_partial and stream is not None:
+                stream.close(timeout=2)  # its FIFO goes; nothing is learned from a cut trace
+    if cut and not keep_partial:
+        raise KeyboardInterrupt
+    assert stream is not None and proc is not None
     profile = stream.close()
     if open_tracer is not None:
         add_kernel_opens(profile, open_tracer, [recorder])
     if tracer is not None:
-        add_kernel_capabilities(profile, tracer.granted)
+        # checks inside a user namespace of the program's own grant nothing on the host
+        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns))
     if systracer is not None:
         add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
@@ -205,7 +249,17 @@ def trace_command(
     if root is None and proc.returncode not in (0, None):
         raise UserError(f"strace failed to run {argv[0]} (exit {proc.returncode})")
     profile.subject["exit_code"] = code
-    return TraceResult(profile, code, interrupted)
+    record_facts(profile)
+    if cut:
+        mark_partial(profile)
+    return TraceResult(profile, code, interrupted, partial=cut)
+
+
+def mark_partial(profile: Profile) -> None:
+    """A profile from a trace cut by a signal (--keep-partial): never mistaken for a whole one."""
+    profile.subject["partial"] = True
+    profile.warnings.append("partial: the trace was interrupted; code paths after that "
+                            "moment are missing")
 
 
 def _wait(proc: subprocess.Popen[bytes], started: float, duration: float | None,
@@ -226,9 +280,9 @@ def _wait(proc: subprocess.Popen[bytes], started: float, duration: float | None,
             continue
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the whole traced session, then SIGKILL what is left after 5 s."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+def _terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the whole traced session, then SIGKILL what is left after `grace` s."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         try:

@@ -13,8 +13,8 @@ ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import ctypes
 import errno
 import os
 import re
@@ -27,15 +27,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from autosandbox import interrupts, procs
+from autosandbox.systemd import runstate
 from autosandbox.trace.tracefs import in_initial_pid_namespace, tracefs_root
 
-STRLEN = 200  # bpftrace's longest string (0.17); longer paths stand for their directory
+STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
+# Records of threads no recorder follows yet (strace reports a fork after bpftrace does): held
+# until the end, at most this many; relative opens are deduplicated in at most SEEN_MAX keys.
+PENDING_MAX = 8192
+SEEN_MAX = 16384
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9/._:@+-]*$")
 _RECORD = re.compile(r"^OPEN (\d+) (-?\d+) (-?\d+) (-?\d+) (.*)$")
 _ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 _MARK = re.compile("\x00([0-9a-f]{2})")  # an escaped byte, once told from a literal "\\x"
 AT_FDCWD = -100
-PR_SET_PDEATHSIG = 1
 O_WRONLY, O_RDWR, O_CREAT, O_TRUNC = 0o1, 0o2, 0o100, 0o1000
 O_PATH, O_TMPFILE = 0o10000000, 0o20000000
 _WRITE_BITS = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_TMPFILE
@@ -47,7 +52,11 @@ class OpenRecord:
     flags: int
     ret: int
     path: str
-    dir_path: str | None  # where a dirfd-relative path started, read from /proc at once
+    dir_path: str | None  # where a relative path started, read from /proc at once
+
+    @property
+    def raw_absolute(self) -> bool:
+        return self.path.startswith("/")
 
     @property
     def errno_name(self) -> str | None:
@@ -157,11 +166,18 @@ class OpenTracer:
     """Runs bpftrace for the learning session; `records` is filled as the kernel reports."""
 
     def __init__(self, root_pids: Sequence[int] = (), gate_prefix: str | None = None,
-                 ready_timeout: float = 60.0) -> None:
+                 ready_timeout: float = 60.0,
+                 on_record: Callable[[OpenRecord], bool] | None = None) -> None:
+        """`on_record` takes each record as it comes and says whether a followed process made
+        it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all."""
         bpftrace = bpftrace_path()
         if bpftrace is None:
             raise OSError("bpftrace is not installed")
         self.records: list[OpenRecord] = []
+        self.on_record = on_record
+        self._pending: collections.deque[OpenRecord] = collections.deque()
+        self.overflow = 0  # records of unknown threads dropped once PENDING_MAX were held
+        self.foreign = 0  # records no recorder took, even at the end
         self.warnings: list[str] = []
         self.lost = 0
         self._unreadable = 0
@@ -169,12 +185,16 @@ class OpenTracer:
         self._closed = False
         self._ready = threading.Event()
         env = {**os.environ, "BPFTRACE_STRLEN": str(STRLEN),
-               "BPFTRACE_MAP_KEYS_MAX": "65536"}
+               "BPFTRACE_MAP_KEYS_MAX": "65536",
+               # 4 MiB of event buffer per CPU (default 256 KiB): a burst of new paths is
+               # not lost while our reader catches up
+               "BPFTRACE_PERF_RB_PAGES": "1024"}
         # Paths of the BPF program come from us only (checked in script()).
         self._proc = subprocess.Popen(
             [bpftrace, "-e", script(root_pids, gate_prefix)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-            encoding="latin-1", preexec_fn=_child_setup(os.getpid()), start_new_session=True)
+            encoding="latin-1", preexec_fn=_child_setup(), start_new_session=True)
+        runstate.record_process(self._proc.pid)
         self._stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read, name="bpftrace", daemon=True),
                          threading.Thread(target=self._read_err, name="bpftrace-err",
@@ -182,12 +202,21 @@ class OpenTracer:
         for t in self._threads:
             t.start()
         deadline = time.monotonic() + ready_timeout
-        while not self._ready.wait(0.1):
+        while not self._wait_ready():
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
                 err = " ".join(line.strip() for line in self._stderr
                                if "RLIMIT_MEMLOCK" not in line)[:300]
                 raise OSError(f"bpftrace did not start: {err or 'timed out'}")
+
+    def _wait_ready(self) -> bool:
+        try:
+            return self._ready.wait(0.1)
+        except BaseException:  # interrupted while bpftrace starts: it must not outlive that
+            self._proc.kill()
+            self._proc.wait()
+            self._closed = True
+            raise
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -198,16 +227,44 @@ class OpenTracer:
                 if rec is None:
                     continue
                 # Relative opens come every time: keep one per process and kind, so a long
-                # session's memory does not grow with its requests.
-                key = (rec.tid if not rec.path.startswith("/") else 0, rec.path, rec.dir_path,
-                       bool(rec.flags & _WRITE_BITS), rec.ret >= 0)
+                # session's memory does not grow with its requests (and forget past SEEN_MAX).
+                # (Absolute paths come once each already: the BPF program remembers them.)
+                if rec.raw_absolute:
+                    self._take(rec)
+                    continue
+                key = (rec.tid, rec.path, rec.dir_path, bool(rec.flags & _WRITE_BITS),
+                       rec.ret >= 0)
                 if key not in seen:
+                    if len(seen) >= SEEN_MAX:
+                        seen.clear()
                     seen.add(key)
-                    self.records.append(rec)
+                    self._take(rec)
             elif line.startswith("READY"):
                 self._ready.set()
             else:
                 self._lost(line)
+
+    def _take(self, rec: OpenRecord) -> None:
+        if self.on_record is None:
+            self.records.append(rec)
+        elif not self.on_record(rec):
+            if len(self._pending) >= PENDING_MAX:
+                self._pending.popleft()
+                self.overflow += 1
+            self._pending.append(rec)
+
+    def deliver(self) -> None:
+        """Offer the held records once more, after strace reported every fork (call after
+        close() and after the recorders' streams ended); the rest is counted in `warnings`."""
+        if self.on_record is None:
+            return
+        while self._pending:
+            if not self.on_record(self._pending.popleft()):
+                self.foreign += 1
+        if self.overflow or self.foreign:
+            self.warnings.append(f"{self.overflow + self.foreign} opens by processes that were "
+                                 "not followed were left out")
+            self.overflow = self.foreign = 0
 
     def _read_err(self) -> None:
         assert self._proc.stderr is not None
@@ -229,18 +286,21 @@ class OpenTracer:
         raw = m.group(5)
         path = decode(raw)
         if path is not None and len(os.fsencode(path)) >= STRLEN - 1:
-            # Cut at STRLEN (the fd's link is no way out: by now the fd may be another file's).
-            # What is left up to its last slash is a directory the file is under: recorded in
-            # its place, looser than the file but never wrong.
-            head = path.rpartition("/")[0]
-            path = head or None
-            if head:
-                self._cut += 1
+            # Cut at STRLEN: what is left is not the file, and its parent is not what was
+            # opened (treating it as created made "/" writable). Left out: validation finds
+            # what is missing. (The fd's link is no way out: by now it may be another file's.)
+            self._cut += 1
+            return None
         dir_path = None
-        if path is not None and dirfd != AT_FDCWD and not path.startswith("/"):
+        if path is not None and not path.startswith("/"):
+            # Where a relative path started, read at once: the process may chdir or exit.
+            # A dirfd we cannot read is refused; an unreadable cwd is left to the recorder.
+            link = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
             with contextlib.suppress(OSError):
-                dir_path = os.readlink(f"/proc/{tid}/fd/{dirfd}")
-            if dir_path is None or not dir_path.startswith("/"):
+                dir_path = os.readlink(link)
+            if dir_path is not None and not dir_path.startswith("/"):
+                dir_path = None
+            if dir_path is None and dirfd != AT_FDCWD:
                 path = None
         if path is None:
             self._unreadable += 1
@@ -254,8 +314,8 @@ class OpenTracer:
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGINT)  # bpftrace detaches and runs END
-            try:
-                self._proc.wait(10)
+            try:  # interrupted: within the 5 s we promise (SIGKILL detaches it all the same)
+                self._proc.wait(2 if interrupts.interrupted() else 10)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
@@ -264,8 +324,8 @@ class OpenTracer:
         if self.lost:
             self.warnings.append(f"bpftrace lost {self.lost} open events: paths may be missing")
         if self._cut:
-            self.warnings.append(f"{self._cut} opened paths were longer than {STRLEN - 1} bytes: "
-                                 "recorded as the directory they are under")
+            self.warnings.append(f"{self._cut} opened paths were longer than {STRLEN - 2} bytes"
+                                 " (more than bpftrace reports whole): left out")
         if self._unreadable:
             self.warnings.append(f"{self._unreadable} opens had a path bpftrace could not "
                                  "report exactly (too long, or ambiguous)")
@@ -277,14 +337,12 @@ class OpenTracer:
         self.close()
 
 
-def _child_setup(parent: int) -> Callable[[], None]:
-    def setup() -> None:
+def _child_setup() -> Callable[[], None]:
+    def memlock() -> None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_MEMLOCK,
                                (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        # If autosandbox is killed (SIGKILL too), bpftrace ends with it: BPF programs left
-        # attached would tax every open on the machine.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # died before the prctl
-            os._exit(1)
-    return setup
+    # If autosandbox is killed (SIGKILL too), bpftrace ends with it, even while it starts:
+    # BPF programs left attached would tax every open on the machine (procs.py).
+    procs.ensure_watchdog()
+    return procs.child_setup(memlock)

@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from autosandbox.profile import WRITE_KINDS, Endpoint, Profile
+from autosandbox.profile import GROUP_LIMIT, WRITE_KINDS, Endpoint, Profile
 from autosandbox.trace.capabilities import RULES_BY_SYSCALL
 from autosandbox.trace.strace_parser import (
     Event,
     ProcessEnd,
+    Signal,
     StraceParser,
     Syscall,
     fd_path,
@@ -57,6 +60,16 @@ TWO_PATH_CALLS: dict[str, tuple[str, str, int | None, int, int | None, int]] = {
     "linkat": ("stat", "create", 0, 1, 2, 3),
 }
 SYMLINK_CALLS: dict[str, tuple[int | None, int]] = {"symlink": (None, 1), "symlinkat": (1, 2)}
+# Calls that act on a symlink itself, not on what it points to: their last component is kept
+# as written (the directories above it are still resolved, as the kernel resolves them).
+NOFOLLOW_CALLS = frozenset({
+    "lstat", "lchown", "lsetxattr", "lremovexattr", "lgetxattr", "llistxattr", "readlink",
+    "readlinkat", "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "mknod", "mknodat",
+    "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
+})
+# ... or do so when given AT_SYMLINK_NOFOLLOW (linkat's old path only with AT_SYMLINK_FOLLOW).
+AT_NOFOLLOW_CALLS = frozenset({"newfstatat", "fstatat64", "statx", "fchownat", "utimensat",
+                               "fchmodat2", "faccessat2", "execveat", "name_to_handle_at"})
 
 # Behaviour flags set by the mere use of a syscall (arguments refine some, below).
 FLAG_CALLS: dict[str, str] = {
@@ -94,6 +107,16 @@ _SOCKET_INODE = re.compile(r"socket:\[(\d+)\]")
 _PROC_PID = re.compile(r"/proc/(\d+)(?:/|$)")
 _SOCK_PROTO = {"SOCK_STREAM": "tcp", "SOCK_DGRAM": "udp", "SOCK_RAW": "raw",
                "SOCK_SEQPACKET": "seqpacket"}
+# Lines of processes not (yet) followed: strace may print a child's first calls before the
+# parent's clone() returns. Held until a followed process names the child, at most this many.
+HELD_MAX = 4096
+# Bounds on per-socket and per-endpoint state: a server accepting a million connections must
+# not grow the learner.
+SOCKETS_MAX = 65536
+ENDPOINTS_MAX = 4096
+WARNINGS_MAX = 10  # distinct examples per kind of path warning
+# What a process may say in its own user namespace proves no capability of the host's.
+USERNS_FLAG = "CLONE_NEWUSER"
 # Failed connects that are still attempts the service needs (nonblocking or refused).
 _ATTEMPT_ERRNOS = frozenset({"EINPROGRESS", "EAGAIN", "EALREADY", "ECONNREFUSED", "ETIMEDOUT",
                              "ENETUNREACH", "EHOSTUNREACH", "ECONNRESET"})
@@ -106,9 +129,16 @@ class _Socket:
 
 
 class Recorder:
-    """Feeds on events; owns per-process state (cwd, ids) and the socket inode table."""
+    """Feeds on events; owns per-process state (cwd, ids) and the socket inode table.
 
-    def __init__(self, profile: Profile, cwd: str, uid: int = 0, gid: int = 0) -> None:
+    Only the processes it follows count: `roots` (the announced pid of a unit's Exec line, see
+    gate.py) or, with `first_is_root`, the first pid strace reports (a command's FIFO only
+    root can open), and the children strace saw them create. Lines of any other pid are held
+    (bounded) until a followed process's clone() names it, and dropped with a warning at the
+    end: lines someone else wrote into the FIFO never enter the profile."""
+
+    def __init__(self, profile: Profile, cwd: str, uid: int = 0, gid: int = 0,
+                 roots: Iterable[int] = (), first_is_root: bool = True) -> None:
         self.profile = profile
         self.root_cwd = cwd
         self.start_uid = uid
@@ -116,30 +146,123 @@ class Recorder:
         self.cwd: dict[int, str] = {}
         self.uid: dict[int, int] = {}
         self.gid: dict[int, int] = {}
+        self.groups: dict[int, frozenset[int]] = {}
         self.pids: set[int] = set()
+        self.userns: set[int] = set()  # pids living in a user namespace of their own
+        self.chrooted: set[int] = set()  # pids whose "/" is not ours
         self.sockets: dict[str, _Socket] = {}
         self.exit_codes: dict[int, int | None] = {}
         self.first_pid: int | None = None
+        self.first_is_root = first_is_root
+        # The stream's thread and the kernel-opens thread both record.
+        self.lock = threading.RLock()
+        self._held: dict[int, list[Event]] = {}
+        self._held_n = 0
+        self.dropped = 0  # lines of processes never followed
+        self._path_notes: dict[str, list[str]] = {}
+        self._path_note_n: dict[str, int] = {}
+        self._realdir: dict[str, str] = {}
+        self._realdir_at = time.monotonic()
+        self.endpoint_overflow = 0
+        for pid in roots:
+            self.add_root(pid)
+
+    def add_root(self, pid: int, uid: int | None = None, gid: int | None = None) -> None:
+        """Follow `pid` from now on (a gate announcement checked by the caller), running as
+        `uid`/`gid` when known."""
+        with self.lock:
+            if uid is not None:
+                self.uid[pid] = uid
+            if gid is not None:
+                self.gid[pid] = gid
+            self._track(pid)
+            self._replay(pid)
 
     # -- events ----------------------------------------------------------------------------
     def handle(self, ev: Event) -> None:
+        with self.lock:
+            pid = ev.pid
+            if pid not in self.pids:
+                if self.first_is_root and self.first_pid is None:
+                    self._track(pid)
+                else:
+                    self._hold(pid, ev)
+                    return
+            self._dispatch(ev)
+
+    def _dispatch(self, ev: Event) -> None:
         if isinstance(ev, Syscall):
             self._syscall(ev)
         elif isinstance(ev, ProcessEnd):
-            self.exit_codes[ev.pid] = ev.exit_code
+            if ev.pid == self.first_pid or len(self.exit_codes) < ENDPOINTS_MAX:
+                self.exit_codes[ev.pid] = ev.exit_code
+            # ids die with the process; cwd stays for opens the kernel reported late
+            self.uid.pop(ev.pid, None)
+            self.gid.pop(ev.pid, None)
+            self.groups.pop(ev.pid, None)
+            if self.cwd.get(ev.pid) == self.root_cwd:
+                del self.cwd[ev.pid]
+
+    def _hold(self, pid: int, ev: Event) -> None:
+        if isinstance(ev, Signal):
+            return
+        if self._held_n >= HELD_MAX:
+            self.dropped += 1
+            return
+        self._held.setdefault(pid, []).append(ev)
+        self._held_n += 1
+
+    def _replay(self, pid: int) -> None:
+        held = self._held.pop(pid, None)
+        if held is None:
+            return
+        self._held_n -= len(held)
+        for ev in held:  # a clone among them replays the grandchild's lines in turn
+            self._dispatch(ev)
 
     def finish(self, parser: StraceParser) -> Profile:
         """Fold the parser's counters (every syscall seen, failures of undetailed calls) in."""
-        p = self.profile
-        for name, n in parser.counts.items():
-            p.syscalls[name] = p.syscalls.get(name, 0) + n
-        for name, errs in parser.failed.items():
-            mine = p.failed_syscalls.setdefault(name, {})
-            for e, n in errs.items():
-                mine[e] = mine.get(e, 0) + n
-        if parser.unparsed:
-            p.warnings.append(f"{parser.unparsed} strace lines could not be parsed")
-        return p
+        with self.lock:
+            p = self.profile
+            for name, n in parser.counts.items():
+                p.syscalls[name] = p.syscalls.get(name, 0) + n
+            for name, errs in parser.failed.items():
+                mine = p.failed_syscalls.setdefault(name, {})
+                for e, n in errs.items():
+                    mine[e] = mine.get(e, 0) + n
+            if parser.unparsed:
+                p.warnings.append(f"{parser.unparsed} strace lines could not be parsed")
+            dropped = self.dropped + self._held_n
+            if dropped:
+                pids = sorted(self._held)[:5]
+                p.warnings.append(
+                    f"{dropped} trace lines of processes that were not followed were left out"
+                    + (f" (pids {', '.join(map(str, pids))})" if pids else ""))
+            self._held.clear()
+            self._held_n = self.dropped = 0
+            for kind, notes in self._path_notes.items():
+                extra = self._path_note_n[kind] - len(notes)
+                more = f" (and {extra} more)" if extra > 0 else ""
+                p.warnings.append(f"{kind}: {'; '.join(notes)}{more}")
+            self._path_notes.clear()
+            if p.failed_overflow:
+                p.warnings.append(f"{p.failed_overflow} failed accesses in directories with more "
+                                  f"than {GROUP_LIMIT} of them were counted only")
+                p.failed_overflow = 0
+            if p.paths_overflow:
+                p.warnings.append(f"{p.paths_overflow} accesses to further paths were counted "
+                                  "only (too many distinct paths and directories)")
+                p.paths_overflow = 0
+            if self.endpoint_overflow:
+                p.warnings.append(f"{self.endpoint_overflow} further peers/endpoints were not "
+                                  f"recorded (more than {ENDPOINTS_MAX})")
+            return p
+
+    def _note(self, kind: str, text: str) -> None:
+        notes = self._path_notes.setdefault(kind, [])
+        self._path_note_n[kind] = self._path_note_n.get(kind, 0) + 1
+        if len(notes) < WARNINGS_MAX and text not in notes:
+            notes.append(text)
 
     def _track(self, pid: int) -> None:
         if pid not in self.pids:
@@ -151,9 +274,6 @@ class Recorder:
             self.gid.setdefault(pid, self.start_gid)
 
     def _syscall(self, sc: Syscall) -> None:
-        pid = sc.pid
-        if pid not in self.pids:
-            self._track(pid)
         name = sc.name
         p = self.profile
         if sc.errno is not None:
@@ -166,11 +286,16 @@ class Recorder:
         if flag is not None:
             p.add_flag(flag, f"{name}()")
         rules = RULES_BY_SYSCALL.get(name)
-        if rules and sc.ok:
-            joined = ", ".join(sc.args)
+        if rules and sc.ok and sc.pid not in self.userns:
             for rule in rules:
-                if not rule.tokens or any(t in joined for t in rule.tokens):
+                if rule.matches(sc.args):
                     p.add_cap(rule.cap, f"{rule.reason} ({name})")
+
+    def _add_cap(self, sc: Syscall, cap: str, reason: str) -> None:
+        """A capability shown by a successful call, unless the caller lives in a user
+        namespace of its own (where it holds every capability, none of the host's)."""
+        if sc.pid not in self.userns:
+            self.profile.add_cap(cap, reason)
 
     # -- paths -----------------------------------------------------------------------------
     def _base(self, sc: Syscall, dirfd: int | None) -> str | None:
@@ -185,7 +310,9 @@ class Recorder:
             return self.cwd.get(sc.pid, self.root_cwd)
         return path
 
-    def resolve(self, sc: Syscall, dirfd: int | None, index: int) -> str | None:
+    def literal(self, sc: Syscall, dirfd: int | None, index: int) -> str | None:
+        """The path argument made absolute, as written (no `..` folded: a symlink before it
+        decides where it leads)."""
         if index >= len(sc.args):
             return None
         tok = sc.args[index]
@@ -195,16 +322,65 @@ class Recorder:
         if path is None:
             return None
         if path.startswith("/"):
-            return _normalize(path)
+            return path
         base = self._base(sc, dirfd)
         if base is None:
             return None
-        return _normalize(os.path.join(base, path)) if path else base
+        return os.path.join(base, path) if path else base
 
-    def _record(self, sc: Syscall, path: str | None, kind: str) -> None:
+    def resolve(self, sc: Syscall, dirfd: int | None, index: int,
+                follow: bool = True) -> str | None:
+        """Where the kernel looked: symlinks and `..` resolved as the traced process sees
+        them; the last component kept as written when the call does not follow it."""
+        path = self.literal(sc, dirfd, index)
+        if path is None:
+            return None
+        return self.kernel_path(sc.pid, path, follow)
+
+    def kernel_path(self, pid: int, path: str, follow: bool) -> str:
+        if pid in self.chrooted:  # its links lead elsewhere than ours: as it named them
+            self._note("paths of a chrooted process are recorded as it named them", path)
+            return _normalize(path)
+        seen = _as_seen_by(pid, path)
+        head, _, tail = seen.rpartition("/")
+        if tail in ("", ".", ".."):
+            return os.path.realpath(seen)
+        real = os.path.join(self._real_dir(head or "/"), tail)
+        if follow and os.path.islink(real):
+            real = os.path.realpath(real)
+        return real
+
+    def _real_dir(self, head: str) -> str:
+        # Directories are resolved once a second at most: a busy server renames in the same
+        # few directories (a link swapped within that second is read the old way).
+        now = time.monotonic()
+        if now - self._realdir_at > 1.0 or len(self._realdir) > 4096:
+            self._realdir.clear()
+            self._realdir_at = now
+        real = self._realdir.get(head)
+        if real is None:
+            real = self._realdir[head] = os.path.realpath(head)
+        return real
+
+    def _follows(self, sc: Syscall, at_flags_index: int | None) -> bool:
+        name = sc.name
+        if name in NOFOLLOW_CALLS:
+            return False
+        if name in AT_NOFOLLOW_CALLS and at_flags_index is not None:
+            return not (at_flags_index < len(sc.args)
+                        and "AT_SYMLINK_NOFOLLOW" in sc.args[at_flags_index])
+        return True
+
+    def _record(self, sc: Syscall, path: str | None, kind: str,
+                literal: str | None = None) -> None:
         if path is None:
             return
         p = self.profile
+        if literal is not None and kind in WRITE_KINDS and sc.ok:
+            written = _normalize(literal)
+            if written != path:
+                self._note("written through a symlink (recorded where it led)",
+                           f"{written} -> {path}")
         if not sc.ok:
             if sc.errno is not None:
                 p.add_failed_path(path, sc.errno)
@@ -239,25 +415,32 @@ class Recorder:
         if kind == "?open":
             self._open(sc, dirfd, index)
             return
-        path = self.resolve(sc, dirfd, index)
+        literal = self.literal(sc, dirfd, index)
+        flags_at = _AT_FLAGS_INDEX.get(sc.name)
+        path = (self.kernel_path(sc.pid, literal, self._follows(sc, flags_at))
+                if literal is not None else None)
         if kind == "exec":
             self._exec(sc, path)
             return
         if sc.name in ("chmod", "fchmodat", "fchmodat2"):
             self._chmod_bits(sc, path, index + 1)
+        if sc.name in ("chown", "lchown", "fchownat"):
+            self._chown(sc, index + 1)
         if sc.name in ("mknod", "mknodat") and any(
             t in sc.args[index + 1] for t in ("S_IFCHR", "S_IFBLK")
         ):
             self.profile.add_flag("device_nodes", f"mknod {path}")
         if sc.name == "chdir" and sc.ok and path is not None:
             self.cwd[sc.pid] = path
-        self._record(sc, path, kind)
+        if sc.name == "chroot" and sc.ok:
+            self.chrooted.add(sc.pid)
+        self._record(sc, path, kind, literal)
 
     def _open(self, sc: Syscall, dirfd: int | None, index: int) -> None:
         flags = sc.args[index + 1] if index + 1 < len(sc.args) else ""
         if sc.name == "creat":
             flags = "O_WRONLY|O_CREAT|O_TRUNC"
-        path = sc.ret_path if sc.ok else None
+        path = sc.ret_path if sc.ok else None  # -y: the file the kernel opened
         if path is None:
             path = self.resolve(sc, dirfd, index)
         self._opened(sc, path, flags)
@@ -266,21 +449,19 @@ class Recorder:
                errno: str | None) -> bool:
         """An open the kernel reported (trace/opens.py) instead of strace; False if `pid` is
         not one of the traced program's. A relative path starts at `dir_path` or the cwd."""
-        if pid not in self.pids:
-            return False
-        if not path.startswith("/"):
-            path = os.path.join(dir_path or self.cwd.get(pid, self.root_cwd), path)
-        sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
-        if errno is not None:
-            errs = self.profile.failed_syscalls.setdefault("openat", {})
-            errs[errno] = errs.get(errno, 0) + 1
-        # strace's -y names the opened file itself: symlinks resolved, as here, but seen from
-        # the traced process, not from us (/proc/self, /dev/stdin).
-        path = _normalize(path)
-        if errno is None:
-            path = os.path.realpath(_as_seen_by(pid, path))
-        self._opened(sc, path, flags)
-        return True
+        with self.lock:
+            if pid not in self.pids:
+                return False
+            if not path.startswith("/"):
+                path = os.path.join(dir_path or self.cwd.get(pid, self.root_cwd), path)
+            sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
+            if errno is not None:
+                errs = self.profile.failed_syscalls.setdefault("openat", {})
+                errs[errno] = errs.get(errno, 0) + 1
+            # strace's -y names the opened file itself: symlinks and `..` resolved, as here,
+            # but seen from the traced process, not from us (/proc/self, /dev/stdin).
+            self._opened(sc, self.kernel_path(pid, path, True), flags)
+            return True
 
     def _opened(self, sc: Syscall, path: str | None, flags: str) -> None:
         if "O_PATH" in flags:
@@ -319,6 +500,21 @@ class Recorder:
         if bits & 0o6000:
             self.profile.add_flag("setuid_bits_set", f"{path} {mode}")
 
+    def _chown(self, sc: Syscall, uid_index: int) -> None:
+        """CAP_CHOWN: the owner set to another uid than the caller's, or the group to one
+        the caller is not in (chown_ok/chgrp_ok in the kernel; -1 changes nothing)."""
+        if not sc.ok or uid_index + 1 >= len(sc.args):
+            return
+        uid = _int_arg(sc.args[uid_index])
+        gid = _int_arg(sc.args[uid_index + 1])
+        me = self.uid.get(sc.pid, self.start_uid)
+        mine = {self.gid.get(sc.pid, self.start_gid),
+                *self.groups.get(sc.pid, frozenset())}
+        if uid is not None and uid != me:
+            self._add_cap(sc, "CAP_CHOWN", f"{sc.name} to uid {uid} by uid {me}")
+        elif gid is not None and gid not in mine:
+            self._add_cap(sc, "CAP_CHOWN", f"{sc.name} to gid {gid}, not a group of the caller")
+
     def _fd_call(self, sc: Syscall) -> None:
         kind, index = FD_CALLS[sc.name]
         path = fd_path(sc.args[index]) if index < len(sc.args) else None
@@ -326,16 +522,23 @@ class Recorder:
             self.cwd[sc.pid] = path
         if sc.name == "fchmod":
             self._chmod_bits(sc, path, 1)
+        if sc.name == "fchown":
+            self._chown(sc, 1)
         self._record(sc, path, kind)
 
     def _two_path_call(self, sc: Syscall) -> None:
         old_kind, new_kind, od, oi, nd, ni = TWO_PATH_CALLS[sc.name]
-        self._record(sc, self.resolve(sc, od, oi), old_kind)
-        self._record(sc, self.resolve(sc, nd, ni), new_kind)
+        old_follow = sc.name == "linkat" and len(sc.args) > 4 and "AT_SYMLINK_FOLLOW" in sc.args[4]
+        for d, i, kind, follow in ((od, oi, old_kind, old_follow), (nd, ni, new_kind, False)):
+            literal = self.literal(sc, d, i)
+            path = self.kernel_path(sc.pid, literal, follow) if literal is not None else None
+            self._record(sc, path, kind, literal)
 
     def _symlink_call(self, sc: Syscall) -> None:
         dirfd, index = SYMLINK_CALLS[sc.name]
-        self._record(sc, self.resolve(sc, dirfd, index), "create")
+        literal = self.literal(sc, dirfd, index)
+        path = self.kernel_path(sc.pid, literal, False) if literal is not None else None
+        self._record(sc, path, "create", literal)
 
     # -- sockets ---------------------------------------------------------------------------
     def _socket(self, sc: Syscall) -> None:
@@ -353,9 +556,16 @@ class Recorder:
                                                                      0) + 1
         if family == "AF_NETLINK":
             p.netlink[proto] = p.netlink.get(proto, 0) + 1
+        # CAP_NET_RAW: packet sockets, raw IP sockets; AF_NETLINK's SOCK_RAW is its usual type
+        # and needs nothing, nor do ICMP "ping" datagram sockets.
+        if family == "AF_PACKET" or (base_type == "SOCK_RAW"
+                                     and family in ("AF_INET", "AF_INET6")):
+            self._add_cap(sc, "CAP_NET_RAW", f"socket({family}, {base_type})")
         if sc.ok and sc.ret_deco:
             m = _SOCKET_INODE.match(sc.ret_deco)
             if m is not None:
+                if len(self.sockets) >= SOCKETS_MAX:  # closes are not traced: forget the oldest
+                    del self.sockets[next(iter(self.sockets))]
                 self.sockets[m.group(1)] = _Socket(family, _SOCK_PROTO.get(base_type, base_type))
 
     def _socketpair(self, sc: Syscall) -> None:
@@ -382,8 +592,11 @@ class Recorder:
             um = _SUN_PATH.search(addr_text)
             if um:
                 path = string_arg(um.group(2))
-                if path is not None:
-                    return family, None, ("@" + path) if um.group(1) else path
+                if path is not None and um.group(1):
+                    return family, None, "@" + path
+                if path:  # relative to the caller's cwd, like any path
+                    base = self.cwd.get(sc.pid, self.root_cwd)
+                    return family, None, os.path.join(base, path)
         return family, None, None
 
     def _bind(self, sc: Syscall) -> None:
@@ -396,13 +609,22 @@ class Recorder:
                 p.add_failed_path(f"bind:{ep.proto}:{ep.port}", sc.errno)
             return
         if ep is not None:
-            p.binds.add(ep)
+            self._endpoint(p.binds, ep)
             if 0 < ep.port < 1024:
-                p.add_cap("CAP_NET_BIND_SERVICE", f"bind to {ep.proto} port {ep.port}")
+                self._add_cap(sc, "CAP_NET_BIND_SERVICE", f"bind to {ep.proto} port {ep.port}")
         elif upath is not None:
-            self._unix(upath, "bind")
-            if not upath.startswith("@"):
+            if not upath.startswith("@"):  # bind() creates the name: not followed
+                upath = self.kernel_path(sc.pid, upath, False)
                 p.add_path(upath, "create")
+            self._unix(upath, "bind")
+
+    def _endpoint(self, endpoints: set[Endpoint], ep: Endpoint) -> None:
+        if ep in endpoints:
+            return
+        if len(endpoints) >= ENDPOINTS_MAX:
+            self.endpoint_overflow += 1
+            return
+        endpoints.add(ep)
 
     def _unix(self, path: str, op: str) -> None:
         ops = self.profile.unix_sockets.setdefault(path, {})
@@ -419,8 +641,10 @@ class Recorder:
             return
         _, ep, upath = self._sockaddr(sc, 0, addr_text)
         if ep is not None:
-            (self.profile.inbound if inbound else self.profile.peers).add(ep)
+            self._endpoint(self.profile.inbound if inbound else self.profile.peers, ep)
         elif upath is not None and not inbound:
+            if not upath.startswith("@"):
+                upath = self.kernel_path(sc.pid, upath, True)
             self._unix(upath, "connect")
             if not upath.startswith("@") and sc.ok:
                 # connect() needs the socket visible, not a writable file system
@@ -442,6 +666,8 @@ class Recorder:
             listener = self._sock_of(sc.args[0]) if sc.args else None
             m = _SOCKET_INODE.match(sc.ret_deco)
             if listener is not None and m is not None:
+                if len(self.sockets) >= SOCKETS_MAX:
+                    del self.sockets[next(iter(self.sockets))]
                 self.sockets[m.group(1)] = listener
 
     def _recvfrom(self, sc: Syscall) -> None:
@@ -453,15 +679,33 @@ class Recorder:
             if f in text:
                 self.profile.add_flag("namespaces", f)
 
+    def _new_namespaces(self, sc: Syscall, text: str) -> None:
+        """CAP_SYS_ADMIN for namespaces made without a new user namespace in the same call
+        (with one, the kernel creates the user namespace first and checks in it)."""
+        if USERNS_FLAG in text:
+            return
+        made = [f for f in NAMESPACE_FLAGS if f in text and f != USERNS_FLAG]
+        if made:
+            self._add_cap(sc, "CAP_SYS_ADMIN", f"new namespace ({sc.name} {made[0]})")
+
     def _clone(self, sc: Syscall) -> None:
-        self._namespaces(sc, sc.args[0] if sc.name == "clone3" and sc.args else ", ".join(sc.args))
+        text = sc.args[0] if sc.name == "clone3" and sc.args else ", ".join(sc.args)
+        self._namespaces(sc, text)
+        if sc.ok:
+            self._new_namespaces(sc, text)
         if sc.ok and sc.ret.isdigit():
             child = int(sc.ret)
-            self._track(sc.pid)
             self.cwd[child] = self.cwd.get(sc.pid, self.root_cwd)
             self.uid[child] = self.uid.get(sc.pid, self.start_uid)
             self.gid[child] = self.gid.get(sc.pid, self.start_gid)
+            if sc.pid in self.groups:
+                self.groups[child] = self.groups[sc.pid]
+            if sc.pid in self.userns or USERNS_FLAG in text:
+                self.userns.add(child)
+            if sc.pid in self.chrooted:
+                self.chrooted.add(child)
             self._track(child)
+            self._replay(child)
 
     def _setns(self, sc: Syscall) -> None:
         self._namespaces(sc, sc.args[1] if len(sc.args) > 1 else "")
@@ -469,7 +713,32 @@ class Recorder:
             self.profile.add_flag("namespaces", "setns(any)")
 
     def _unshare(self, sc: Syscall) -> None:
-        self._namespaces(sc, sc.args[0] if sc.args else "")
+        text = sc.args[0] if sc.args else ""
+        self._namespaces(sc, text)
+        if sc.ok:
+            self._new_namespaces(sc, text)
+            if USERNS_FLAG in text:  # the caller now lives in it
+                self.userns.add(sc.pid)
+
+    def _ptrace(self, sc: Syscall) -> None:
+        """CAP_SYS_PTRACE only to reach a process that is not a followed one of our uid."""
+        if not sc.ok:
+            return
+        if sc.name == "ptrace":
+            if len(sc.args) < 2 or sc.args[0] not in ("PTRACE_ATTACH", "PTRACE_SEIZE"):
+                return
+            target = _int_arg(sc.args[1])
+        else:
+            target = _int_arg(sc.args[0]) if sc.args else None
+        me = self.uid.get(sc.pid, self.start_uid)
+        if target is not None and target in self.pids and self.uid.get(target, me) == me:
+            return
+        self._add_cap(sc, "CAP_SYS_PTRACE", f"{sc.name} of pid {target}")
+
+    def _setpriority(self, sc: Syscall) -> None:
+        prio = _int_arg(sc.args[2]) if sc.ok and len(sc.args) > 2 else None
+        if prio is not None and prio < 0:
+            self._add_cap(sc, "CAP_SYS_NICE", f"setpriority to nice {prio}")
 
     def _setid(self, sc: Syscall) -> None:
         if not sc.ok:
@@ -486,15 +755,18 @@ class Recorder:
         changed = [t for t in targets if t != now]
         if changed:
             cap = "CAP_SETUID" if which == "uid" else "CAP_SETGID"
-            self.profile.add_cap(cap, f"{sc.name}({changed[0]}) from {which} {now}")
+            self._add_cap(sc, cap, f"{sc.name}({changed[0]}) from {which} {now}")
             self.profile.add_flag("set_ids", f"{sc.name}({', '.join(sc.args)})")
             if sc.name not in ("setfsuid", "setfsgid"):
                 current[sc.pid] = changed[-1]
 
     def _setgroups(self, sc: Syscall) -> None:
         if sc.ok:
-            self.profile.add_cap("CAP_SETGID", f"setgroups({', '.join(sc.args)[:40]})")
+            self._add_cap(sc, "CAP_SETGID", f"setgroups({', '.join(sc.args)[:40]})")
             self.profile.add_flag("set_ids", "setgroups()")
+            listed = sc.args[1].strip("[]") if len(sc.args) > 1 else ""
+            self.groups[sc.pid] = frozenset(
+                int(g) for g in listed.replace(",", " ").split() if g.isdigit())
 
     def _memory(self, sc: Syscall) -> None:
         prot = sc.args[2] if len(sc.args) > 2 else ""
@@ -523,6 +795,19 @@ def _as_seen_by(pid: int, path: str) -> str:
         if path == link or path.startswith(link + "/"):
             return target.format(pid=pid) + path[len(link):]
     return path
+
+
+_AT_FLAGS_INDEX = {"newfstatat": 3, "fstatat64": 3, "statx": 2, "fchownat": 4, "utimensat": 3,
+                   "fchmodat2": 3, "faccessat2": 3, "execveat": 4}
+
+
+def _int_arg(token: str) -> int | None:
+    """A decimal argument; None for -1 ("unchanged") and anything symbolic."""
+    try:
+        value = int(token)
+    except ValueError:
+        return None
+    return None if value in (-1, 4294967295) else value
 
 
 def _normalize(path: str) -> str:
@@ -555,7 +840,9 @@ _HANDLERS.update({
     "accept": Recorder._accept, "accept4": Recorder._accept, "recvfrom": Recorder._recvfrom,
     "setns": Recorder._setns, "clone": Recorder._clone, "clone3": Recorder._clone,
     "fork": Recorder._clone, "vfork": Recorder._clone, "unshare": Recorder._unshare,
-    "setgroups": Recorder._setgroups,
+    "setgroups": Recorder._setgroups, "ptrace": Recorder._ptrace,
+    "process_vm_readv": Recorder._ptrace, "process_vm_writev": Recorder._ptrace,
+    "setpriority": Recorder._setpriority,
     "mmap": Recorder._memory, "mprotect": Recorder._memory, "pkey_mprotect": Recorder._memory,
     "sched_setscheduler": Recorder._sched, "sched_setattr": Recorder._sched,
     "personality": Recorder._personality,

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from autosandbox.systemd import runstate
 from autosandbox.trace.capabilities import cap_name
 
 TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -47,8 +48,9 @@ def in_initial_pid_namespace() -> bool:
     root = tracefs_root()
     if root is None or not (root / SYSCALL_EVENT).is_dir():
         return False
-    probe = root / "instances" / f"autosandbox-probe-{os.getpid()}"
+    probe = root / "instances" / f"autosandbox-probe-{os.getpid()}-ns"
     try:
+        runstate.record("tracefs", path=str(probe))
         probe.mkdir()
     except OSError:
         return False
@@ -92,11 +94,7 @@ class _Instance:
         for inst in root.glob("instances/autosandbox-*"):
             pid = inst.name.split("-")[-2] if inst.name.count("-") >= 2 else ""
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                for ev in inst.glob("events/*/*/enable"):
-                    with contextlib.suppress(OSError):
-                        ev.write_text("0\n")
-                with contextlib.suppress(OSError):
-                    inst.rmdir()
+                runstate.remove_tracefs_instance(inst)
 
     def _start_reader(self, name: str) -> None:
         self._thread = threading.Thread(target=self._read, name=name, daemon=True)
@@ -175,6 +173,7 @@ class CapabilityTracer(_Instance):
         super().__init__()
 
     def __enter__(self) -> CapabilityTracer:
+        runstate.record("tracefs", path=str(self.dir))
         self.dir.mkdir()
         try:
             if self.root_pid is not None:
@@ -184,7 +183,7 @@ class CapabilityTracer(_Instance):
                 (self.dir / EVENT / "filter").write_text("ret == 0 && cap != 21\n")
             (self.dir / "buffer_size_kb").write_text("4096\n")
             (self.dir / EVENT / "enable").write_text("1\n")
-        except OSError:
+        except BaseException:  # OSError, or interrupted: leave no instance behind
             self._remove()
             raise
         self._start_reader("cap_capable")
@@ -265,6 +264,7 @@ class SyscallSetTracer(_Instance):
         super().__init__()
 
     def __enter__(self) -> SyscallSetTracer:
+        runstate.record("tracefs", path=str(self.dir))
         self.dir.mkdir()
         try:
             (self.dir / "options/event-fork").write_text("1\n")
@@ -272,7 +272,7 @@ class SyscallSetTracer(_Instance):
             self._set_filter()
             if self.root_pid is not None:
                 self.add_pid(self.root_pid)
-        except OSError:
+        except BaseException:  # OSError, or interrupted: leave no instance behind
             self._remove()
             raise
         self._start_reader("raw_syscalls")

@@ -9,21 +9,26 @@ Each Exec line writes into a FIFO of its own (two tracers never interleave their
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
-from autosandbox import unitfile
+from autosandbox import interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import Profile
+from autosandbox.systemd import analyze, runstate
 from autosandbox.systemd.dropins import (
+    APPLIED_DROPIN,
+    STATE_DIR,
     TRACE_DROPIN,
     dropin_path,
     remove_dropin,
@@ -38,11 +43,14 @@ from autosandbox.trace.command import (
     add_kernel_capabilities,
     add_kernel_opens,
     add_syscall_set,
+    kernel_open_sink,
+    mark_partial,
     require_strace,
     start_open_tracer,
     strace_options,
 )
-from autosandbox.trace.gate import GateServer, shim_script
+from autosandbox.trace.facts import record_facts
+from autosandbox.trace.gate import GateServer, shim_script, slice_cgroup
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
@@ -50,7 +58,9 @@ from autosandbox.trace.tracefs import (
     CapabilityTracer,
     SyscallSetTracer,
     cap_capable_available,
+    in_initial_pid_namespace,
     syscall_tracer_available,
+    tracefs_root,
 )
 
 
@@ -60,6 +70,7 @@ class UnitTraceResult:
     info: ServiceInfo
     notes: list[str] = field(default_factory=list)
     started_ok: bool = True
+    partial: bool = False  # cut by a signal and kept (--keep-partial)
 
 
 def require_root() -> None:
@@ -69,10 +80,12 @@ def require_root() -> None:
 
 
 def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
-                 gates: GateServer | None = None, kernel_opens: bool = False) -> str:
-    """With `gates`, each line starts as a shim that waits until tracefs follows it, and strace
-    stops only on the calls the recorder reads (the fast tracer); with `kernel_opens` not on
-    opens either (bpftrace reports them)."""
+                 gates: GateServer | None = None, kernel_opens: bool = False,
+                 fast: bool | None = None) -> str:
+    """With `gates`, each line starts as a shim that announces its pid and waits until it is
+    followed (gate.py). With `fast` (default: with gates), strace stops only on the calls the
+    recorder reads; with `kernel_opens` not on opens either (bpftrace reports them)."""
+    fast = gates is not None if fast is None else fast
     lines = unitfile.comment(
         f"autosandbox: tracing {info.name}. Removed when learning ends; if it is left over, "
         f"run: autosandbox reset {info.name}")
@@ -82,20 +95,61 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
     lines.append("SystemCallFilter=")
     for kind in dict.fromkeys(e.kind for e in info.exec_lines):
         lines.append(f"{kind}=")
-        for e in (x for x in info.exec_lines if x.kind == kind):
+        for i, e in enumerate(info.exec_lines):
+            if e.kind != kind:
+                continue
             shim: list[str] = []
             if gates is not None:
-                i = info.exec_lines.index(e)
                 shim = ["/bin/sh", "-c", shim_script(gates.control, gates.gates[i], i),
                         "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
             words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
-                                                     *strace_options(gates is not None,
-                                                                    kernel_opens), "-o",
+                                                     *strace_options(fast, kernel_opens),
+                                                     "-o",
                                                      str(fifos[e]), "--", e.path)]
             words += [unitfile.exec_arg(a, expand_env=True) for a in e.argv[1:]]
             lines.append(f"{kind}={e.prefix()}{' '.join(words)}")
     return unitfile.join_lines(lines)
+
+
+def unit_cgroup(mgr: Manager, info: ServiceInfo) -> str:
+    """The control group the unit's processes will run in, known before it starts."""
+    if info.control_group:
+        return info.control_group
+    slice_name = str(getattr(mgr.unit(info.name), "Slice", "") or "system.slice")
+    return slice_cgroup(slice_name, info.name)
+
+
+def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
+                ) -> tuple[set[int], set[int]]:
+    """Merge each Exec line's profile into `profile`; a `+` line runs outside the sandbox, so
+    what it did is only described (subject["privileged"] and a warning), never merged.
+    Returns the pids of the sandboxed lines and, among them, those whose capability checks
+    prove nothing about the host (in a user namespace of their own)."""
+    pids: set[int] = set()
+    userns: set[int] = set()
+    privileged = []
+    for line, recorder in lines:
+        part = recorder.profile
+        if "privileged" in line.flags:
+            written = sorted(part.written_paths(with_groups=True))
+            privileged.append({"exec": line.kind, "path": line.path, "written": written[:20],
+                               "written_count": len(written),
+                               "capabilities": sorted(part.capabilities),
+                               "families": sorted(part.families)})
+            what = ", ".join(written[:3]) + (" ..." if len(written) > 3 else "")
+            profile.warnings.append(
+                f"{line.kind}=+{line.path} runs outside the sandbox: what it did is not part "
+                f"of this profile" + (f" (it wrote {what})" if written else ""))
+            continue
+        pids |= recorder.pids
+        userns |= recorder.userns
+        part.subject = {}
+        profile.merge(part)
+    profile.subject.pop("merged", None)
+    if privileged:
+        profile.subject["privileged"] = privileged
+    return pids, userns
 
 
 def _uid_of(info: ServiceInfo) -> int:
@@ -107,6 +161,19 @@ def _uid_of(info: ServiceInfo) -> int:
         return pwd.getpwnam(info.user).pw_uid
     except KeyError:
         return int(info.user) if info.user.isdigit() else 65534
+
+
+def _gid_of(info: ServiceInfo) -> int | None:
+    """The group systemd runs the unit as (Group=, else User='s primary group, else root's);
+    None when unknown: synthesis then proves nothing about ownership with it."""
+    if info.dynamic_user:
+        return None
+    try:
+        if info.group:
+            return int(info.group) if info.group.isdigit() else grp.getgrnam(info.group).gr_gid
+        return pwd.getpwnam(info.user).pw_gid if info.user else 0
+    except KeyError:
+        return None
 
 
 def existing_settings(info: ServiceInfo, exclude: Path) -> dict[str, str]:
@@ -128,47 +195,106 @@ def existing_settings(info: ServiceInfo, exclude: Path) -> dict[str, str]:
 
 
 def unit_text(info: ServiceInfo, exclude: Path) -> str:
-    """The unit as systemd reads it (fragment plus drop-ins), for offline checks."""
+    """The unit as systemd reads it (fragment plus drop-ins), for offline checks; the place
+    `apply`'s drop-in takes among the drop-ins (by file name) is marked (analyze.merged)."""
     parts = []
+    slot = False
     for path in [info.fragment_path, *info.dropin_paths]:
-        if path and Path(path) != exclude:
-            with contextlib.suppress(OSError):
-                parts.append(Path(path).read_text(encoding="utf-8", errors="replace"))
+        if not path or Path(path) == exclude:
+            continue
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        name = Path(path).name
+        if path != info.fragment_path and not slot and name >= APPLIED_DROPIN:
+            slot = True
+            ours = name == APPLIED_DROPIN  # applied earlier: the new one replaces it
+            parts += [analyze.SLOT_BEGIN, *([text] if ours else []), analyze.SLOT_END]
+            if ours:
+                continue
+        parts.append(text)
+    if not slot:
+        parts += [analyze.SLOT_BEGIN, analyze.SLOT_END]
     return "\n".join(parts)
 
 
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the unit is always restored."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so the unit is always restored (interrupts.py:
+    a second signal does not cut the restore)."""
+    old = interrupts.install()
     try:
         yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        interrupts.restore(old)
 
 
-def reset_unit(unit: str) -> list[str]:
-    """Undo a trace (or trial) drop-in left behind by a killed autosandbox."""
-    from autosandbox.systemd.dropins import TRIAL_DROPIN
+def reset_unit(unit: str | None) -> list[str]:
+    """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
+    by name), or with None every run on record whose owner is dead. Lines say what was done."""
     require_root()
-    check_unit_name(unit)
+    if unit is not None:
+        check_unit_name(unit)
+    runs = [r for r in runstate.runs() if r.pid != os.getpid()
+            and (unit is None or r.unit == unit)]
+    live = [r for r in runs if r.owner_alive()]
+    if unit is not None and live:
+        raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
+                        "let it finish or stop it, then reset")
+    done = [f"left alone: autosandbox (pid {r.pid}) is still running" for r in live]
+    dead = [r for r in runs if r not in live]
+    for r in dead:
+        if r.unit is None:
+            done += runstate.undo(r)
+    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
+    for name in units:
+        try:
+            done += _reset_one(name, [r for r in dead if r.unit == name])
+        except UserError as exc:
+            if unit is not None:
+                raise
+            done.append(f"{name}: {exc}")
+    done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
+    root = tracefs_root()
+    # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
+    # the host would look dead, so its instances are never swept from here
+    if root is not None and in_initial_pid_namespace():
+        for inst in root.glob("instances/autosandbox-*"):
+            m = re.search(r"-(\d+)-[^-]+$", inst.name)
+            if m is not None and not procs.alive(int(m.group(1)), None) and \
+                    runstate.remove_tracefs_instance(inst):
+                done.append(f"removed tracefs instance {inst}")
+    return done
+
+
+def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
+    """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
+    FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
+    from autosandbox.systemd.dropins import TRIAL_DROPIN
     mgr = Manager()
     mgr.info(unit)
-    done = [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
     with unit_lock(unit):
+        done: list[str] = []
+        for r in dead:
+            done += runstate.undo(r)
         for name in (TRACE_DROPIN, TRIAL_DROPIN):
             if remove_dropin(dropin_path(unit, name)):
                 done.append(f"removed {dropin_path(unit, name)}")
         # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        for stale in unit_state_dir(unit).glob("autosandbox-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        state_dir = STATE_DIR / unit
+        if state_dir.is_dir():
+            shutil.rmtree(state_dir, ignore_errors=True)
+            done.append(f"removed {state_dir}")
         if done:
             mgr.reload()
+            was_running = [e.get("was_running") for r in dead for e in r.entries
+                           if e["kind"] == "unit"]
             state, _, _, _ = mgr.state(unit)
-            if state in ("active", "activating", "reloading", "failed"):
+            if was_running and not any(was_running):
+                done.append(f"stopped {unit} (it was stopped before): {mgr.stop(unit)}")
+                mgr.reset_failed(unit)
+            elif state in ("active", "activating", "reloading", "failed"):
                 mgr.reset_failed(unit)
                 done.append(f"restarted {unit}: {mgr.restart(unit)}")
     return done
@@ -176,7 +302,9 @@ def reset_unit(unit: str) -> list[str]:
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
                on_progress: Callable[[Progress], None] | None = None,
-               fast: bool | None = None) -> UnitTraceResult:
+               fast: bool | None = None, keep_partial: bool = False) -> UnitTraceResult:
+    """Trace `unit` for `duration` s and restore it. A signal (KeyboardInterrupt) restores
+    everything and re-raises; with `keep_partial` the profile so far is returned, partial."""
     require_root()
     check_unit_name(unit)
     strace = require_strace()
@@ -189,17 +317,24 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
                             f" run 'autosandbox reset {unit}' first")
-        return _trace(mgr, info, strace, dropin, duration, exercise, on_progress, fast)
+        try:
+            return _trace(mgr, info, strace, dropin, duration, exercise, on_progress, fast,
+                          keep_partial)
+        except BaseException:
+            # also when cut after the restore, while the profile is built: its FIFOs go too
+            shutil.rmtree(STATE_DIR / unit, ignore_errors=True)
+            raise
 
 
 def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration: float,
            exercise: str | None, on_progress: Callable[[Progress], None] | None,
-           fast: bool | None) -> UnitTraceResult:
+           fast: bool | None, keep_partial: bool) -> UnitTraceResult:
     unit = info.name
     was_running = info.running
     uid = _uid_of(info)
     cwd = info.working_directory if info.working_directory.startswith("/") else "/"
-    state_dir = unit_state_dir(unit)
+    runstate.record("unit", name=unit, was_running=was_running)
+    runstate.record("dir", path=str(STATE_DIR / unit))
     streams: dict[ExecLine, TraceStream] = {}
     notes: list[str] = []
     tracer: CapabilityTracer | None = None
@@ -215,15 +350,20 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
     audit_rules: audit.AuditRules | None = None
     exercise_proc: subprocess.Popen[bytes] | None = None
     started_ok = True
+    cut = discard = False
     begun = time.monotonic()
+    state_dir = unit_state_dir(unit)
     try:
+        # Each line's FIFO: root's, 0600, in a fresh 0711 directory of ours; the gate hands
+        # it to the uid of the process the line really started (gate.py).
         for e in info.exec_lines:
             profile = Profile(subject={"unit": unit, "exec": e.kind})
-            stream = TraceStream(Recorder(profile, cwd, uid=uid), fifo_dir=state_dir)
+            recorder = Recorder(profile, cwd, uid=uid, first_is_root=False)
+            stream = TraceStream(recorder, fifo_dir=state_dir)
             os.chmod(stream.dir, 0o711)
-            if uid != 0 and "privileged" not in e.flags:
-                os.chmod(stream.fifo, 0o622)  # the tracer runs as the service's user
             streams[e] = stream
+        gate_dir = Path(tempfile.mkdtemp(prefix="autosandbox-gate-", dir=state_dir))
+        os.chmod(gate_dir, 0o711)
         if cap_capable_available():
             tracer = CapabilityTracer(None)
             tracer.__enter__()
@@ -232,19 +372,30 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                 return any(pid in s.recorder.pids for s in list(streams.values()))
 
             systracer = SyscallSetTracer(None, is_program).__enter__()
-            gates = GateServer(state_dir, len(info.exec_lines), systracer.add_pid,
-                               world_writable=uid != 0)
             # The shims open their gates: that is how bpftrace learns the unit's processes.
-            open_tracer, why_not = start_open_tracer(gate_prefix=f"{state_dir}/gate-")
+            open_tracer, why_not = start_open_tracer(
+                gate_prefix=f"{gate_dir}/gate-",
+                on_record=kernel_open_sink([s.recorder for s in streams.values()]))
             if why_not is not None:
                 notes.append(why_not)
+        # by index, as the shims announce (identical lines share one stream)
+        line_streams = [streams[e] for e in info.exec_lines]
+
+        def follow(pid: int, index: int, pid_uid: int, pid_gid: int) -> None:
+            line_streams[index].recorder.add_root(pid, pid_uid, pid_gid)
+            if systracer is not None:
+                systracer.add_pid(pid)
+
+        gates = GateServer(gate_dir, len(info.exec_lines), follow, unit_cgroup(mgr, info),
+                           [s.fifo for s in line_streams], own_dir=True)
         if audit_why is None:
             try:
                 audit_rules = audit.AuditRules(f"autosandbox-learn-{os.getpid()}").__enter__()
             except OSError as exc:
                 audit_why = str(exc)
         write_dropin(dropin, trace_dropin(info, {e: s.fifo for e, s in streams.items()},
-                                          strace, gates, kernel_opens=open_tracer is not None))
+                                          strace, gates, kernel_opens=open_tracer is not None,
+                                          fast=systracer is not None))
         mgr.reload()
         state = mgr.restart(unit)
         begun = time.monotonic()  # --duration counts traced time, not the tracers' start-up
@@ -263,9 +414,10 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                     exercise_ok = exercise_proc.returncode == 0
                 if not exercise_ok:
                     exercise_runs += 1
-                    exercise_proc = subprocess.Popen(
+                    exercise_proc = procs.spawn(
                         ["/bin/sh", "-c", exercise], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL, start_new_session=True)
+                        stderr=subprocess.DEVNULL)
+                    runstate.record_process(exercise_proc.pid)
             elapsed = time.monotonic() - begun
             st, sub, _, _ = mgr.state(unit)
             if on_progress is not None:
@@ -279,6 +431,7 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
                 break
             if st in ("failed", "inactive") and info.type != "oneshot":
                 notes.append(f"{unit} stopped while it was traced ({st}/{sub})")
+                started_ok = False
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
         if exercise and exercise_proc is not None and exercise_proc.poll() == 0:
@@ -286,45 +439,64 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         if exercise and not exercise_ok:
             notes.append(f"the --exercise command never succeeded while learning "
                          f"({exercise_runs} runs): the profile misses its code paths")
+        if started_ok and info.type != "oneshot":
+            _reload_and_stop_traced(mgr, info, notes)
     except KeyboardInterrupt:
-        notes.append("interrupted: the unit was restored; the profile covers what ran so far")
+        cut = True
+        if not keep_partial:
+            discard = True
+            raise  # nothing is learned from a cut trace
+        notes.append("interrupted: the unit was restored; the profile is partial")
+    except BaseException:
+        discard = True
+        raise
     finally:
-        if exercise_proc is not None and exercise_proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(exercise_proc.pid, signal.SIGTERM)
-            exercise_proc.wait(10)
-        try:
-            _restore(mgr, info, dropin, was_running, notes)
-        finally:
-            if tracer is not None:
-                tracer.__exit__(None, None, None)
+        # A second signal must not cut the restore short (interrupts.py); one step that
+        # fails does not skip the others (_each).
+        def stop_exercise() -> None:
+            if exercise_proc is not None and exercise_proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(exercise_proc.pid, signal.SIGKILL if cut else signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    exercise_proc.wait(10)
+
+        def close_gates() -> None:
             if gates is not None:
                 gates.close()
-            if open_tracer is not None:
-                open_tracer.close()
-            if systracer is not None:
-                systracer.__exit__(None, None, None)
-            if audit_rules is not None:
-                audit_rules.__exit__(None, None, None)
+                with contextlib.suppress(OSError):  # its directory (mkdtemp) goes too
+                    gates.control.parent.rmdir()
+
+        def discard_streams() -> None:
+            if discard:  # nothing is learned from a cut trace: its FIFOs go at once
+                for stream in streams.values():
+                    with contextlib.suppress(Exception):
+                        stream.close(timeout=2)
+                shutil.rmtree(state_dir, ignore_errors=True)
+
+        with interrupts.shielded():
+            _each(stop_exercise,
+                  lambda: _restore(mgr, info, dropin, was_running, notes),
+                  lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
+                  close_gates,
+                  lambda: open_tracer.close() if open_tracer is not None else None,
+                  lambda: systracer.__exit__(None, None, None) if systracer else None,
+                  lambda: audit_rules.__exit__(None, None, None) if audit_rules else None,
+                  discard_streams)
     profile = Profile(subject={"unit": unit, "uid": uid, "user": info.user or None,
-                               "type": info.type, "cwd": cwd,
+                               "gid": _gid_of(info), "group": info.group or None,
+                               "dynamic_user": info.dynamic_user, "type": info.type, "cwd": cwd,
                                "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
                                "duration_s": round(time.monotonic() - begun, 3)})
     profile.add_source("strace")
-    pids: set[int] = set()
-    parts = [stream.close(timeout=10) for stream in streams.values()]
+    for stream in streams.values():
+        stream.close(timeout=10)  # each recorder's profile is whole
     if open_tracer is not None:
         add_kernel_opens(profile, open_tracer, [s.recorder for s in streams.values()])
-    for stream, part in zip(streams.values(), parts, strict=True):
-        pids |= stream.recorder.pids
-        part.subject = {}
-        profile.merge(part)
-    profile.subject.pop("merged", None)
+    pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams.items()])
     if systracer is not None:
         add_syscall_set(profile, systracer.syscalls_for(pids))
-        if gates is not None and gates.errors:
-            profile.warnings.append("tracefs could not follow some processes, the syscall "
-                                    f"set may miss calls: {'; '.join(gates.errors[:3])}")
+    if gates is not None:
+        profile.warnings.extend(gates.warnings())
     if audit_rules is not None:
         profile.add_source("audit")
         for ev in audit_rules.events():
@@ -334,12 +506,47 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
         notes.append(f"audit was not used: {audit_why}")
     if tracer is not None:
         profile.add_source("tracefs:cap_capable")
-        add_kernel_capabilities(profile, tracer.granted_for(pids))
+        # a process in a user namespace of its own is granted its checks there, not ours
+        add_kernel_capabilities(profile, tracer.granted_for(pids - outside))
     else:
         profile.add_source("syscall-inference")
+    record_facts(profile)
     with contextlib.suppress(OSError):
         state_dir.rmdir()
-    return UnitTraceResult(profile, info, notes, started_ok)
+    if cut:
+        mark_partial(profile)
+    return UnitTraceResult(profile, info, notes, started_ok, partial=cut)
+
+
+def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -> None:
+    """(validation's part) The end of the window: a reload when the unit has ExecReload=, then
+    a stop, while the trace drop-in is still in place, so the calls of the life cycle that
+    every trial runs (the reload's kill of the main process, state written at exit, ExecStop=)
+    reach the profile too. _restore then starts the unit untraced."""
+    unit = info.name
+    if any(e.kind == "ExecReload" for e in info.exec_lines):
+        try:
+            cp = subprocess.run(["systemctl", "reload", unit], capture_output=True, text=True,
+                                timeout=120, check=False)
+            if cp.returncode != 0:
+                why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
+                notes.append(f"reloading {unit} while it was traced failed: {why[:120]}")
+        except subprocess.TimeoutExpired:
+            notes.append(f"reloading {unit} while it was traced took over 120s")
+        mgr.wait(unit, 30)
+    mgr.stop(unit)
+
+
+def _each(*steps: Callable[[], object]) -> None:
+    """Run every clean-up step even if one fails; then raise the first failure."""
+    first: BaseException | None = None
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:  # re-raised below, once the others ran
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def _restore(mgr: Manager, info: ServiceInfo, dropin: Path, was_running: bool,

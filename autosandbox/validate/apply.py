@@ -6,15 +6,25 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from autosandbox import unitfile
+from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
+from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import APPLIED_DROPIN, dropin_path, unit_lock
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.trace.unit import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.validate.candidate import read_candidate
 from autosandbox.validate.health import Health, HealthChecks, judge
+from autosandbox.validate.snapshot import (
+    Change,
+    Snapshot,
+    directories_of,
+    paths_to_watch,
+    restore,
+)
 
 BACKUP_ROOT = Path("/var/lib/autosandbox")
 
@@ -54,11 +64,42 @@ def _installed(unit: str) -> tuple[Manager, ServiceInfo, Path, Path]:
             _state_dir(unit))
 
 
-def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
+def check_applicable(unit: str, text: str, force: bool = False) -> None:
+    """Only what autosandbox writes, and (unless forced) only what was validated on `unit`."""
+    cand = read_candidate(text, unit)  # refuses anything but sandboxing directives
+    if force:
+        return
+    if cand.status != "validated":
+        why = ("its validation failed" if cand.status == "NOT validated"
+               else "it carries no validation")
+        raise UserError(f"the drop-in is not validated ({why}): 'autosandbox validate {unit} "
+                        "FILE' proves it; 'apply --force' installs it anyway (still "
+                        "health-checked, rolled back if unhealthy)")
+    if cand.status_unit != unit:
+        raise UserError(f"the drop-in was validated on {cand.status_unit}, not {unit}: "
+                        "validate it on this unit, or 'apply --force'")
+
+
+def _watch(info: ServiceInfo, text: str, target: Path) -> Snapshot:
+    settings = {k: [v] for k, v in existing_settings(info, target).items()}
+    for key, value in unitfile.parse(text):
+        settings.setdefault(key, []).append(value)
+    return Snapshot.take(paths_to_watch(directories_of(settings)))
+
+
+def _ours(changes: list[Change]) -> list[Change]:
+    """Changes a drop-in can cause: a new file is the service's work, anything else is not."""
+    return [c for c in changes if not (c.before.kind == "missing" and c.after.kind != "dir")]
+
+
+def apply(unit: str, text: str, checks: HealthChecks, force: bool = False) -> Applied:
+    check_applicable(unit, text, force)
     mgr, info, target, state = _installed(unit)
-    with unit_lock(unit), terminate_as_interrupt():
+    with unit_lock(unit), terminate_as_interrupt(), _undo_if_interrupted() as undo:
+        disk = _watch(info, text, target)
         before = target.read_bytes() if target.exists() else None
         first = not (state / "state.json").exists()
+        undo.arm(mgr, info, target, before, state if first else None)
         backup: Path | None = None
         if first:
             state.mkdir(parents=True, exist_ok=True)
@@ -71,6 +112,11 @@ def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
             backup = state / "previous.conf"
         _write_bytes(target, text.encode("utf-8"))
         health = _restart_and_judge(mgr, unit, info.type, checks)
+        changed = _ours(disk.changes(disk.again()))
+        if changed:
+            health = Health(False, [*health.problems,
+                                    *(f"changed on disk: {c.line()}" for c in changed[:3])],
+                            health.state)
         if not health.healthy:
             if before is None:
                 target.unlink()
@@ -83,11 +129,73 @@ def apply(unit: str, text: str, checks: HealthChecks) -> Applied:
                     with contextlib.suppress(FileNotFoundError):
                         (state / name).unlink()
             back = _restart_and_judge(mgr, unit, info.type, HealthChecks(settle=2))
+            restore(_ours(disk.changes(disk.again())))
             raise HealthError(f"{unit} was unhealthy with the drop-in ({health.summary()}); "
                               f"rolled back, the unit is {back.state or 'restored'}")
         if not info.running:
             mgr.stop(unit)
+        undo.disarm()
         return Applied(target, health, backup)
+
+
+class _Undo:
+    """What `apply` puts back if a signal interrupts it (and, after a kill, `reset` does)."""
+
+    def __init__(self) -> None:
+        self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, Path | None] | None = None
+
+    def arm(self, mgr: Manager, info: ServiceInfo, target: Path, before: bytes | None,
+            state: Path | None) -> None:
+        saved = None
+        scratch = runstate.scratch_dir()
+        if scratch is not None and before is not None:
+            saved = scratch / "apply-before.conf"
+            _write_bytes(saved, before)
+        mode = target.stat().st_mode & 0o7777 if before is not None else 0o644
+        runstate.record("apply", unit=info.name, target=str(target),
+                        before=str(saved) if saved else None, mode=mode,
+                        state=str(state) if state else None)
+        self.armed = (mgr, info, target, before, state)
+
+    def disarm(self) -> None:
+        """Installed and healthy: nothing to put back any more."""
+        runstate.record("apply-done", target=str(self.armed[2]) if self.armed else "")
+        self.armed = None
+
+    def run(self) -> None:
+        if self.armed is None:
+            return
+        mgr, info, target, before, state = self.armed
+        if before is None:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        else:
+            _write_bytes(target, before)
+        if state is not None:  # this apply made the backup: it goes too
+            for name in ("state.json", "previous.conf"):
+                with contextlib.suppress(FileNotFoundError):
+                    (state / name).unlink()
+        mgr.reload()
+        mgr.reset_failed(info.name)
+        if info.running:
+            mgr.restart(info.name)
+        else:
+            mgr.stop(info.name)
+
+
+@contextlib.contextmanager
+def _undo_if_interrupted() -> Iterator[_Undo]:
+    """A signal during apply rolls back to the file that was there before (shielded: a
+    second signal does not cut the roll-back short)."""
+    undo = _Undo()
+    try:
+        yield undo
+    except KeyboardInterrupt:
+        with interrupts.shielded():
+            undo.run()
+        raise
 
 
 def revert(unit: str) -> list[str]:
@@ -137,22 +245,37 @@ def diff(unit: str, text: str) -> str:
     return "".join(out) + ("\n" if out else "") + "".join(summary)
 
 
-def save_learned(unit: str, text: str) -> Path | None:
-    """Keep the last learned drop-in for `apply UNIT` and `diff UNIT` without a file."""
+LEARNED = "learned.conf"  # the last validated learn: `apply UNIT` installs it
+UNVALIDATED = "unvalidated.conf"  # the last learn that was not validated: only with --force
+
+
+def save_learned(unit: str, text: str, validated: bool) -> Path | None:
+    """Keep a learned drop-in for `apply UNIT` and `diff UNIT` without a file."""
     try:
         d = _state_dir(unit)
         d.mkdir(parents=True, exist_ok=True)
-        path = d / "learned.conf"
-        path.write_text(text, encoding="utf-8")
+        path = d / (LEARNED if validated else UNVALIDATED)
+        _write_bytes(path, text.encode("utf-8"))
         return path
     except OSError:
         return None
 
 
-def load_learned(unit: str) -> str:
-    path = _state_dir(unit) / "learned.conf"
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
+def load_learned(unit: str, unvalidated_ok: bool = False) -> str:
+    """The newest learned drop-in of `unit`; one that was not validated only if allowed."""
+    d = _state_dir(unit)
+    found = []
+    for name in (LEARNED, UNVALIDATED):
+        with contextlib.suppress(OSError):
+            found.append(((d / name).stat().st_mtime_ns, name))
+    if not found:
         raise UserError(f"no drop-in given and none learned for {unit} "
-                        f"(looked for {path})") from None
+                        f"(looked in {d})")
+    _, name = max(found)
+    if name == UNVALIDATED and not unvalidated_ok:
+        raise UserError(f"the last learn of {unit} was not validated ({d / name}): "
+                        "'apply --force' installs it anyway, or learn again")
+    try:
+        return (d / name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {d / name}: {exc}") from None

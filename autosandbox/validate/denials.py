@@ -20,6 +20,10 @@ _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", 
          ("eafnosupport", re.compile(r"Address family not supported|Errno 97|EAFNOSUPPORT",
                                      re.I)),
          ("eperm", re.compile(r"Operation not permitted|Errno 1\]|EPERM", re.I)))
+# The call a program's message names, where it is unambiguous (coreutils, procps, util-linux):
+# `chown: changing ownership of 'X': ...`, `/bin/kill: (935): ...`, `kill: sending signal`.
+_CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bchown: ", re.I)),
+          ("kill", re.compile(r"\bkill: \(\d+\)|\bkill: sending signal|\bkill\(", re.I)))
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,14 @@ class Denial:
     path: str | None
     source: str  # journal, audit
     text: str
-    syscall: str | None = None  # audit names the failing call
+    syscall: str | None = None  # audit names the failing call (a journal line, some)
     family: str | None = None  # and, for socket(), the refused family
+    uid: int | None = None  # effective uid of the caller, where audit says
+
+    def key(self) -> tuple[str, str, str | None, str | None]:
+        """The same denial in another trial (numbers in the text, pids, vary)."""
+        return (self.source, self.kind, self.path,
+                self.syscall or re.sub(r"\d+", "N", self.text)[:120])
 
 
 def audit_denials(events: list[AuditEvent], pids: set[int]) -> list[Denial]:
@@ -45,7 +55,7 @@ def audit_denials(events: list[AuditEvent], pids: set[int]) -> list[Denial]:
         seen.add(key)
         text = f"{ev.syscall}() = {ev.errno}" + (f" on {ev.path}" if ev.path else "") + \
             (f" ({ev.family})" if ev.family else "") + f" by {ev.exe}"
-        out.append(Denial(kind, ev.path, "audit", text, ev.syscall, ev.family))
+        out.append(Denial(kind, ev.path, "audit", text, ev.syscall, ev.family, ev.uid))
     return out
 
 
@@ -81,11 +91,14 @@ def parse_denials(lines: list[str], source: str = "journal") -> list[Denial]:
         if not _DENIED.search(line):
             continue
         kind = next((k for k, rx in _KIND if rx.search(line)), "eperm")
+        call = next((c for c, rx in _CALLS if rx.search(line)), None)
         paths = [a or b for a, b in _PATH.findall(line)]
+        if call == "kill":
+            paths = []  # the program's own name (/bin/kill), not an object
         path = next((p for p in paths if not p.startswith(("/usr/lib/python", "/proc/self"))),
                     None)
         key = (kind, path)
         if key not in seen:
             seen.add(key)
-            out.append(Denial(kind, path, source, line.strip()[:200]))
+            out.append(Denial(kind, path, source, line.strip()[:200], call))
     return out

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autosandbox.systemd.manager import Manager
@@ -20,7 +21,8 @@ class HealthChecks:
     url: str | None = None
     port: str | None = None  # PORT or HOST:PORT
     exercise: str | None = None
-    timeout: float = 30.0
+    timeout: float = 30.0  # one check at most
+    ready: float = 30.0  # how long a started unit may take to pass its checks
 
     def user_checks(self) -> list[str]:
         return [x for x in (self.command and "health command", self.url and "health URL",
@@ -32,6 +34,7 @@ class Health:
     healthy: bool
     problems: list[str] = field(default_factory=list)
     state: str = ""
+    ready_s: float | None = None  # seconds from start until the checks first passed
 
     def summary(self) -> str:
         return "healthy" if self.healthy else "; ".join(self.problems)
@@ -70,32 +73,36 @@ def _check_port(spec: str, timeout: float) -> str | None:
         return f"TCP {host or '127.0.0.1'}:{port}: {exc}"
 
 
-def user_checks(checks: HealthChecks, retry_for: float = 0.0) -> list[str]:
-    """The user's checks; each is retried for `retry_for` seconds (a service warming up)."""
-    problems: list[str] = []
-    for kind, value in (("command", checks.command), ("url", checks.url),
-                        ("port", checks.port), ("exercise", checks.exercise)):
-        if not value:
-            continue
-        deadline = time.monotonic() + retry_for
-        while True:
-            if kind == "command" or kind == "exercise":
-                problem = _run_check(value, checks.timeout, f"{kind} {value!r}")
-            elif kind == "url":
-                problem = _check_url(value, min(checks.timeout, 10))
-            else:
-                problem = _check_port(value, min(checks.timeout, 10))
-            if problem is None or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
-        if problem:
-            problems.append(problem)
-    return problems
+def _check_once(kind: str, value: str, checks: HealthChecks) -> str | None:
+    if kind in ("command", "exercise"):
+        return _run_check(value, checks.timeout, f"{kind} {value!r}")
+    if kind == "url":
+        return _check_url(value, min(checks.timeout, 10))
+    return _check_port(value, min(checks.timeout, 10))
+
+
+def user_checks(checks: HealthChecks, retry_for: float = 0.0,
+                alive: Callable[[], str | None] | None = None) -> list[str]:
+    """The user's checks, polled together until all pass or `retry_for` seconds have passed
+    (a service is ready some time after systemd calls it active). `alive` says why waiting is
+    pointless (the unit died), or None."""
+    todo = [(k, v) for k, v in (("command", checks.command), ("url", checks.url),
+                                ("port", checks.port), ("exercise", checks.exercise)) if v]
+    deadline = time.monotonic() + retry_for
+    while True:
+        problems = [p for k, v in todo if (p := _check_once(k, v, checks)) is not None]
+        if not problems or time.monotonic() >= deadline:
+            return problems
+        gone = alive() if alive is not None else None
+        if gone is not None:
+            return [*problems, gone]
+        time.sleep(0.5)
 
 
 def judge(mgr: Manager, unit: str, service_type: str, checks: HealthChecks,
-          start_state: str) -> Health:
-    """Judge a unit just (re)started into `start_state`."""
+          start_state: str, hold: bool = True) -> Health:
+    """Judge a unit just (re)started into `start_state`: ready within checks.ready seconds,
+    then (with `hold`) still up, unrestarted, same main process and passing after --settle."""
     problems: list[str] = []
     if service_type == "oneshot":
         info = mgr.unit(unit)
@@ -103,12 +110,23 @@ def judge(mgr: Manager, unit: str, service_type: str, checks: HealthChecks,
             problems.append(f"oneshot result {info.Result}")
         return Health(not problems, problems, start_state)
     if start_state != "active":
-        return Health(False, [f"unit is {start_state} after restart"], start_state)
+        return Health(False, [f"unit is {start_state} after start"], start_state)
     _, _, pid0, restarts0 = mgr.state(unit)
-    deadline = time.monotonic() + checks.settle
-    problems += user_checks(checks, retry_for=checks.settle)
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
+
+    def alive() -> str | None:
+        state, sub, _, _ = mgr.state(unit)
+        return None if state in ("active", "reloading") else f"unit became {state}/{sub}"
+
+    begun = time.monotonic()
+    problems += user_checks(checks, retry_for=checks.ready, alive=alive)
+    if problems:
+        return Health(False, problems, mgr.state(unit)[0])
+    ready_s = time.monotonic() - begun
+    if hold:
+        deadline = time.monotonic() + checks.settle
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        problems += user_checks(checks)
     state, sub, pid, restarts = mgr.state(unit)
     if state != "active":
         problems.append(f"unit became {state}/{sub}")
@@ -116,4 +134,4 @@ def judge(mgr: Manager, unit: str, service_type: str, checks: HealthChecks,
         problems.append(f"unit restarted {restarts - restarts0} times")
     if pid0 and pid != pid0:
         problems.append(f"main process changed ({pid0} -> {pid})")
-    return Health(not problems, problems, state)
+    return Health(not problems, problems, state, ready_s)

@@ -4,15 +4,19 @@ down the ladder of the directive bisection blamed. The catalogue says how each o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from autosandbox import unitfile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
-from autosandbox.synth.paths import BROAD, HOME_DIRS, under
+from autosandbox.synth.paths import HOME_DIRS, under
 from autosandbox.synth.rules import Setting
+from autosandbox.synth.sensitive import withheld
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import system_service_parts
+from autosandbox.validate.capneed import needed_capability
 from autosandbox.validate.denials import Denial
+from autosandbox.validate.snapshot import Change
 
 
 @dataclass
@@ -85,18 +89,22 @@ def relax_row(sb: Sandbox, row: str, trial: int, why: str) -> Relaxation | None:
     return Relaxation(trial, row, current, nxt or "(unset)", why)
 
 
-def _anchor(path: str) -> str:
-    """Where a denied write to `path` is allowed: its directory, since a journal line cannot
-    tell a rewrite from a new file (a service that spools creates a new name each time);
-    the file itself only when its directory is a shared system directory."""
-    if os.path.isdir(path):
-        return path
-    parent = os.path.dirname(path)
-    while parent != "/" and not os.path.isdir(parent):
-        parent = os.path.dirname(parent)
-    if parent in BROAD and os.path.exists(path):
-        return path
-    return parent
+def _anchor(path: str) -> tuple[str | None, str]:
+    """Where a denied write to `path` is allowed, or None and why not: the path itself when
+    it is a directory, else its directory, since a journal line cannot tell a rewrite from a
+    new file (a service that spools creates a new name each time); the file itself only when
+    its directory is a shared system directory. Never further up: a write below a directory
+    that does not exist fails with ENOENT, so such a denial names nothing we can trust.
+    Symlinks are resolved: the mount systemd makes follows them."""
+    real = os.path.realpath(path)
+    if os.path.isdir(real):
+        return real, ""
+    parent = os.path.dirname(real)
+    if not os.path.isdir(parent):
+        return None, f"{parent} does not exist"
+    if withheld(parent) is not None and os.path.exists(real):
+        return real, ""
+    return parent, ""
 
 
 def _writable(sb: Sandbox) -> list[str]:
@@ -115,7 +123,49 @@ LOOKUPS = frozenset({"stat", "lstat", "newfstatat", "fstatat64", "statx", "acces
                      "listxattr", "llistxattr", "statfs"})
 
 
-def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Relaxation]:
+@dataclass
+class Evidence:
+    """What relaxation may rely on besides the denials: who the processes may be, what the
+    user allowed to be written, which paths the trial itself changed on disk."""
+
+    may_be_root: bool = True  # the unit runs as root (or audit did not say otherwise)
+    allowed: Sequence[str] = ()  # --allow-write
+    changed: frozenset[str] = frozenset()  # paths whose owner/mode the trial changed
+    log: list[str] = field(default_factory=list)  # what was not granted, and why
+
+
+def _caused_by_change(path: str | None, ev: Evidence) -> str | None:
+    if not path:
+        return None
+    return next((c for c in ev.changed if under(path, c) or path == os.path.dirname(c)), None)
+
+
+def _add_capability(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxation | None:
+    caps = sb.values("CapabilityBoundingSet")
+    if caps is None:
+        return None
+    changed = _caused_by_change(dn.path, ev)
+    if changed is not None:
+        ev.log.append(f"no capability for {dn.text[:80]}: the trial changed {changed} on disk")
+        return None
+    cap, why = needed_capability(dn, ev.may_be_root, set(caps))
+    if cap is None or cap in caps:
+        if cap is None:
+            ev.log.append(f"no capability for {dn.text[:80]}: {why}")
+        return None
+    new = sorted({*caps, cap})
+    lines = [s for s in sb.settings if s.directive == "CapabilityBoundingSet"]
+    lines[0].values = new  # one line holds the whole set (lines add up in systemd)
+    lines[0].evidence += f". {cap} added in trial {trial}: {dn.text[:80]} ({why[:80]})"
+    for extra in lines[1:]:
+        sb.settings.remove(extra)
+    return Relaxation(trial, "CapabilityBoundingSet", " ".join(caps), " ".join(new),
+                      f"{dn.source}: {dn.text[:100]}; {why[:100]}")
+
+
+def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int,
+                      ev: Evidence | None = None) -> list[Relaxation]:
+    ev = ev if ev is not None else Evidence()
     done: list[Relaxation] = []
     for dn in denials:
         if dn.syscall in LOOKUPS:
@@ -133,8 +183,11 @@ def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Re
                     s.evidence += f". {dn.family} added in trial {trial}: {dn.text[:80]}"
             done.append(Relaxation(trial, "RestrictAddressFamilies", " ".join(fams),
                                    " ".join(new), f"{dn.source}: {dn.text[:120]}"))
-        elif dn.kind == "eperm" and dn.syscall and sb.values("SystemCallFilter") is not None:
-            r = _allow_syscall(sb, dn, trial)
+        elif dn.kind == "eperm" and dn.syscall and sb.values("SystemCallFilter") is not None \
+                and (r := _allow_syscall(sb, dn, trial)) is not None:
+            done.append(r)
+        elif dn.kind == "eperm" and dn.syscall:
+            r = _add_capability(sb, dn, trial, ev)
             done += [r] if r else []
         elif dn.kind == "eafnosupport" and sb.values("RestrictAddressFamilies") is not None:
             r = relax_row(sb, "RestrictAddressFamilies", trial, f"{dn.source}: {dn.text}")
@@ -151,26 +204,76 @@ def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int) -> list[Re
             r = relax_row(sb, "ProtectKernelTunables", trial, f"{dn.source}: {dn.text}")
             done += [r] if r else []
         elif path and dn.kind == "erofs" and not path.startswith(("/proc/", "/sys/", "/dev/")):
-            anchor = _anchor(path)
-            if any(under(anchor, w) for w in _writable(sb)):
-                continue  # already writable: something else broke it
-            value = unitfile.path_value(anchor)
-            if value is None:
-                continue
-            sb.settings.insert(_after(sb, "ReadWritePaths"), Setting(
-                "ReadWritePaths", [value], f"denied in trial {trial}: {dn.text[:120]}"))
-            done.append(Relaxation(trial, "ReadWritePaths", "", anchor,
-                                   f"{dn.source}: {dn.text[:120]}"))
-        elif dn.kind == "eacces" and path and sb.values("CapabilityBoundingSet") is not None:
-            caps = sb.values("CapabilityBoundingSet") or []
-            if "CAP_DAC_OVERRIDE" not in caps:
-                for s in sb.settings:
-                    if s.directive == "CapabilityBoundingSet":
-                        s.values = sorted({*s.values, "CAP_DAC_OVERRIDE"})
-                        s.evidence += f". CAP_DAC_OVERRIDE added in trial {trial}: {dn.text[:80]}"
-                done.append(Relaxation(trial, "CapabilityBoundingSet", " ".join(caps),
-                                       " ".join(sorted({*caps, "CAP_DAC_OVERRIDE"})),
-                                       f"{dn.source}: {dn.text[:120]}"))
+            r = _add_writable(sb, dn, path, trial, ev)
+            done += [r] if r else []
+        elif dn.kind == "eacces" and path:
+            r = _add_capability(sb, dn, trial, ev)
+            done += [r] if r else []
+    return done
+
+
+def _add_writable(sb: Sandbox, dn: Denial, path: str, trial: int,
+                  ev: Evidence) -> Relaxation | None:
+    anchor, why_not = _anchor(path)
+    if anchor is None:
+        ev.log.append(f"not made writable: {path} ({why_not})")
+        return None
+    if any(under(anchor, w) for w in _writable(sb)):
+        return None  # already writable: something else broke it
+    refused = withheld(anchor, ev.allowed)
+    if refused is not None:
+        ev.log.append(f"not made writable: {anchor} ({refused}; --allow-write {anchor} "
+                      "grants it)")
+        return None
+    value = unitfile.path_value(anchor)
+    if value is None:
+        ev.log.append(f"not made writable: {anchor!r} cannot be written safely in a unit file")
+        return None
+    sb.settings.insert(_after(sb, "ReadWritePaths"), Setting(
+        "ReadWritePaths", [value], f"denied in trial {trial}: {dn.text[:120]}"))
+    return Relaxation(trial, "ReadWritePaths", "", anchor, f"{dn.source}: {dn.text[:120]}")
+
+
+def relax_disk(sb: Sandbox, changes: list[Change], trial: int,
+               ev: Evidence) -> list[Relaxation]:
+    """A candidate changed owners or modes on disk. A directory systemd manages for it
+    (StateDirectory= and friends: chowned to the unit's user, its mode reset, removed at stop)
+    becomes a plain ReadWritePaths= entry; files that only lost permission bits relax
+    UMask= one step (the service created them again under it)."""
+    done: list[Relaxation] = []
+    managed = []
+    for c in changes:
+        b, a = c.before, c.after
+        narrowed = b.kind == a.kind and (b.uid, b.gid) == (a.uid, a.gid) and \
+            a.mode & ~b.mode == 0 and a.mode != b.mode and b.acl == a.acl
+        if not narrowed or b.kind == "dir":
+            managed.append(c.path)
+    for directive, base in (("StateDirectory", "/var/lib"), ("LogsDirectory", "/var/log"),
+                            ("CacheDirectory", "/var/cache"), ("RuntimeDirectory", "/run")):
+        for s in [x for x in sb.settings if x.directive == directive]:
+            for raw in list(s.values):
+                names = unitfile.split_words(raw)
+                full = f"{base}/{names[0]}" if names else ""
+                hit = next((p for p in managed if full and under(p, full)), None)
+                if hit is None:
+                    continue
+                value = unitfile.path_value(full)
+                if value is None or withheld(full, ev.allowed) is not None:
+                    ev.log.append(f"{directive}={raw} changed {hit}: dropped, not replaced")
+                    value = None
+                s.values.remove(raw)
+                if not s.values:
+                    sb.settings.remove(s)
+                if value is not None:
+                    sb.settings.insert(_after(sb, "ReadWritePaths"), Setting(
+                        "ReadWritePaths", [value], f"{directive}={raw} changed {hit} on disk "
+                                                   f"in trial {trial}: the directory as it is"))
+                done.append(Relaxation(trial, directive, raw, f"ReadWritePaths={full}",
+                                       f"it changed {hit} on disk"))
+    narrowed_files = [c for c in changes if c.path not in managed]
+    if narrowed_files and sb.values("UMask") is not None:
+        r = relax_row(sb, "UMask", trial, f"modes changed on disk: {narrowed_files[0].line()}")
+        done += [r] if r else []
     return done
 
 

@@ -1,21 +1,24 @@
-"""The trial loop: install the candidate as a runtime drop-in, restart, judge, relax, repeat;
-then put the unit back as it was found. Bounded by --max-trials restarts."""
+"""The trial loop: first the unit as found (the baseline), then the candidate installed as a
+runtime drop-in; each trial runs the unit's whole life cycle (start, workload, reload, stop,
+start again) and is judged by health, denials from any source and changes on disk; a failed
+candidate is relaxed (evidence first, else bisection) and tried again. Then the unit is put
+back as it was found. Bounded by --max-trials restarts, the baseline included."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autosandbox import unitfile
 from autosandbox.errors import UserError
-from autosandbox.synth.rules import Setting
 from autosandbox.synth.synthesize import Sandbox
-from autosandbox.synth.target import host_target
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -27,7 +30,8 @@ from autosandbox.systemd.dropins import (
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.trace import audit
 from autosandbox.trace.tracefs import syscall_names
-from autosandbox.trace.unit import require_root, terminate_as_interrupt
+from autosandbox.trace.unit import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     Denial,
     audit_denials,
@@ -38,36 +42,59 @@ from autosandbox.validate.denials import (
 )
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
 from autosandbox.validate.relax import (
+    LOOKUPS,
+    Evidence,
     Relaxation,
     relax_by_evidence,
+    relax_disk,
     relax_row,
     restriction_rows,
     subset,
 )
+from autosandbox.validate.snapshot import (
+    Change,
+    Snapshot,
+    directories_of,
+    paths_to_watch,
+    restore,
+)
+
+DenialKey = tuple[str, str, str | None, str | None]
+__all__ = ["Trial", "Validation", "parse_candidate", "render_validated", "validate",
+           "verdict"]
 
 
 @dataclass
 class Trial:
     number: int
-    kind: str  # candidate | bisect | seccomp (the filter kills, so audit names the call)
+    kind: str  # baseline | candidate | bisect | seccomp (the filter kills, so audit names it)
     rows: list[str] | None  # restriction rows applied (None: all of the candidate)
     health: Health
     denials: list[Denial]
     relaxed: list[Relaxation] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # what the trial changed on disk
+    log: list[str] = field(default_factory=list)  # what relaxation refused, and why
+    stop_s: float | None = None
+    disk: list[Change] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {"trial": self.number, "kind": self.kind, "rows": self.rows,
                 "healthy": self.health.healthy, "problems": self.health.problems,
                 "denials": [{"kind": d.kind, "path": d.path, "source": d.source,
                              "text": d.text} for d in self.denials],
+                "changes": self.changes, "log": self.log,
+                "stop_s": None if self.stop_s is None else round(self.stop_s, 2),
                 "relaxed": [r.to_json() for r in self.relaxed]}
 
     def line(self) -> str:
         what = {"candidate": "candidate", "seccomp": "candidate, the filter killing",
+                "baseline": "the unit as found, no sandbox",
                 "bisect": f"bisect with {len(self.rows or [])} rows"}[self.kind]
         out = f"trial {self.number} ({what}): {self.health.summary()}"
         for r in self.relaxed:
             out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({r.why[:100]})"
+        for line in self.log:
+            out += f"\n  {line[:160]}"
         return out
 
 
@@ -77,43 +104,47 @@ class Validation:
     healthy: bool
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)
+    unit: str = ""
 
     @property
     def restarts(self) -> int:
+        """Trials run, the baseline included (each one a full life cycle of the unit)."""
         return len(self.trials)
 
 
-def parse_candidate(text: str, unit: str) -> Sandbox:
-    """A drop-in file as a candidate: each assignment with the comments above it as evidence."""
-    sb = Sandbox(unit, host_target(), ["file"])
-    comments: list[str] = []
-    section = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith(("#", ";")):
-            comments.append(line.lstrip("#; "))
-            continue
-        if line.startswith("["):
-            section = line
-            comments = []
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            comments = []
-            continue
-        if section != "[Service]":
-            raise UserError(f"the candidate sets {key.strip()}= outside [Service]; "
-                            "autosandbox validates [Service] drop-ins only")
-        sb.settings.append(Setting(key.strip(), value.split() if value.strip() else [],
-                                   " ".join(comments) or "from the candidate file"))
-        comments = []
-    if not sb.settings:
-        raise UserError("the candidate drop-in sets nothing")
-    return sb
+def verdict(health: Health, denials: list[Denial], noise: set[DenialKey],
+            changes: list[str]) -> Health:
+    """A trial's health: any denial the unit as found did not have, and any change on disk,
+    is a failure whatever the checks said (a refused lookup is not: see relax.LOOKUPS)."""
+    fresh = [d for d in denials if d.key() not in noise and d.syscall not in LOOKUPS]
+    problems = [f"denied: {d.text[:120]}" for d in fresh[:3]]
+    if len(fresh) > 3:
+        problems.append(f"{len(fresh) - 3} more denials")
+    problems += [f"changed on disk: {line}" for line in changes[:3]]
+    if len(changes) > 3:
+        problems.append(f"{len(changes) - 3} more changes on disk")
+    if not problems:
+        return health
+    return Health(False, [*health.problems, *problems], health.state, health.ready_s)
+
+
+def _unit_settings(info: ServiceInfo, dropin: Path) -> dict[str, list[str]]:
+    return {k: [v] for k, v in existing_settings(info, dropin).items()}
+
+
+def _sandbox_settings(sb: Sandbox) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in sb.settings:
+        out.setdefault(s.directive, []).extend(s.values)
+    return out
 
 
 def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: int = 12,
-             on_event: Callable[[str], None] | None = None) -> Validation:
+             on_event: Callable[[str], None] | None = None, written: Sequence[str] = (),
+             allow_write: Sequence[str] = ()) -> Validation:
+    """`written`: paths the profile saw written (watched on disk with the unit's directories);
+    `allow_write`: the user's --allow-write paths (relaxation never grants others that
+    synth/sensitive.py withholds)."""
     require_root()
     check_unit_name(unit)
     mgr = Manager()
@@ -123,13 +154,12 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
         if dropin.exists():
             raise UserError(f"a trial drop-in from an earlier run is still installed "
                             f"({dropin}): run 'autosandbox reset {unit}' first")
-        if info.running:
-            problems = user_checks(checks)
-            if problems:
-                raise UserError(f"{unit} fails its checks before any trial ({problems[0]}): "
-                                "fix the service or the checks first")
+        dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
+        run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
+                   [*allow_write, *candidate.allow_write], on_event)
+        validation: Validation | None = None
         try:
-            return _loop(mgr, info, candidate, checks, max_trials, dropin, on_event)
+            validation = run.loop(candidate, max_trials)
         finally:
             remove_dropin(dropin)
             mgr.reload()
@@ -139,32 +169,155 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
             else:
                 mgr.stop(unit)
                 mgr.reset_failed(unit)
+            left = run.put_back()
+        if left:
+            validation.notes += [f"on disk after validation: {x}" for x in left]
+        return validation
 
 
-def _trial(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, dropin: Path,
-           number: int, rows: list[str] | None, kind: str) -> Trial:
-    write_dropin(dropin, sb.render())
-    mgr.reload()
-    mgr.reset_failed(info.name)
-    cursor = journal_cursor()
-    since = time.time()
-    with contextlib.ExitStack() as stack:
-        rules = None
-        if audit.unavailable_reason() is None:
-            with contextlib.suppress(OSError):
-                rules = stack.enter_context(
-                    audit.AuditRules(f"autosandbox-trial-{os.getpid()}-{number}"))
-        cgroup = info.control_group or f"/system.slice/{info.name}"
-        sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
-        state = mgr.restart(info.name)
-        health = judge(mgr, info.name, info.type, checks, state)
-    denials = parse_denials(journal_lines(info.name, cursor))
-    if rules is not None:
-        denials = audit_denials(rules.events(), sampler.pids) + denials
-        names = syscall_names()
-        if names is not None:
-            denials = seccomp_denials(audit.seccomp_kills(since, names), sampler.pids) + denials
-    return Trial(number, kind, rows, health, denials)
+class _Run:
+    def __init__(self, mgr: Manager, info: ServiceInfo, checks: HealthChecks, dropin: Path,
+                 before: Snapshot, allow_write: Sequence[str],
+                 on_event: Callable[[str], None] | None) -> None:
+        self.mgr, self.info, self.checks, self.dropin = mgr, info, checks, dropin
+        self.before = before
+        self.allow_write = allow_write
+        self.on_event = on_event
+        self.trials: list[Trial] = []
+        self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
+        self.noise_denials: set[DenialKey] = set()
+        self.stock_stop: float | None = None
+        self.stock_result: str | None = None
+        self.reloads = any(e.kind == "ExecReload" for e in info.exec_lines)
+        user = info.user.strip()
+        self.may_be_root = not info.dynamic_user and user in ("", "root", "0")
+
+    def say(self, text: str) -> None:
+        if self.on_event is not None:
+            self.on_event(text)
+
+    # -- one trial: the whole life cycle -------------------------------------------------
+    def _cycle(self, checks: HealthChecks) -> tuple[Health, float | None]:
+        mgr, unit = self.mgr, self.info.name
+        first = judge(mgr, unit, self.info.type, checks, mgr.restart(unit))
+        if self.info.type == "oneshot":
+            return first, None
+        if not first.healthy:
+            self._stop()  # its shutdown belongs to this trial, not the next
+            return first, None
+        problems: list[str] = []
+        if self.reloads:
+            try:
+                cp = subprocess.run(["systemctl", "reload", unit], capture_output=True,
+                                    text=True, timeout=max(checks.ready, 30), check=False)
+                failed = cp.returncode != 0
+                why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
+            except subprocess.TimeoutExpired:
+                failed, why = True, "timed out"
+            mgr.wait(unit, 30)
+            if failed:
+                problems.append(f"reload failed: {why[:120]}")
+            else:
+                problems += [f"after reload: {p}" for p in
+                             user_checks(checks, retry_for=checks.ready)]
+        took, stopped = self._stop()
+        problems += stopped
+        mgr.reset_failed(unit)
+        again = judge(mgr, unit, self.info.type, checks, mgr.start(unit), hold=False)
+        problems += [f"after a stop and start: {p}" for p in again.problems]
+        # Stopped again, so this sandbox's shutdown is judged here, not in the next trial
+        # (whose restart would stop a process still set up by this one).
+        problems += [f"second {p}" for p in self._stop()[1]]
+        health = Health(not problems, problems, again.state, first.ready_s)
+        return health, took
+
+    def _stop(self) -> tuple[float, list[str]]:
+        """Stop within the time the unit as found needed (twice, + 5 s) and with its result;
+        a stop that hangs is killed rather than waited out (haproxy: 90 s to SIGKILL)."""
+        mgr, unit = self.mgr, self.info.name
+        problems = []
+        limit = 300.0 if self.stock_stop is None else 2 * self.stock_stop + 5
+        began = time.monotonic()
+        state = mgr.stop(unit, timeout=limit)
+        took = time.monotonic() - began
+        if state not in ("inactive", "failed"):
+            stock = f"{self.stock_stop:.1f}s" if self.stock_stop is not None else "-"
+            problems.append(f"stop took over {limit:.0f}s (as found: {stock}); killed")
+            subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit],
+                           capture_output=True, check=False)
+            mgr.wait(unit, 60)
+        result = str(mgr.unit(unit).Result)
+        if self.stock_result is None:
+            self.stock_result = result
+        elif result != self.stock_result:
+            problems.append(f"stop ended with result {result} (as found: {self.stock_result})")
+        return took, problems
+
+    def trial(self, sb: Sandbox | None, rows: list[str] | None, kind: str) -> Trial:
+        mgr, info = self.mgr, self.info
+        if sb is None:
+            remove_dropin(self.dropin)
+        else:
+            write_dropin(self.dropin, sb.render())
+        mgr.reload()
+        mgr.reset_failed(info.name)
+        cursor = journal_cursor()
+        since = time.time()
+        checks = self.checks
+        baseline = self.trials[0] if self.trials else None
+        if baseline is not None and baseline.health.ready_s is not None:
+            # as long as the unit as found needed, with room for a busy machine
+            checks = dataclasses.replace(
+                checks, ready=min(checks.ready, max(10.0, 3 * baseline.health.ready_s + 5)))
+        with contextlib.ExitStack() as stack:
+            rules = None
+            if audit.unavailable_reason() is None:
+                with contextlib.suppress(OSError):
+                    rules = stack.enter_context(audit.AuditRules(
+                        f"autosandbox-trial-{os.getpid()}-{len(self.trials) + 1}"))
+            cgroup = info.control_group or f"/system.slice/{info.name}"
+            sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
+            health, stop_s = self._cycle(checks)
+        denials = parse_denials(journal_lines(info.name, cursor))
+        if rules is not None:
+            denials = audit_denials(rules.events(), sampler.pids) + denials
+            names = syscall_names()
+            if names is not None:
+                denials = seccomp_denials(audit.seccomp_kills(since, names),
+                                          sampler.pids) + denials
+        t = Trial(len(self.trials) + 1, kind, rows, health, denials, stop_s=stop_s)
+        after = self.before.again()
+        if kind == "baseline":
+            self.noise_paths = frozenset(c.path for c in self.before.changes(after))
+            self.noise_denials = {d.key() for d in denials}
+            self.stock_stop = stop_s
+            self.trials.append(t)
+            return t
+        changes = self.before.changes(after, self.noise_paths)
+        t.disk = changes
+        t.changes = [c.line() for c in changes]
+        t.log += restore(changes)
+        t.health = verdict(t.health, denials, self.noise_denials, t.changes)
+        self.trials.append(t)
+        return t
+
+    def put_back(self) -> list[str]:
+        """After the unit is restored: what differs from the snapshot, put back where we can."""
+        changes: list[Change] = self.before.changes(self.before.again(), self.noise_paths)
+        return [c.line() for c in changes] + restore(changes)
+
+    # -- the loop ------------------------------------------------------------------------
+    def loop(self, sb: Sandbox, max_trials: int) -> Validation:
+        unit = self.info.name
+        base = self.trial(None, None, "baseline")
+        self.say(base.line())
+        if not base.health.healthy:
+            raise UserError(f"{unit} is not healthy without any sandbox "
+                            f"({base.health.problems[0]}): fix the service or the checks "
+                            "first")
+        v = _loop(self, sb, max_trials)
+        v.unit = unit
+        return v
 
 
 def _killing(sb: Sandbox) -> Sandbox:
@@ -174,20 +327,16 @@ def _killing(sb: Sandbox) -> Sandbox:
     return probe
 
 
-def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, max_trials: int,
-          dropin: Path, on_event: Callable[[str], None] | None) -> Validation:
-    trials: list[Trial] = []
+def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
+    trials = r.trials
     notes: list[str] = []
+    say = r.say
 
-    def say(text: str) -> None:
-        if on_event is not None:
-            on_event(text)
+    def evidence() -> Evidence:
+        return Evidence(r.may_be_root, r.allow_write)
 
     def run(candidate: Sandbox, rows: list[str] | None, kind: str = "candidate") -> Trial:
-        t = _trial(mgr, info, candidate, checks, dropin, len(trials) + 1, rows,
-                   "bisect" if rows is not None else kind)
-        trials.append(t)
-        return t
+        return r.trial(candidate, rows, "bisect" if rows is not None else kind)
 
     def probe_filter() -> bool:
         """Once the filter is to blame: which call did it refuse? EPERM leaves no trace, so
@@ -196,8 +345,10 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
                 or syscall_names() is None or len(trials) >= max_trials):
             return False
         k = run(_killing(sb), None, "seccomp")
+        ev = evidence()
         k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
-                                      k.number)
+                                      k.number, ev)
+        k.log += ev.log
         say(k.line())
         return bool(k.relaxed)
 
@@ -208,7 +359,12 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
             if t.health.healthy:
                 say(t.line())
                 return Validation(sb, True, trials, notes)
-            t.relaxed = relax_by_evidence(sb, t.denials, t.number)
+            ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
+            t.relaxed = relax_disk(sb, t.disk, t.number, ev)
+            t.relaxed += relax_by_evidence(sb, [d for d in t.denials
+                                                if d.key() not in r.noise_denials],
+                                           t.number, ev)
+            t.log += ev.log
             say(t.line())
             if t.relaxed:
                 continue
@@ -219,9 +375,10 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
             rows = restriction_rows(sb)
             if not rows:
                 notes.append("the service fails even with no restriction left: it is not the "
-                             "sandbox that breaks it")
+                             "sandbox's restrictions that break it")
                 break
             # Smallest prefix of rows that breaks the service; its last row is the culprit.
+            # The baseline was healthy, so a failure here is the candidate's doing.
             lo, hi = 0, len(rows)
             while hi - lo > 1 and len(trials) < max_trials:
                 mid = (lo + hi) // 2
@@ -238,20 +395,22 @@ def _loop(mgr: Manager, info: ServiceInfo, sb: Sandbox, checks: HealthChecks, ma
                 if probe_filter():
                     continue
                 filter_blamed = False
-            r = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks with "
-                          "it and works without it")
-            if r is not None:
-                trials[-1].relaxed.append(r)
-                say(f"  relaxed {r.directive}: {r.before} -> {r.after} (bisection)")
+            rel = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks "
+                            "with it and works without it (healthy without any sandbox)")
+            if rel is not None:
+                trials[-1].relaxed.append(rel)
+                say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")
     except KeyboardInterrupt:
         notes.append("interrupted: the unit was restored; the candidate is not validated")
     if len(trials) >= max_trials:
-        notes.append(f"no healthy candidate within {max_trials} restarts (--max-trials)")
+        notes.append(f"no healthy candidate within {max_trials} restarts (--max-trials, "
+                     "the baseline included)")
     return Validation(sb, False, trials, notes)
 
 
 def render_validated(v: Validation) -> str:
     text = v.sandbox.render()
-    status = (f"validated in {v.restarts} restart(s)" if v.healthy
-              else f"NOT validated after {v.restarts} restart(s)")
+    unit = v.unit or v.sandbox.subject
+    status = (f"validated on {unit} in {v.restarts} restart(s), the baseline included"
+              if v.healthy else f"NOT validated on {unit} after {v.restarts} restart(s)")
     return unitfile.join_lines([*unitfile.comment(f"autosandbox: {status}."), text.rstrip("\n")])

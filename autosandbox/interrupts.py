@@ -1,0 +1,90 @@
+"""One interruption contract: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt once.
+
+The first signal unwinds the work (every `finally` restores what it changed); later signals
+are remembered but never raise again, so a second Ctrl-C cannot cut a restore in half.
+Code that must not be cut even by the first signal (a restore after the work ended normally)
+runs `shielded()`: a signal arriving inside is raised when the shield ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+_state = {"raised": 0, "pending": 0, "shield": 0}
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state["raised"] or _state["shield"]:
+        _state["pending"] = _state["pending"] or signum
+        return
+    if _in_finalizer(frame):
+        # Python ignores an exception raised in __del__ (GLib's run on D-Bus objects): the
+        # interruption would be lost. The signal comes back once the finalizer is done.
+        _state["pending"] = signum  # check() sees it even before it comes back
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    _state["raised"] = signum
+    raise KeyboardInterrupt
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def install() -> dict[int, object]:
+    """Route the three signals here; returns the previous handlers (for `restore`)."""
+    old: dict[int, object] = {}
+    for s in SIGNALS:
+        old[s] = signal.getsignal(s)
+        signal.signal(s, _handler)
+    return old
+
+
+def restore(old: dict[int, object]) -> None:
+    for s, h in old.items():
+        if callable(h) or isinstance(h, int):
+            signal.signal(s, h)
+
+
+def interrupted() -> int:
+    """The signal that interrupted us (0: none)."""
+    return _state["raised"] or _state["pending"]
+
+
+def check() -> None:
+    """Raise KeyboardInterrupt if a signal came and its exception was caught on the way (a
+    stage that stops early and returns): what it returns must not be saved or printed."""
+    if interrupted():
+        _state["raised"] = _state["raised"] or _state["pending"]
+        raise KeyboardInterrupt
+
+
+def forget() -> None:
+    """The interruption was handled as a normal end (Ctrl-C ending an untimed command)."""
+    _state["raised"] = _state["pending"] = 0
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """No signal interrupts the body; one that arrived inside is raised once it is done."""
+    _state["shield"] += 1
+    try:
+        yield
+    finally:
+        _state["shield"] -= 1
+    if not _state["shield"] and _state["pending"] and not _state["raised"]:
+        _state["raised"] = _state["pending"]
+        raise KeyboardInterrupt

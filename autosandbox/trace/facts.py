@@ -1,0 +1,72 @@
+"""Facts about the host, read when tracing ends, so that synthesis is a pure function of the
+profile: what each path the service touched is (lstat, not followed), who owns it, its mode,
+where a symlink leads, and whether an executed binary is a 32-bit ELF."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+
+from autosandbox.profile import Fact, Profile
+
+_KINDS = ((stat.S_ISDIR, "dir"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "link"),
+          (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"), (stat.S_ISFIFO, "fifo"),
+          (stat.S_ISSOCK, "socket"))
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS32 = 1
+
+
+def fact(path: str) -> Fact:
+    """What lstat says of `path` now; a symlink also says where it resolves."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return Fact("missing")
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), "file")
+    target = os.path.realpath(path) if kind == "link" else None
+    return Fact(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), target)
+
+
+def is_elf32(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(5)
+    except OSError:
+        return False
+    return head[:4] == ELF_MAGIC and len(head) == 5 and head[4] == ELFCLASS32
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path or not parent:  # "/" (or "//", which POSIX keeps apart)
+            return
+        path = parent
+        yield path
+
+
+def _is_file_path(path: str) -> bool:
+    # failed_paths also holds "socket:AF_X", "bind:tcp:80", "syscall:N"; unix_sockets "@name"
+    return path.startswith("/")
+
+
+def record_facts(profile: Profile) -> None:
+    """Fill profile.facts for every path, failed path, executed binary, PathGroup directory,
+    unix socket file and every ancestor of a written path; mark 32-bit executables."""
+    wanted: set[str] = set()
+    wanted.update(p for p in profile.paths if _is_file_path(p))
+    wanted.update(p for p in profile.failed_paths if _is_file_path(p))
+    wanted.update(p for p in profile.unix_sockets if _is_file_path(p))
+    wanted.update(profile.execs)
+    for d in profile.path_groups:
+        wanted.add(d)
+        wanted.update(_ancestors(d))
+    for path in profile.written_paths():
+        wanted.update(_ancestors(path))
+    facts = profile.facts
+    for path in sorted(wanted):
+        if path not in facts:
+            facts[path] = fact(path)
+    for path, bits in profile.execs.items():
+        bits["elf32"] = is_elf32(path)

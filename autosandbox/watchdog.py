@@ -1,0 +1,94 @@
+"""The watchdog of one autosandbox process (see procs.py). Run as a script, never imported:
+`python3 -S watchdog.py OWNER_PID`, our pipe on stdin, one pid a line of what we start.
+
+It notes each announced pid and, polling, each child of the owner, with its session and
+start time. On end-of-file (the owner is gone, however it died) it SIGKILLs those still
+alive with the same start time, and every process of the sessions they led that started
+after the leader (a session id is not reused while a member lives). Never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+
+def stat(pid: int) -> tuple[int, int] | None:
+    """(session, start time) of a live, non-zombie `pid`."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] == b"Z" else (int(fields[3]), int(fields[19]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def children(owner: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        for t in os.listdir(f"/proc/{owner}/task"):
+            with open(f"/proc/{owner}/task/{t}/children") as f:
+                out += [int(x) for x in f.read().split()]
+    return out
+
+
+def watch(owner: int) -> dict[int, tuple[int, int]]:
+    """Until end-of-file on stdin: pid -> (session, start time) of all we were told of."""
+    known: dict[int, tuple[int, int]] = {}
+
+    def note(pid: int) -> None:
+        st = stat(pid)
+        if st is not None and pid not in known:
+            known[pid] = st
+
+    os.set_blocking(0, False)
+    buf = b""
+    while True:
+        try:
+            chunk = os.read(0, 4096)
+        except BlockingIOError:
+            for pid in children(owner):
+                note(pid)
+            time.sleep(0.05)  # helpers announce themselves; polling is the second net
+            continue
+        if not chunk:
+            return known
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line.strip().isdigit():
+                note(int(line))
+
+
+def kill_all(known: dict[int, tuple[int, int]]) -> None:
+    # a session id is not reused while a member lives; a leader's pid alive with another
+    # start time was reused, and that session is not ours
+    sessions = {p: start for p, (sid, start) in known.items()
+                if sid == p and (stat(p) or (0, start))[1] == start}
+    for _ in range(50):
+        victims = {p for p, (_, start) in known.items() if (stat(p) or (0, -1))[1] == start}
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) not in victims:
+                st = stat(int(name))
+                if st is not None and st[0] in sessions and st[1] >= sessions[st[0]]:
+                    victims.add(int(name))
+        victims.discard(os.getpid())
+        if not victims:
+            return
+        for pid in victims:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def main() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(s, signal.SIG_IGN)
+    kill_all(watch(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

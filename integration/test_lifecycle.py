@@ -1,0 +1,169 @@
+"""Validation runs the unit's whole life cycle against a real systemd (issue #9 items 1-5,
+#10 item 6, #16 item 7): a baseline first, reload and stop in every trial, no side effects on
+disk, and apply installs only what autosandbox validated."""
+
+import json
+import os
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from systemd_harness import daemon_reload, run, unit_property
+from test_learn import autosandbox
+
+LIB = Path("/usr/local/lib/as-lc")
+ETC = Path("/etc/systemd/system")
+# A TCP server whose main process runs as nobody although the unit has no User= (it drops
+# privileges itself, like dnsmasq); SIGHUP appends to a log; at SIGTERM it writes its state
+# (a counter) and it reads it back at start (like mosquitto's retained messages).
+SERVER = textwrap.dedent("""\
+    import os, signal, socket, sys
+    port, state = int(sys.argv[1]), sys.argv[2]
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    try:
+        count = int(open(state).read())
+    except FileNotFoundError:
+        count = 0
+    def stop(*_):
+        with open(state + ".tmp", "w") as f:
+            f.write(str(count + 1))
+        os.replace(state + ".tmp", state)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, lambda *_: print("reloaded", flush=True))
+    srv = socket.create_server(("127.0.0.1", port))
+    while True:
+        conn, _ = srv.accept()
+        conn.sendall(b"%d\\n" % count)
+        conn.close()
+    """)
+
+
+@pytest.fixture
+def lc_unit():
+    """Factory: lc_unit(name, port, service_lines) installs /etc/systemd/system/NAME.service
+    running SERVER with state in /var/lib/NAME (owned by nobody, mode 0700) and starts it."""
+    made = []
+
+    def _make(name, port, extra=""):
+        LIB.mkdir(parents=True, exist_ok=True)
+        (LIB / "server.py").write_text(SERVER)
+        state = Path(f"/var/lib/{name}")
+        state.mkdir(mode=0o700, exist_ok=True)
+        os.chown(state, 65534, 65534)
+        state.chmod(0o700)
+        unit = f"{name}.service"
+        (ETC / unit).write_text(
+            f"[Service]\nExecStart=/usr/bin/python3 {LIB}/server.py {port} {state}/count\n"
+            f"ExecReload=/bin/kill -HUP $MAINPID\n{extra}")
+        made.append((unit, state))
+        daemon_reload()
+        assert run(["systemctl", "start", unit]).returncode == 0
+        return unit, state
+
+    yield _make
+    for unit, state in made:
+        run(["systemctl", "stop", unit])
+        run(["systemctl", "reset-failed", unit])
+        (ETC / unit).unlink(missing_ok=True)
+        run(["rm", "-rf", str(state), f"/run/systemd/system/{unit}.d",
+             f"/etc/systemd/system/{unit}.d", f"/var/lib/autosandbox/{unit}"])
+    run(["rm", "-rf", str(LIB)])
+    daemon_reload()
+
+
+def _validate(unit, text, *extra):
+    path = Path(f"/tmp/{unit}.candidate.conf")
+    path.write_text(text)
+    cp = autosandbox("validate", unit, str(path), "--json", "--settle", "1s", *extra)
+    return cp.returncode, (json.loads(cp.stdout) if cp.stdout.strip() else {}), cp.stderr
+
+
+def _owner_mode(path):
+    st = os.stat(path)
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit):
+    unit, _ = lc_unit("as-lc-base", 8391)
+    rc, _, err = _validate(unit, "[Service]\nProtectSystem=strict\n",
+                           "--health-cmd", "test -e /nonexistent")
+    assert rc == 2, err
+    assert f"{unit} is not healthy without any sandbox" in err
+    assert "trial 2" not in err  # no candidate was ever tried
+    assert unit_property(unit, "ActiveState") == "active"
+
+
+def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit):
+    unit, state = lc_unit("as-lc-reload", 8392)
+    before = _owner_mode(state)
+    # What a short learn gives this service: no capability but the identity change, and no
+    # write seen (the state is written only at stop).
+    candidate = "[Service]\nProtectSystem=strict\nCapabilityBoundingSet=CAP_SETGID CAP_SETUID\n"
+    rc, out, err = _validate(unit, candidate, "--health-port", "8392")
+    assert rc == 0, err
+    kinds = [t["kind"] for t in out["trials"]]
+    assert kinds[0] == "baseline" and out["trials"][0]["healthy"]
+    relaxed = {r["directive"]: r for t in out["trials"] for r in t["relaxed"]}
+    # the reload (/bin/kill as root to a process of nobody) was refused: CAP_KILL, and only it
+    assert "CAP_KILL" in relaxed["CapabilityBoundingSet"]["to"], out["trials"]
+    assert "CAP_DAC_OVERRIDE" not in out["dropin"]
+    # the state written at stop was refused (read-only): its directory became writable
+    assert relaxed["ReadWritePaths"]["to"] == str(state), out["trials"]
+    assert out["healthy"] and out["restarts"] <= 4, json.dumps(out["trials"], indent=1)
+    assert _owner_mode(state) == before
+    assert int((state / "count").read_text()) >= 1  # it survived a stop and a start
+
+
+def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit):
+    unit, state = lc_unit("as-lc-disk", 8393)
+    before = _owner_mode(state)
+    assert before == (65534, 65534, 0o700)
+    candidate = (f"[Service]\nProtectSystem=strict\nStateDirectory={state.name}\n"
+                 "CapabilityBoundingSet=CAP_SETGID CAP_SETUID CAP_KILL\n")
+    rc, out, err = _validate(unit, candidate, "--health-port", "8393")
+    assert rc == 0, err
+    first = out["trials"][1]
+    assert not first["healthy"]
+    assert any(c.startswith(f"{state}: owner nobody:nogroup -> root:root") for c in
+               first["changes"]), first
+    assert [(r["directive"], r["to"]) for r in first["relaxed"]][:1] == \
+        [("StateDirectory", f"ReadWritePaths={state}")]
+    assert not re.search(r"^StateDirectory=", out["dropin"], re.M)
+    assert _owner_mode(state) == before  # put back after the trial, and at the end
+
+
+PWN = "[Unit]\nDescription=pwn\n[Service]\nExecStartPre=/bin/touch /run/injected\nUser=root\n"
+
+
+def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit):
+    unit, _ = lc_unit("as-lc-apply", 8394)
+    target = ETC / f"{unit}.d" / "50-autosandbox.conf"
+    pwn = Path("/tmp/as-lc-pwn.conf")
+    pwn.write_text(PWN)
+    for args in (("apply", unit, str(pwn)), ("apply", "--force", unit, str(pwn)),
+                 ("validate", unit, str(pwn))):
+        cp = autosandbox(*args)
+        assert cp.returncode == 2 and "[Unit]" in cp.stderr, (args, cp.stderr)
+        assert len(cp.stderr.strip().splitlines()) == 1
+    assert not Path("/run/injected").exists() and not target.exists()
+
+    cp = autosandbox("learn", unit, "--duration", "2s", "--no-validate", "-q")
+    assert cp.returncode == 0, cp.stderr
+    lines = cp.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if line.startswith("not validated")]
+    exposure = [i for i, line in enumerate(lines) if line.startswith("exposure")]
+    assert said and (not exposure or said[0] < exposure[0]), cp.stderr  # said first
+    assert not Path(f"/var/lib/autosandbox/{unit}/learned.conf").exists()
+    refused = autosandbox("apply", unit)
+    assert refused.returncode == 2 and "not validated" in refused.stderr
+    assert not target.exists()
+    forced = autosandbox("apply", "--force", unit, "--settle", "1s",
+                         "--health-port", "8394")
+    learned = Path(f"/var/lib/autosandbox/{unit}/unvalidated.conf").read_text()
+    journal = run(["journalctl", "-u", unit, "-n", "30", "--no-pager"]).stdout
+    assert forced.returncode == 0, f"{forced.stderr}\n{learned}\n{journal}"
+    assert target.exists()
+    autosandbox("revert", unit, check_rc=0)
+    assert not target.exists()

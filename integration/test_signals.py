@@ -1,0 +1,344 @@
+"""Signal/leak suite: learn (a unit and a command), validate and apply, each stopped at a seeded
+random moment by SIGINT, SIGTERM, SIGHUP (sometimes twice) or SIGKILL followed by `reset`.
+
+After every trial the machine must look exactly as before (unit files and drop-ins, the unit's
+state, what autosandbox keeps under /var/lib and /run, FIFOs, tracefs instances, audit rules,
+our processes, owners and modes of the unit's directories), the process must have exited 130
+(reset: 0) and, for the three catchable signals, within the bound. The last test prints
+"signal suite: N trials / L leaks / W wrong exit codes" and fails unless both are 0.
+AUTOSANDBOX_SIGNAL_SEED and AUTOSANDBOX_SIGNAL_TRIALS change the seed and the count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from systemd_harness import (
+    SERVICES_DIR,
+    UNIT_DIR,
+    _managed_dirs,
+    _remove,
+    daemon_reload,
+    in_container,
+    run,
+)
+
+SRC = Path(__file__).resolve().parent.parent
+SEED = int(os.environ.get("AUTOSANDBOX_SIGNAL_SEED", "11"))
+TRIALS = int(os.environ.get("AUTOSANDBOX_SIGNAL_TRIALS", "36"))
+VM_TRIALS = 6
+UNIT = "as-pyapp.service"
+PROBE = "as-signal-probe"  # in the traced command's argv: how the snapshot finds it
+COMMAND = ["/usr/bin/python3", "-c",
+           "import os, time\nwhile True:\n    open('/etc/hostname').read(); time.sleep(0.05)",
+           PROBE]
+EXERCISE = "curl -fsS localhost:8082/"
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL)
+RESULTS: list[dict[str, object]] = []
+
+
+def autosandbox(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "autosandbox", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(SRC)), cwd=cwd)
+
+
+def finish(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = autosandbox(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def handlers_installed(pid: int) -> bool:
+    """Python routes SIGTERM once autosandbox started (the interpreter's own start-up, when
+    nothing exists yet, is not part of the contract)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone: it will be judged by its exit code
+    caught = int(status.split("SigCgt:")[1].split()[0], 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
+# --------------------------------------------------------------------------- the snapshot
+def _tree(root: Path, content: bool, keep=lambda p: True) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if not keep(str(path)):
+                continue
+            st = path.lstat()
+            digest = ""
+            if content and path.is_file() and not path.is_symlink():
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            out[str(path)] = (oct(st.st_mode), st.st_uid, st.st_gid, digest)
+    return out
+
+
+def _ours(path: str) -> bool:
+    return "autosandbox" in path or "as-pyapp" in path or "as-signal" in path
+
+
+def _processes() -> list[str]:
+    me = os.getpid()
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            comm = Path(f"/proc/{name}/comm").read_text().strip()
+            cmd = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                "utf-8", "replace")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        if comm in ("strace", "bpftrace") or "watchdog.py" in cmd or PROBE in cmd \
+                or " -m autosandbox" in cmd or "autosandbox-shim" in cmd:
+            out.append(f"{comm}: {cmd[:100]}")
+    return sorted(out)
+
+
+def _unit_state() -> tuple[str, ...]:
+    props = ("LoadState", "ActiveState", "SubState", "DropInPaths", "FragmentPath")
+    text = run(["systemctl", "show", "-p", ",".join(props), UNIT]).stdout
+    return tuple(sorted(text.split("\n")))
+
+
+def _unit_dirs() -> dict[str, tuple]:
+    """Owners and modes of the unit's directories and what is in them (contents are the
+    service's own work and change; owners and modes must not)."""
+    out = {}
+    for root in (Path("/var/lib/as-pyapp"), Path("/var/log/as-pyapp")):
+        for path, (mode, uid, gid, _) in _tree(root, content=False).items():
+            out[path] = (mode, uid, gid)
+        if root.exists():
+            st = root.stat()
+            out[str(root)] = (oct(st.st_mode), st.st_uid, st.st_gid)
+    return out
+
+
+def snapshot() -> dict[str, object]:
+    tracefs = Path("/sys/kernel/tracing/instances")
+    audit = ""
+    if shutil.which("auditctl") and not in_container():  # refused in a container
+        audit = "\n".join(line for line in run(["auditctl", "-l"]).stdout.splitlines()
+                          if "autosandbox" in line)
+    fifos = run(["find", "/run", "/tmp", "/var/tmp", "-xdev", "-type", "p"]).stdout.split()
+    return {
+        "unit files": _tree(UNIT_DIR, True, _ours),
+        "runtime unit files": _tree(Path("/run/systemd/system"), True, _ours),
+        "unit": _unit_state(),
+        "/var/lib/autosandbox": _tree(Path("/var/lib/autosandbox"), True),
+        "/run/autosandbox": _tree(Path("/run/autosandbox"), True,
+                                  lambda p: not p.endswith(".lock")),
+        "fifos": sorted(fifos),
+        # a container sees the host's tracefs (other runs there): only a VM's is our own
+        "tracefs": sorted(p.name for p in tracefs.iterdir())
+        if tracefs.is_dir() and not in_container() else [],
+        "audit": audit,
+        "processes": _processes(),
+        "unit dirs": _unit_dirs(),
+    }
+
+
+def differences(before: dict[str, object], after: dict[str, object]) -> list[str]:
+    out = []
+    for key in before:
+        if before[key] != after[key]:
+            b, a = before[key], after[key]
+            if isinstance(b, dict) and isinstance(a, dict):
+                gone = sorted(set(b) - set(a))
+                new = sorted(set(a) - set(b))
+                changed = sorted(k for k in set(a) & set(b) if a[k] != b[k])
+                out.append(f"{key}: new {new[:3]} gone {gone[:3]} changed {changed[:3]}")
+            else:
+                out.append(f"{key}: {b!r} -> {a!r}"[:400])
+    return out
+
+
+def settled(baseline: dict[str, object], timeout: float = 60) -> list[str]:
+    """Differences left once the machine had `timeout` s to settle (a restart to finish)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        diff = differences(baseline, snapshot())
+        if not diff or time.monotonic() > deadline:
+            return diff
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- the bench
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    """as-pyapp installed and running, a candidate drop-in learned once, the baseline."""
+    src = SERVICES_DIR / "as-pyapp"
+    created = []
+    for dirpath, _, filenames in os.walk(src / "root"):
+        dest_dir = Path("/") / os.path.relpath(dirpath, src / "root")
+        if not dest_dir.exists():
+            dest_dir.mkdir(parents=True)
+            created.append(dest_dir)
+        for f in filenames:
+            shutil.copyfile(Path(dirpath) / f, dest_dir / f)
+            os.chmod(dest_dir / f, 0o755)
+            created.append(dest_dir / f)
+    shutil.copyfile(src / UNIT, UNIT_DIR / UNIT)
+    created.append(UNIT_DIR / UNIT)
+    daemon_reload()
+    run(["systemctl", "start", UNIT], check=True)
+    work = tmp_path_factory.mktemp("signals")
+    learned = finish("learn", UNIT, "--duration", "3s", "--no-validate", "--exercise",
+                     EXERCISE, "-o", str(work / "cand.conf"), cwd=work)
+    assert learned.returncode == 0, learned.stderr
+    # nothing of ours is left by the normal runs above: that is the baseline
+    finish("reset", "--all", cwd=work)
+    yield work
+    run(["systemctl", "stop", UNIT])
+    finish("revert", UNIT, cwd=work)
+    for d in _managed_dirs(src / UNIT):
+        _remove(d)
+    for path in sorted(created, key=lambda p: -str(p).count("/")):
+        _remove(path)
+    daemon_reload()
+
+
+def plan(index: int, vm: bool) -> tuple[str, signal.Signals, float, bool, bool]:
+    """(what, signal, delay, a second signal?, reset --all?) for trial `index`."""
+    rng = random.Random(f"{SEED}-{index}-{vm}")
+    kinds = ["learn-unit"] if vm else ["learn-unit", "learn-command", "validate", "apply"]
+    what = kinds[index % len(kinds)]  # every kind meets every signal; the moment is random
+    sig = SIGNALS[(index // len(kinds)) % len(SIGNALS)]
+    window = {"learn-unit": 9.0, "learn-command": 4.0, "validate": 8.0, "apply": 5.0}[what]
+    if vm:  # single-threaded TCG: start-up alone takes seconds, bpftrace's more
+        window = 40.0
+    return what, sig, rng.uniform(0, window), rng.random() < 0.3, rng.random() < 0.5
+
+
+def argv(what: str, work: Path) -> list[str]:
+    settle = ["--settle", "1s", "--max-trials", "2"]
+    return {
+        "learn-unit": ["learn", UNIT, "--duration", "4s", "--exercise", EXERCISE, *settle],
+        "learn-command": ["learn", "--duration", "4s", "-o", str(work / "cmd.conf"), "--",
+                          *COMMAND],
+        "validate": ["validate", UNIT, str(work / "cand.conf"), "--exercise", EXERCISE,
+                     *settle],
+        "apply": ["apply", "--force", UNIT, str(work / "cand.conf"), "--settle", "1s"],
+    }[what]
+
+
+def one_trial(index: int, work: Path, vm: bool) -> None:
+    what, sig, delay, twice, reset_all = plan(index, vm)
+    bound = 20.0 if vm else 5.0
+    baseline = snapshot()
+    proc = autosandbox(*argv(what, work), cwd=work)
+    deadline = time.monotonic() + 30
+    while not handlers_installed(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(delay)
+    result: dict[str, object] = {"trial": index, "what": what, "signal": sig.name,
+                                 "delay": round(delay, 2), "twice": twice}
+    wrong = []
+    if proc.poll() is not None:
+        result["finished_first"] = True  # the signal came too late: a normal end
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            wrong.append(f"exit {proc.returncode} without a signal: {err[-300:]}")
+        if what == "apply" and proc.returncode == 0:
+            finish("revert", UNIT, cwd=work)
+        baseline = snapshot() if what == "learn-unit" else baseline  # learned.conf is new
+    else:
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        if twice and sig != signal.SIGKILL:
+            time.sleep(0.3)  # a second signal, during the restore most likely
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+        out, err = proc.communicate(timeout=300)
+        took = time.monotonic() - sent
+        result["took"] = round(took, 2)
+        if sig == signal.SIGKILL:
+            reset = finish("reset", "--all" if reset_all or what == "learn-command" else UNIT,
+                           cwd=work)
+            result["reset"] = reset.stderr.strip().splitlines()
+            if reset.returncode != 0:
+                wrong.append(f"reset exited {reset.returncode}: {reset.stderr[-300:]}")
+        else:
+            if proc.returncode != 130:
+                wrong.append(f"exit {proc.returncode}, not 130: {err[-300:]}")
+            if took > bound:
+                wrong.append(f"took {took:.1f}s to stop (bound {bound:.0f}s)")
+            if out.strip():
+                wrong.append(f"printed a result after a signal: {out[:100]!r}")
+    leaks = settled(baseline)
+    result.update(leaks=leaks, wrong=wrong)
+    RESULTS.append(result)
+    print(f"signal trial {index}: {result}")
+    assert not leaks and not wrong, result
+
+
+@pytest.mark.parametrize("index", range(TRIALS))
+def test_signal_trial(bench: Path, index: int) -> None:
+    if not in_container():
+        pytest.skip("the container runs the many trials; the VM runs the vm-marked ones")
+    one_trial(index, bench, vm=False)
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("index", range(VM_TRIALS))
+def test_signal_trial_fast_tracer_and_audit(bench: Path, index: int) -> None:
+    """In the VM: bpftrace, tracefs instances and audit rules are in play too."""
+    one_trial(index, bench, vm=True)
+
+
+def test_reset_refuses_a_live_run(bench: Path) -> None:
+    if not in_container():
+        pytest.skip("run in the container")
+    baseline = snapshot()
+    proc = autosandbox("learn", UNIT, "--duration", "60s", "--no-validate", cwd=bench)
+    dropin = Path(f"/run/systemd/system/{UNIT}.d/zz-autosandbox-trace.conf")
+    deadline = time.monotonic() + 60
+    while not dropin.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for args in ([UNIT], ["--all"]):
+        cp = finish("reset", *args, cwd=bench)
+        assert dropin.exists(), cp.stderr  # the live run keeps what it uses
+        lines = cp.stderr.strip().splitlines()
+        assert len(lines) == 1 and "still" in lines[0], cp.stderr
+    assert finish("reset", UNIT, cwd=bench).returncode == 2
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert settled(baseline) == []
+
+
+@pytest.mark.vm
+def test_signal_suite_summary_vm() -> None:
+    test_signal_suite_summary()
+
+
+def test_signal_suite_summary() -> None:
+    if not RESULTS:
+        pytest.skip("no trial ran")
+    leaks = sum(1 for r in RESULTS if r["leaks"])
+    wrong = sum(1 for r in RESULTS if r["wrong"])
+    late = sum(1 for r in RESULTS if r.get("finished_first"))
+    took = [float(r["took"]) for r in RESULTS  # type: ignore[arg-type]
+            if "took" in r and r["signal"] != "SIGKILL"]
+    print(f"\nsignal suite: {len(RESULTS)} trials / {leaks} leaks / {wrong} wrong exit codes "
+          f"(seed {SEED}; {late} ended before their signal; slowest stop "
+          f"{max(took, default=0):.1f}s)")
+    assert leaks == 0 and wrong == 0

@@ -1,0 +1,182 @@
+"""The interruption contract for a traced command (the unit side: integration/test_signals.py):
+a signal stops everything we started, removes what we created, saves nothing and exits 130;
+after SIGKILL the watchdog ends our helpers and `reset --all` removes the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autosandbox import interrupts
+from autosandbox.systemd.runstate import RUNS_DIR
+
+# unique to this test process: another run of these tests on the machine has its own
+PROBE = f"as-interrupt-probe-{os.getpid()}-{os.urandom(4).hex()}"
+PROGRAM = ["/usr/bin/python3", "-c",
+           "import time\nwhile True:\n    open('/etc/hostname').read(); time.sleep(0.05)", PROBE]
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("strace") is None,
+                                reason="needs root and strace")
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "autosandbox", "learn", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+
+
+def probe_pids() -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmd = Path(f"/proc/{name}/cmdline").read_bytes()
+                state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if PROBE.encode() in cmd and state != "Z" and b"-m\0autosandbox" not in cmd:
+                out.append(int(name))
+    return out
+
+
+def left_by(pid: int) -> list[str]:
+    """What the autosandbox process `pid` still has on this machine."""
+    left = [f"process {p}" for p in probe_pids()]
+    for root in (Path("/sys/kernel/tracing/instances"), RUNS_DIR):
+        if root.is_dir():
+            left += [str(p) for p in root.iterdir() if f"-{pid}-" in f"-{p.name}"]
+    return left
+
+
+def wait_until(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def tracing(proc: subprocess.Popen[str]) -> bool:
+    """The traced program runs (so every helper is up)."""
+    return proc.poll() is not None or bool(probe_pids())
+
+
+@needs_root
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_stops_everything_and_saves_nothing(tmp_path: Path,
+                                                     sig: signal.Signals) -> None:
+    rng = random.Random(f"interrupt-{sig}")
+    proc = start("--duration", "60s", "-o", str(tmp_path / "x.conf"), "--", *PROGRAM,
+                 cwd=tmp_path)
+    assert wait_until(lambda: tracing(proc), 60)
+    time.sleep(rng.uniform(0, 1.5))
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert out == "" and err.strip().splitlines()[-1].startswith(
+        f"autosandbox: interrupted by {sig.name}"), err
+    assert list(tmp_path.iterdir()) == []  # neither the drop-in nor the profile
+    assert wait_until(lambda: not left_by(proc.pid), 10), left_by(proc.pid)
+
+
+@needs_root
+def test_keep_partial_saves_the_profile_marked_partial(tmp_path: Path) -> None:
+    proc = start("--duration", "60s", "--keep-partial", "-o", str(tmp_path / "x.conf"), "--",
+                 *PROGRAM, cwd=tmp_path)
+    assert wait_until(lambda: tracing(proc), 60)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"], err  # no drop-in
+    profile = json.loads((tmp_path / "x.json").read_text())
+    assert profile["subject"]["partial"] is True
+    assert "/etc/hostname" in profile["paths"]
+    assert wait_until(lambda: not left_by(proc.pid), 10), left_by(proc.pid)
+
+
+@needs_root
+def test_ctrl_c_ends_an_untimed_command_normally(tmp_path: Path) -> None:
+    """README: `learn -- CMD` traces until the command exits or Ctrl-C."""
+    proc = start("--", *PROGRAM, cwd=tmp_path)
+    assert wait_until(lambda: tracing(proc), 60)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "[Service]" in out
+    assert wait_until(lambda: not left_by(proc.pid), 10), left_by(proc.pid)
+
+
+@needs_root
+def test_sigkill_leaves_no_helper_and_reset_removes_the_rest(tmp_path: Path) -> None:
+    proc = start("--duration", "60s", "--", *PROGRAM, cwd=tmp_path)
+    assert wait_until(lambda: tracing(proc), 60)
+    time.sleep(0.5)
+    record = [p for p in RUNS_DIR.glob(f"{proc.pid}-*.jsonl")]
+    assert record, "the run is on record while it lasts"
+    helpers = [json.loads(line)["pid"] for line in record[0].read_text().splitlines()
+               if json.loads(line)["kind"] == "process"]
+    proc.kill()
+    proc.communicate(timeout=30)
+    # the watchdog ends strace, the program and bpftrace: no one has to run reset for that
+    assert wait_until(lambda: not probe_pids(), 20), probe_pids()
+    assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in helpers), 20)
+    reset = subprocess.run([sys.executable, "-m", "autosandbox", "reset", "--all"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert reset.returncode == 0, reset.stderr
+    assert left_by(proc.pid) == [], reset.stderr
+    again = subprocess.run([sys.executable, "-m", "autosandbox", "reset", "--all"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert "nothing to reset" in again.stderr, again.stderr
+
+
+def test_a_second_signal_does_not_cut_a_restore() -> None:
+    old = interrupts.install()
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the signal lands here
+            finally:
+                os.kill(os.getpid(), signal.SIGHUP)  # ignored: already unwinding
+                time.sleep(0.05)
+                done.append("restored")
+        assert done == ["restored"]
+        interrupts.forget()
+        with pytest.raises(KeyboardInterrupt), interrupts.shielded():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("shielded body finished")
+        assert done[-1] == "shielded body finished"
+    finally:
+        interrupts.forget()
+        interrupts.restore(old)
+
+
+def test_a_signal_during_a_finalizer_is_not_lost() -> None:
+    """Python drops an exception raised in __del__: the interruption comes back after it."""
+    class Slow:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the signal lands in here
+
+    old = interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Slow()  # dropped at once: __del__ runs here
+            for _ in range(100):  # the work goes on; it must be interrupted
+                time.sleep(0.05)
+        assert interrupts.interrupted() == signal.SIGTERM
+    finally:
+        interrupts.forget()
+        interrupts.restore(old)

@@ -21,7 +21,7 @@ from autosandbox.report import summarize
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.manager import check_unit_name, looks_like_unit
-from autosandbox.trace.unit import reset_unit
+from autosandbox.trace.unit import require_root, reset_unit
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
@@ -296,6 +296,8 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     that is not validated as unvalidated.conf, which `apply` installs only with --force.
     """
     unit = _learn_target(target)
+    if unit is not None:
+        require_root()  # before anything is written: as another user nothing can work
     prof = profile_out or (output.with_suffix(".json") if output else None)
     if prof is None and unit is not None:
         prof = Path(f"{unit}.profile.json")

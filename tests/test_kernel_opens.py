@@ -104,7 +104,7 @@ def test_kernel_opens_match_strace(tmp_path: Path) -> None:
             assert [w for w in profile.warnings if "longer than" in w] == [
                 "1 opened paths were longer than 198 bytes (more than bpftrace reports "
                 "whole): left out"], profile.warnings
-            assert not [w for w in profile.warnings if "could not report" in w]
+            late.extend(w for w in profile.warnings if "could not report" in w)
         else:
             assert mine.pop(LONG) == {"write", "create"}
         mine["missing"] = set(profile.failed_paths.get(f"{base}/missing/x", {}))
@@ -113,10 +113,21 @@ def test_kernel_opens_match_strace(tmp_path: Path) -> None:
         mine["proc"] = {"pid" if p.split("/")[2].isdigit() else p for p in pid_status}
         return {k: v for k, v in mine.items() if v}
 
+    late: list[str] = []
     full, fast = run(False, "full"), run(True, "fast")
+    if late:
+        # The one dirfd-relative open is resolved from /proc/PID/fd while the process lives:
+        # on a loaded machine the reader can come after its exit. Then it is left out and
+        # counted, never guessed (seen under .ci/under-load).
+        assert late == ["1 opens had a path bpftrace could not report exactly (ambiguous, "
+                        "or relative to a dirfd of a process gone before it was read): "
+                        "left out"], late
+        assert "BASE/sub/dirfd.txt" not in fast
+        full.pop("BASE/sub/dirfd.txt")
+    else:
+        assert fast["BASE/sub/dirfd.txt"] == {"write", "create"}
     assert fast == full
     assert fast["BASE/new\nline.txt"] == {"write", "create"}
-    assert fast["BASE/sub/dirfd.txt"] == {"write", "create"}
     assert fast["BASE/relative.txt"] == {"write", "create"}
     assert fast["missing"] == {"ENOENT"}
     assert fast["proc"] == {"pid"}  # /proc/self of the program, not of autosandbox

@@ -35,6 +35,32 @@ def test_umask_kept_default_when_a_created_file_is_readable_by_others() -> None:
     assert "would make it 0750" in why
 
 
+def test_umask_kept_default_where_it_can_write_but_no_creation_was_seen() -> None:
+    # memcached recreates its pid file at each start, unseen by one trace: UMask=0077 then
+    # turned it from 0644 into 0600 while applied (zoo run, container)
+    p = unit_profile("memcached.service")
+    touch(p, f"{SRV}/memcached.pid", "write", fact=Fact("file", 0, 0, 0o644))
+    p.facts[SRV] = Fact("dir", 0, 0, 0o755)
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("UMask") is None
+    assert "no file it created is left" in _omitted(sb, "UMask")
+    bare = unit_profile("calc.service")  # nothing writable at all: the mask changes nothing
+    assert synth(bare).values("UMask") == ["0077"]
+
+
+def test_umask_sees_a_file_renamed_into_place() -> None:
+    # memcached writes memcached.pid.tmp (0644) and renames it over memcached.pid: the
+    # temporary is gone, the file that stays is what UMask= would change
+    p = unit_profile("memcached.service")
+    touch(p, f"{SRV}/m.pid.tmp", "write", "create", "rename", fact=Fact("missing"))
+    touch(p, f"{SRV}/m.pid", "rename", fact=Fact("file", 0, 0, 0o644))
+    p.facts[SRV] = Fact("dir", 0, 0, 0o755)
+    sb = synth(p)
+    assert sb.values("UMask") is None
+    assert "m.pid was created with mode 0644" in _omitted(sb, "UMask")
+
+
 def test_umask_0077_when_everything_created_is_private_already() -> None:
     p = unit_profile("memcached.service")
     touch(p, f"{SRV}/state/a", "create", "write", fact=Fact("file", 0, 0, 0o600))
@@ -67,13 +93,6 @@ def test_umask_kept_default_when_the_mode_of_a_created_file_is_unknown() -> None
     sb = synth(p)
     assert sb.values("UMask") is None
     assert "was not recorded" in _omitted(sb, "UMask")
-
-
-def test_umask_0077_when_nothing_is_created() -> None:
-    p = unit_profile()
-    touch(p, f"{SRV}/data", "write", fact=Fact("file", 0, 0, 0o644))  # rewritten, not created
-    sb = synth(p)
-    assert sb.values("UMask") == ["0077"]
 
 
 # -- clients vs servers (issue #9 item 6) -----------------------------------------------------
@@ -128,6 +147,22 @@ def test_loopback_server_is_pinned_to_localhost() -> None:
     assert sb.values("IPAddressAllow") == ["localhost"]
     ev = next(s.evidence for s in sb.settings if s.directive == "IPAddressAllow")
     assert "server on loopback only (127.0.0.1:8080/tcp)" in ev
+
+
+@pytest.mark.parametrize("evidence", ["read", "failed"])
+def test_loopback_server_that_resolves_names_is_a_client(evidence: str) -> None:
+    # chrony in an offline container: its only sockets were the command port on loopback,
+    # yet it is an NTP client; IPAddressAllow=localhost cut it off its pool on a real host
+    p = unit_profile("chrony.service")
+    served(p, "127.0.0.1", 323, "udp")
+    if evidence == "read":
+        touch(p, "/etc/resolv.conf", "read", fact=Fact("file", 0, 0, 0o644))
+    else:
+        p.add_failed_path("/etc/resolv.conf", "ENOENT")
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("IPAddressDeny") is None and sb.values("IPAddressAllow") is None
+    assert "resolves names" in _omitted(sb, "IPAddressDeny")
 
 
 def test_public_udp_server_is_not_pinned_to_the_clients_it_saw() -> None:

@@ -106,6 +106,8 @@ def test_every_kind_of_synthesized_line_reads_back() -> None:
     p = unit_profile("svc.service", unit_lines=("User=svc",), uid=998, gid=998)
     touch(p, "/var/lib/svc/db", "write", "create", fact=Fact("file", 998, 998, 0o600))
     p.facts["/var/lib/svc"] = Fact("dir", 998, 998, 0o700)
+    touch(p, "/run/svc/svc.pid", "write", "create", fact=Fact("file", 998, 998, 0o644))
+    p.facts["/run/svc"] = Fact("dir", 998, 998, 0o755)
     touch(p, "/srv/data dir/x", "write", fact=Fact("file", 998, 998, 0o644))
     p.facts["/srv/data dir"] = Fact("dir", 998, 998, 0o755)
     touch(p, "/etc/cron.d/job", "write", fact=Fact("file", 0, 0, 0o644))
@@ -116,6 +118,7 @@ def test_every_kind_of_synthesized_line_reads_back() -> None:
     p.peers.add(Endpoint("AF_INET", "tcp", "10.1.2.3", 5432))
     sb = synth(p, allow_write=("/etc/cron.d",), ip_allow=("10.1.2.0/24",))
     text = sb.render()
+    assert "RuntimeDirectoryPreserve=yes" in text  # a zoo run found apply refusing it
     cand = read_candidate(text, "svc.service")
     assert [(s.directive, s.values) for s in cand.sandbox.settings] == \
         [(s.directive, s.values) for s in sb.settings], text

@@ -174,7 +174,8 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
     writes = _writes(profile, view)
     made_dirs = {w.path for w in writes if "mkdir" in w.kinds}
     for w in writes:
-        if w.kinds & {"create", "mkdir"}:
+        # a rename's target is a new file too (memcached writes pid.tmp, renames it)
+        if w.kinds & {"create", "mkdir", "rename"}:
             plan.created.setdefault(w.path, (w.example, frozenset(w.kinds)))
 
     # Rule 5: /tmp shared with others?

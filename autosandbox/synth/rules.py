@@ -299,6 +299,10 @@ def ip_addresses(ctx: Context, d: Directive) -> Result:
     if udp and "tracefs:raw_syscalls" in p.sources:
         return [Omission(d.name, f"{udp[0]} sockets, whose peers the fast tracer does not "
                                  f"record: it may be a client too; {why}")]
+    resolves = _name_resolution(p)
+    if resolves:  # offline or early in its life a client may not have talked to anyone yet
+        return [Omission(d.name, f"resolves names ({resolves}): it may connect to peers the "
+                                 f"trace did not see; {why}")]
     remote = sorted({e.addr for e in p.inbound if not _is_loopback(e.addr)})
     if remote:  # not reachable with loopback-only binds; never pin what cannot be proven
         return [Omission(d.name, f"accepted from {remote[0]}: clients may come from any "
@@ -308,6 +312,24 @@ def ip_addresses(ctx: Context, d: Directive) -> Result:
             Setting("IPAddressAllow", ["localhost"],
                     f"a server on loopback only ({', '.join(binds[:3]) or 'accepted'}) that "
                     "accepted only from loopback and connected nowhere")]
+
+
+_RESOLVER_SOCKETS = ("/run/systemd/resolve/", "/run/nscd/", "/var/run/nscd/")
+
+
+def _name_resolution(p: Profile) -> str | None:
+    """Evidence that the service looks names up (so it has peers named by DNS), or None."""
+    for path in sorted(p.paths):
+        if path.endswith("/resolv.conf") and "read" in p.paths[path]:
+            return f"read {path}"
+    for path in sorted(p.failed_paths):  # looked for, even where there is none
+        if path.endswith("/resolv.conf"):
+            return f"looked for {path}"
+    for sock in sorted(p.unix_sockets):
+        if sock.startswith(_RESOLVER_SOCKETS):
+            return f"asked {sock}"
+    dns = sorted(_ep(e) for e in p.peers if e.port == 53)
+    return f"queried {dns[0]}" if dns else None
 
 
 def socket_bind(ctx: Context, d: Directive) -> Result:
@@ -340,22 +362,18 @@ def namespaces(ctx: Context, d: Directive) -> Result:
 def umask(ctx: Context, d: Directive) -> Result:
     """UMask= changes the mode of every file the service creates: set it only where the facts
     show each one already lacks the bits it would take away."""
-    created = ctx.plan.created
-    if not created:
-        return [Setting(d.name, ["0077"], "no file, directory or socket created")]
+    modes, unknown = _created_modes(ctx)
+    if not modes and not unknown:
+        # Absence of evidence is no proof where it can write: memcached recreates its pid
+        # file at each start, unseen by one trace, and UMask=0077 made it 0600 for good.
+        places = [*ctx.plan.writable(), *ctx.plan.covered]
+        if places:
+            return [Omission(d.name, f"keeps the default: it can create files in {places[0]}"
+                                     + (f" (+{len(places) - 1} more)" if len(places) > 1 else "")
+                                     + ", and no file it created is left to show their modes")]
+        return [Setting(d.name, ["0077"], "nothing writable but its private /tmp, and nothing it "
+                                          "created outside it is left")]
     private = "" if ctx.plan.tmp_shared else " outside its private /tmp"
-    modes: list[tuple[str, int]] = []
-    unknown: list[str] = []
-    for path, (example, kinds) in sorted(created.items()):
-        if not ctx.plan.tmp_shared and any(under(path, t) for t in TMP_DIRS):
-            continue  # in its private /tmp: no other service sees it, whatever its mode
-        f = ctx.view.fact(path)
-        if f is not None and f.kind == "missing" and kinds & {"delete", "rename"}:
-            continue  # a temporary, gone or renamed: what replaced it is checked by its name
-        if f is None or f.kind == "missing":
-            unknown.append(example)
-        elif f.kind != "link":  # a symlink's own mode means nothing
-            modes.append((example, f.mode))
     if unknown:
         return [Omission(d.name, f"keeps the default: the mode of {unknown[0]}"
                                  + (f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else "")
@@ -365,8 +383,7 @@ def umask(ctx: Context, d: Directive) -> Result:
         hits = [(e, m) for e, m in modes if m & mask]
         if not hits:
             ev = (f"all {_plural(len(modes), 'file')} the service created{private} already "
-                  f"lack the bits UMask={value} removes (e.g. {modes[0][0]} {modes[0][1]:04o})"
-                  if modes else f"nothing the service created{private} is left")
+                  f"lack the bits UMask={value} removes (e.g. {modes[0][0]} {modes[0][1]:04o})")
             return [Setting(d.name, [value], ev + refused)]
         e, m = hits[0]
         refused = (f"; not 0077: {e} has mode {m:04o}, UMask=0077 would make it "
@@ -374,6 +391,24 @@ def umask(ctx: Context, d: Directive) -> Result:
     e, m = next((e, m) for e, m in modes if m & 0o027)
     return [Omission(d.name, f"keeps the default: {e} was created with mode {m:04o}; even "
                              f"UMask=0027 would make it {m & ~0o027:04o}")]
+
+
+def _created_modes(ctx: Context) -> tuple[list[tuple[str, int]], list[str]]:
+    """(example, mode) of what the service created and still exists, and the examples whose
+    mode was not recorded; its private /tmp and temporaries gone by now do not count."""
+    modes: list[tuple[str, int]] = []
+    unknown: list[str] = []
+    for path, (example, kinds) in sorted(ctx.plan.created.items()):
+        if not ctx.plan.tmp_shared and any(under(path, t) for t in TMP_DIRS):
+            continue  # in its private /tmp: no other service sees it, whatever its mode
+        f = ctx.view.fact(path)
+        if f is not None and f.kind == "missing" and kinds & {"delete", "rename"}:
+            continue  # a temporary, gone or renamed: what replaced it is checked by its name
+        if f is None or f.kind == "missing":
+            unknown.append(example)
+        elif f.kind != "link":  # a symlink's own mode means nothing
+            modes.append((example, f.mode))
+    return modes, unknown
 
 
 def architectures(ctx: Context, d: Directive) -> Result:

@@ -328,7 +328,8 @@ class OpenTracer:
                                  " (more than bpftrace reports whole): left out")
         if self._unreadable:
             self.warnings.append(f"{self._unreadable} opens had a path bpftrace could not "
-                                 "report exactly (too long, or ambiguous)")
+                                 "report exactly (ambiguous, or relative to a dirfd of a "
+                                 "process gone before it was read): left out")
 
     def __enter__(self) -> OpenTracer:
         return self

@@ -93,6 +93,15 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
     lines += unitfile.comment("strace needs ptrace(), which the unit's own filter may forbid; "
                               "the unit's filter is kept in the learned drop-in")
     lines.append("SystemCallFilter=")
+    if existing_settings(info, dropin_path(info.name, TRACE_DROPIN)).get(
+            "CapabilityBoundingSet"):
+        # Only where the unit sets its own: a first assignment replaces the full set.
+        lines += unitfile.comment(
+            "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
+            "the memory of a process that changed its uid, and records bind(22, 0x55d5..., 16) "
+            "instead of the address (memcached). Added to the unit's own set while learning "
+            "only; the learned drop-in keeps the unit's set")
+        lines.append("CapabilityBoundingSet=CAP_SYS_PTRACE")
     for kind in dict.fromkeys(e.kind for e in info.exec_lines):
         lines.append(f"{kind}=")
         for i, e in enumerate(info.exec_lines):

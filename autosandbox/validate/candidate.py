@@ -103,6 +103,9 @@ def _check_value(key: str, words: list[str], what: str) -> None:
                 ipaddress.ip_network(w, strict=False)
             except ValueError:
                 raise bad(w) from None
+    elif key == "RuntimeDirectoryPreserve":  # synthesis keeps a RuntimeDirectory= it adds
+        if words != ["yes"]:
+            raise bad(" ".join(words))
     elif key == "SocketBindAllow":
         for w in words:
             if not _PORT.match(w):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autosandbox import unitfile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
@@ -54,7 +54,7 @@ def subset(sb: Sandbox, rows: set[str]) -> Sandbox:
     keep = [s for s in sb.settings
             if row_of(s.directive) in rows or (row_of(s.directive) in BY_NAME
                                                and BY_NAME[row_of(s.directive)].grants)]
-    return Sandbox(sb.subject, sb.target, sb.sources, keep, sb.omitted, sb.hints, sb.warnings)
+    return replace(sb, settings=keep)  # the rest (withheld, allow_write) as is
 
 
 def _value(sb: Sandbox, directive: str) -> str | None:

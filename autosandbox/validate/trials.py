@@ -353,55 +353,54 @@ def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
         return bool(k.relaxed)
 
     filter_blamed = False  # the last bisection blamed the filter: probe it again first
-    try:
-        while len(trials) < max_trials:
-            t = run(sb, None)
-            if t.health.healthy:
-                say(t.line())
-                return Validation(sb, True, trials, notes)
-            ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
-            t.relaxed = relax_disk(sb, t.disk, t.number, ev)
-            t.relaxed += relax_by_evidence(sb, [d for d in t.denials
-                                                if d.key() not in r.noise_denials],
-                                           t.number, ev)
-            t.log += ev.log
+    while len(trials) < max_trials:
+        t = run(sb, None)
+        if t.health.healthy:
             say(t.line())
-            if t.relaxed:
+            return Validation(sb, True, trials, notes)
+        ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
+        t.relaxed = relax_disk(sb, t.disk, t.number, ev)
+        t.relaxed += relax_by_evidence(sb, [d for d in t.denials
+                                            if d.key() not in r.noise_denials],
+                                       t.number, ev)
+        t.log += ev.log
+        say(t.line())
+        if t.relaxed:
+            continue
+        if filter_blamed:
+            if probe_filter():
                 continue
-            if filter_blamed:
-                if probe_filter():
-                    continue
-                filter_blamed = False
-            rows = restriction_rows(sb)
-            if not rows:
-                notes.append("the service fails even with no restriction left: it is not the "
-                             "sandbox's restrictions that break it")
-                break
-            # Smallest prefix of rows that breaks the service; its last row is the culprit.
-            # The baseline was healthy, so a failure here is the candidate's doing.
-            lo, hi = 0, len(rows)
-            while hi - lo > 1 and len(trials) < max_trials:
-                mid = (lo + hi) // 2
-                b = run(subset(sb, set(rows[:mid])), rows[:mid])
-                say(b.line())
-                if b.health.healthy:
-                    lo = mid
-                else:
-                    hi = mid
-            if hi - lo > 1:
-                break
-            if rows[hi - 1] == "SystemCallFilter":
-                filter_blamed = True
-                if probe_filter():
-                    continue
-                filter_blamed = False
-            rel = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks "
-                            "with it and works without it (healthy without any sandbox)")
-            if rel is not None:
-                trials[-1].relaxed.append(rel)
-                say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")
-    except KeyboardInterrupt:
-        notes.append("interrupted: the unit was restored; the candidate is not validated")
+            filter_blamed = False
+        rows = restriction_rows(sb)
+        if not rows:
+            notes.append("the service fails even with no restriction left: it is not the "
+                         "sandbox's restrictions that break it")
+            break
+        # Smallest prefix of rows that breaks the service; its last row is the culprit.
+        # The baseline was healthy, so a failure here is the candidate's doing.
+        lo, hi = 0, len(rows)
+        while hi - lo > 1 and len(trials) < max_trials:
+            mid = (lo + hi) // 2
+            b = run(subset(sb, set(rows[:mid])), rows[:mid])
+            say(b.line())
+            if b.health.healthy:
+                lo = mid
+            else:
+                hi = mid
+        if hi - lo > 1:
+            break
+        if rows[hi - 1] == "SystemCallFilter":
+            filter_blamed = True
+            if probe_filter():
+                continue
+            filter_blamed = False
+        rel = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks "
+                        "with it and works without it (healthy without any sandbox)")
+        if rel is not None:
+            trials[-1].relaxed.append(rel)
+            say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")
+    # An interruption is not a verdict: it unwinds through validate(), which restores the
+    # unit, and ends the command with exit 130 (interrupts.py).
     if len(trials) >= max_trials:
         notes.append(f"no healthy candidate within {max_trials} restarts (--max-trials, "
                      "the baseline included)")

@@ -24,6 +24,9 @@ class Service:
     container_files: dict[str, str] = field(default_factory=dict)
     learn_seconds: int = 8
     conflicts: tuple[str, ...] = ()  # units that hold the same port
+    # a network client as shipped (NTP, forwarding/recursive DNS, a proxy's backends): offline
+    # it reaches nobody, so an IP allow-list learned here would cut it off on a real network
+    client: bool = False
 
     def script(self, action: str) -> str:
         return f"sh {HERE / (self.name + '.sh')} {action}"
@@ -58,7 +61,7 @@ SERVICES = {s.name: s for s in [
     Service("chrony", "chrony.service",
             ("/etc/chrony", "/etc/default/chrony", "/var/lib/chrony", "/var/log/chrony",
              "/run/chrony", "/run/chrony-dhcp", "/var/spool"),
-            logs=("/var/log/chrony/*.log",),
+            logs=("/var/log/chrony/*.log",), client=True,
             container_files={
                 CHRONY_DROPIN: "[Unit]\nConditionCapability=\n\n[Service]\nEnvironmentFile=\n"
                                f"EnvironmentFile={CHRONY_ENV}\n",
@@ -66,11 +69,11 @@ SERVICES = {s.name: s for s in [
     Service("dnsmasq", "dnsmasq.service",
             ("/etc/dnsmasq.conf", "/etc/dnsmasq.d", "/etc/default/dnsmasq", "/run/dnsmasq",
              "/var/lib/misc", "/usr/share/dnsmasq"),
-            conflicts=("unbound.service",)),
+            conflicts=("unbound.service",), client=True),
     Service("unbound", "unbound.service",
             ("/etc/unbound", "/etc/default/unbound", "/var/lib/unbound", "/run/unbound.ctl",
              "/run/unbound"),
-            conflicts=("dnsmasq.service",)),
+            conflicts=("dnsmasq.service",), client=True),
     Service("apache2", "apache2.service",
             ("/etc/apache2", "/var/log/apache2", "/var/lib/apache2", "/var/cache/apache2",
              "/run/apache2", "/run/lock/apache2", "/var/www"),
@@ -78,7 +81,7 @@ SERVICES = {s.name: s for s in [
     Service("haproxy", "haproxy.service",
             ("/etc/haproxy", "/etc/default/haproxy", "/var/lib/haproxy", "/run/haproxy",
              "/run/haproxy.pid", "/run/haproxy-master.sock"),
-            extra_files={HAPROXY_CFG: "", HAPROXY_DROPIN:
+            client=True, extra_files={HAPROXY_CFG: "", HAPROXY_DROPIN:
                          f'[Service]\nEnvironment="CONFIG={HAPROXY_CFG}"\n'}),
     Service("mosquitto", "mosquitto.service",
             ("/etc/mosquitto", "/var/lib/mosquitto", "/var/log/mosquitto", "/run/mosquitto"),

@@ -4,6 +4,8 @@ tracer (which fills it) and the synthesizer (which reads it). Nothing here knows
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,9 @@ DIRS_MAX = 65536  # directories whose entries are counted
 GROUP_SEEN_MAX = 131072
 # File kinds a Fact records (what stat said at the end of tracing).
 FACT_KINDS = ("dir", "file", "link", "char", "block", "fifo", "socket", "missing")
+_STAT_KINDS = ((stat.S_ISDIR, "dir"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "link"),
+               (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"), (stat.S_ISFIFO, "fifo"),
+               (stat.S_ISSOCK, "socket"))
 
 # Access kinds recorded per path. Everything but read/exec/stat needs the file system writable.
 ACCESS_KINDS = ("read", "write", "create", "delete", "rename", "exec", "mkdir", "chmod", "chown",
@@ -102,6 +107,17 @@ class Fact:
         if self.target is not None:
             out["target"] = self.target
         return out
+
+    @classmethod
+    def of_host(cls, path: str) -> Fact:
+        """What lstat says of `path` on this host now; a symlink also says where it resolves."""
+        try:
+            st = os.lstat(path)
+        except (OSError, ValueError):
+            return cls("missing")
+        kind = next((name for test, name in _STAT_KINDS if test(st.st_mode)), "file")
+        target = os.path.realpath(path) if kind == "link" else None
+        return cls(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), target)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Fact:

@@ -8,26 +8,15 @@ profiles have no facts: then, and only then, the host is asked, as it was when t
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 
 from autosandbox.profile import Fact, Profile
 from autosandbox.synth.sensitive import canonical
 
-_KINDS = ((stat.S_ISDIR, "dir"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "link"),
-          (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"), (stat.S_ISFIFO, "fifo"),
-          (stat.S_ISSOCK, "socket"))
-
 
 def host_fact(path: str) -> Fact:
     """What lstat says about `path` on this host now (for profiles without facts)."""
-    try:
-        st = os.lstat(path)
-    except (OSError, ValueError):
-        return Fact("missing")
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "file")
-    target = os.path.realpath(path) if kind == "link" else None
-    return Fact(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), target)
+    return Fact.of_host(path)
 
 
 def _norm(path: str) -> str:

@@ -5,27 +5,17 @@ where a symlink leads, and whether an executed binary is a 32-bit ELF."""
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 
 from autosandbox.profile import Fact, Profile
 
-_KINDS = ((stat.S_ISDIR, "dir"), (stat.S_ISREG, "file"), (stat.S_ISLNK, "link"),
-          (stat.S_ISCHR, "char"), (stat.S_ISBLK, "block"), (stat.S_ISFIFO, "fifo"),
-          (stat.S_ISSOCK, "socket"))
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32 = 1
 
 
 def fact(path: str) -> Fact:
     """What lstat says of `path` now; a symlink also says where it resolves."""
-    try:
-        st = os.lstat(path)
-    except (OSError, ValueError):
-        return Fact("missing")
-    kind = next((name for test, name in _KINDS if test(st.st_mode)), "file")
-    target = os.path.realpath(path) if kind == "link" else None
-    return Fact(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), target)
+    return Fact.of_host(path)
 
 
 def is_elf32(path: str) -> bool:

@@ -42,7 +42,8 @@ def test_trial_denials_come_from_audit(install_service):
                          "--exercise", "curl -fsS localhost:8083/ && curl -fsS localhost:8083/")
         assert cp.returncode == 0, cp.stderr
         out = json.loads(cp.stdout)
-        first = out["trials"][0]
+        assert out["trials"][0]["kind"] == "baseline" and out["trials"][0]["healthy"]
+        first = out["trials"][1]  # the first candidate: the unit as found came before it
         audit = [d for d in first["denials"] if d["source"] == "audit"]
         assert any(d["kind"] == "erofs" and d["path"].startswith("/srv/as-lazy/spool/")
                    for d in audit), first["denials"]

@@ -93,6 +93,8 @@ def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
     and our own opens neither show nor use up the once-per-path report."""
     if gate_prefix is not None and not _SAFE_LITERAL.match(gate_prefix):
         raise ValueError(f"unsafe gate path for bpftrace: {gate_prefix!r}")
+    if gate_prefix is not None and len(gate_prefix) >= 64:  # bpftrace 0.17's literal limit
+        raise ValueError(f"gate path too long for bpftrace's strings: {gate_prefix}")
     root = tracefs_root()
     calls = [c for c in ("open", "openat")
              if root is not None and (root / f"events/syscalls/sys_enter_{c}").is_dir()]

@@ -371,7 +371,9 @@ def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration:
             stream = TraceStream(recorder, fifo_dir=state_dir)
             os.chmod(stream.dir, 0o711)
             streams[e] = stream
-        gate_dir = Path(tempfile.mkdtemp(prefix="autosandbox-gate-", dir=state_dir))
+        # Short: bpftrace 0.17 refuses string literals over 64 bytes, and the BPF program
+        # matches the gates by this path (a longer unit name falls back to strace's opens).
+        gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=state_dir))
         os.chmod(gate_dir, 0o711)
         if cap_capable_available():
             tracer = CapabilityTracer(None)

@@ -185,16 +185,21 @@ def _gid_of(info: ServiceInfo) -> int | None:
         return None
 
 
-def existing_settings(info: ServiceInfo, exclude: Path) -> dict[str, str]:
-    """Directives the unit's own files set (fragment, then drop-ins; last one wins)."""
-    out: dict[str, str] = {}
+def _unit_files(info: ServiceInfo, exclude: Path) -> Iterator[tuple[str, str]]:
+    """(path, text) of the unit's own files as systemd reads them: fragment, then drop-ins."""
     for path in [info.fragment_path, *info.dropin_paths]:
         if not path or Path(path) == exclude:
             continue
         try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
+            yield path, Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
+
+
+def existing_settings(info: ServiceInfo, exclude: Path) -> dict[str, str]:
+    """Directives the unit's own files set (fragment, then drop-ins; last one wins)."""
+    out: dict[str, str] = {}
+    for _, text in _unit_files(info, exclude):
         for key, value in unitfile.parse(text):
             if value:
                 out[key] = value
@@ -208,13 +213,7 @@ def unit_text(info: ServiceInfo, exclude: Path) -> str:
     `apply`'s drop-in takes among the drop-ins (by file name) is marked (analyze.merged)."""
     parts = []
     slot = False
-    for path in [info.fragment_path, *info.dropin_paths]:
-        if not path or Path(path) == exclude:
-            continue
-        try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
+    for path, text in _unit_files(info, exclude):
         name = Path(path).name
         if path != info.fragment_path and not slot and name >= APPLIED_DROPIN:
             slot = True

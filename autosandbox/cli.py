@@ -11,17 +11,24 @@ from typing import Any
 
 import click
 
-from autosandbox import __version__, interrupts
+from autosandbox import __version__, interrupts, logs
 from autosandbox.durations import SETTLE_BOUNDS, TRACE_BOUNDS, parse_duration
 from autosandbox.errors import UserError
 from autosandbox.inputs import check_port, check_url
-from autosandbox.learn import LearnOptions, learn_command, learn_unit
+from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_target
 from autosandbox.profile import Profile
+from autosandbox.provenance import default_label, describe, merge_profiles
 from autosandbox.report import summarize
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
-from autosandbox.systemd.manager import check_unit_name, looks_like_unit
-from autosandbox.trace.unit import require_root, reset_unit
+from autosandbox.systemd.manager import (
+    check_learnable_name,
+    check_unit_name,
+    looks_like_unit,
+    template_of,
+)
+from autosandbox.systemd.session import require_root
+from autosandbox.trace.unit import reset_unit
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
@@ -90,7 +97,10 @@ def _interrupted() -> int:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
                                            "max_content_width": 100})
 @click.version_option(__version__, prog_name="autosandbox")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show on stderr each external command, each systemd job and each step of "
+                   "putting things back, with the seconds since start.")
+def main(verbose: bool) -> None:
     """Learn the tightest systemd sandbox a service can live with.
 
     autosandbox runs a program (or restarts a unit) under strace while its real workload
@@ -106,6 +116,7 @@ def main() -> None:
       autosandbox merge a.json b.json -o all.json           # union of several runs
       autosandbox show app.json                             # what was seen
     """
+    logs.configure(verbose)
 
 
 def _target_options(f: Any) -> Any:
@@ -186,12 +197,23 @@ def _learn_target(target: tuple[str, ...]) -> str | None:
     if looks_like_unit(target[0]):
         if len(target) > 1:
             raise UserError(f"learn takes one unit, got: {' '.join(target)}")
-        check_unit_name(target[0])
+        check_learnable_name(target[0])
         return target[0]
     if len(target) > 1:
         raise UserError(f"a command goes after --: autosandbox learn [OPTIONS] -- "
                         f"{' '.join(target)}")
     return None
+
+
+def _template_option(f: Any) -> Any:
+    return click.option("--template", is_flag=True,
+                        help="UNIT is an instance (NAME@INST.service): the drop-in is for "
+                             "every instance (NAME@.service.d/), proven on this one.")(f)
+
+
+def _user_option(f: Any) -> Any:
+    return click.option("--user", is_flag=True, hidden=True,
+                        help="User units: not supported yet (refused).")(f)
 
 
 def _unit_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -274,6 +296,8 @@ def _write(path: Path, text: str) -> None:
 @click.option("--keep-partial", is_flag=True,
               help="If a signal cuts the trace, still save the profile so far (marked "
                    "partial; no drop-in, no validation, exit 130).")
+@_template_option
+@_user_option
 @_health_options
 @_target_options
 @_grant_options
@@ -282,7 +306,8 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           tracer: str, validate: bool, health_cmd: str | None, health_url: str | None,
           health_port: str | None, settle: str, max_trials: int,
           systemd_version: int | None, bpf: bool | None, keep_partial: bool,
-          allow_write: tuple[str, ...], ip_allow: tuple[str, ...]) -> None:
+          allow_write: tuple[str, ...], ip_allow: tuple[str, ...], template: bool,
+          user: bool) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
 
     \b
@@ -292,10 +317,19 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     --duration while its real workload runs, then restored exactly as it was; the drop-in
     is then validated by trial restarts (see `autosandbox validate --help`):
       autosandbox learn myapp.service --duration 10m --exercise 'curl -fsS localhost/'
+    A .socket or .timer learns the service it starts (the socket or timer is left as it
+    is); a timer's service is not restarted: the runs the timer starts within --duration are
+    traced. An instance (NAME@INST.service) is learned for itself, or with --template for
+    every instance (NAME@.service.d/).
     A validated result is kept as /var/lib/autosandbox/UNIT/learned.conf for `apply`; one
     that is not validated as unvalidated.conf, which `apply` installs only with --force.
     """
     unit = _learn_target(target)
+    if user:
+        raise UserError("user units (--user) are not supported yet: learn a system service; "
+                        "nothing was done")
+    if template and unit is None:
+        raise UserError("--template needs a unit (NAME@INSTANCE.service)")
     if unit is not None:
         require_root()  # before anything is written: as another user nothing can work
     prof = profile_out or (output.with_suffix(".json") if output else None)
@@ -310,10 +344,11 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
         systemd_version=systemd_version, bpf=bpf, exercise=exercise, validate=validate,
         checks=_checks(health_cmd, health_url, health_port, settle, exercise),
         max_trials=max_trials, fast={"auto": None, "fast": True, "full": False}[tracer],
-        allow_write=allow_write, ip_allow=ip_allow,
+        allow_write=allow_write, ip_allow=ip_allow, template=template,
     )
-    with runstate.session(unit, _RAW_ARGS):
-        result = learn_unit(unit, opts) if unit else learn_command(list(target), opts)
+    service = unit_target(unit, opts) if unit else None  # a .socket's or .timer's service
+    with runstate.session(service.service if service else None, _RAW_ARGS):
+        result = learn_unit(service, opts) if service else learn_command(list(target), opts)
         if not result.profile.subject.get("partial"):
             interrupts.check()
     if result.profile.subject.get("partial"):
@@ -324,11 +359,12 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     unit = result.profile.subject.get("unit")
     if unit:
         # a validated learn is what `apply UNIT` installs; another only with --force
-        kept = save_learned(str(unit), result.dropin, result.validated)
+        kept = save_learned(str(unit), result.dropin, result.validated, template)
+        how = f"{unit} --template" if template else unit
         if kept is not None:
-            result.notes.append(f"kept for 'autosandbox apply {unit}': {kept}"
+            result.notes.append(f"kept for 'autosandbox apply {how}': {kept}"
                                 if result.validated else
-                                f"kept, not validated: {kept} ('autosandbox apply {unit}' "
+                                f"kept, not validated: {kept} ('autosandbox apply {how}' "
                                 "installs it only with --force)")
     _emit(result, output, as_json)
     if result.exit_code:
@@ -403,9 +439,10 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
 @click.option("--force", is_flag=True,
               help="Install a drop-in that was not validated on UNIT (it is still "
                    "health-checked and rolled back if unhealthy).")
+@_template_option
 @_health_options
 def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | None,
-              force: bool, health_cmd: str | None, health_url: str | None,
+              force: bool, template: bool, health_cmd: str | None, health_url: str | None,
               health_port: str | None, settle: str, max_trials: int) -> None:
     """Install a drop-in for good, health-check, roll back by itself if unhealthy.
 
@@ -413,12 +450,17 @@ def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | Non
     /etc/systemd/system/UNIT.d/50-autosandbox.conf, backing up a file it replaces, then
     daemon-reload, restart and health checks. `autosandbox revert UNIT` undoes it.
     Only what autosandbox writes is accepted (one [Service] section of sandboxing
-    directives); a drop-in not validated on UNIT only with --force.
+    directives); a drop-in not validated on UNIT only with --force. With --template, UNIT is
+    an instance: the drop-in goes to NAME@.service.d/ and UNIT is the one health-checked
+    (other instances get it at their next start).
     """
-    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=force)
+    if template:
+        template_of(unit)
+    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=force,
+                                                     template=template)
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     with runstate.session(unit, _RAW_ARGS):
-        done = apply(unit, text, checks, force)
+        done = apply(unit, text, checks, force, template=template)
     if as_json:
         click.echo(json.dumps({"installed": str(done.path), "healthy": done.health.healthy,
                                "backup": str(done.backup) if done.backup else None}))
@@ -428,10 +470,13 @@ def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | Non
 
 @main.command("revert")
 @click.argument("unit", callback=_unit_arg)
-def revert_cmd(unit: str) -> None:
+@_template_option
+def revert_cmd(unit: str, template: bool) -> None:
     """Remove the drop-in `apply` installed and restore the file it replaced, byte for byte."""
+    if template:
+        template_of(unit)
     with runstate.session(unit, _RAW_ARGS):
-        lines = revert(unit)
+        lines = revert(unit, template=template)
     for line in lines:
         click.echo(line, err=True)
 
@@ -440,10 +485,14 @@ def revert_cmd(unit: str) -> None:
 @click.argument("unit", callback=_unit_arg)
 @click.argument("dropin", required=False, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path))
-def diff_cmd(unit: str, dropin: Path | None) -> None:
+@_template_option
+def diff_cmd(unit: str, dropin: Path | None, template: bool) -> None:
     """Show what applying DROPIN (default: the learned one) would change for UNIT."""
-    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=True)
-    click.echo(diff(unit, text), nl=False)
+    if template:
+        template_of(unit)
+    text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=True,
+                                                     template=template)
+    click.echo(diff(unit, text, template=template), nl=False)
 
 
 def _read(path: Path) -> str:
@@ -496,24 +545,45 @@ def synthesize(profile: Path, output: Path | None, as_json: bool, systemd_versio
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the merged profile.")
-def merge(profiles: tuple[Path, ...], output: Path) -> None:
-    """Union several profiles (runs, hosts, workloads) into one."""
-    merged = Profile.load(profiles[0])
-    first_subject = dict(merged.subject)
-    merged.subject = {**first_subject, "merged": [first_subject]}
-    for path in profiles[1:]:
-        merged.merge(Profile.load(path))
+@click.option("-l", "--label", "labels", multiple=True, metavar="NAME",
+              help="Name of each profile's host or run, in the order of PROFILES (default: "
+                   "the file name without .json). `show` says which NAME saw what.")
+def merge(profiles: tuple[Path, ...], output: Path, labels: tuple[str, ...]) -> None:
+    """Union several profiles (runs, hosts, workloads) into one, recording which saw what.
+
+    \b
+      autosandbox merge web1.json web2.json -o fleet.json
+      autosandbox show fleet.json --host web2     # what web2 saw that not every host saw
+    """
+    if labels and len(labels) != len(profiles):
+        raise UserError(f"{len(labels)} --label for {len(profiles)} profiles: give one each")
+    loaded = [Profile.load(path) for path in profiles]
+    names = labels or tuple(default_label(path, p)
+                            for path, p in zip(profiles, loaded, strict=True))
+    merged = merge_profiles(list(zip(names, loaded, strict=True)))
     merged.save(output)
-    click.echo(f"merged {len(profiles)} profiles into {output}", err=True)
+    click.echo(f"merged {len(profiles)} profiles ({', '.join(merged.provenance['hosts'])}) "
+               f"into {output}", err=True)
 
 
 @main.command()
 @click.argument("profile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
-def show(profile: Path, as_json: bool) -> None:
-    """Summarize what a profile saw: paths, sockets, capabilities, behaviour, syscalls."""
+@click.option("--host", metavar="NAME",
+              help="Of a merged profile: only what host NAME saw that not every host saw.")
+def show(profile: Path, as_json: bool, host: str | None) -> None:
+    """Summarize what a profile saw: paths, sockets, capabilities, behaviour, syscalls.
+
+    Of a merged profile, also which host saw what not every host saw (paths, families,
+    capabilities, ...).
+    """
     p = Profile.load(profile)
+    lines = describe(p, host)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
+    elif host is not None:
+        click.echo("\n".join(lines))
     else:
         click.echo(summarize(p), nl=False)
+        if lines:
+            click.echo("\n".join(["", *lines]))

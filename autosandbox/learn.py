@@ -10,8 +10,10 @@ from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
 from autosandbox.results import Result, result_for_profile, with_validation
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
+from autosandbox.systemd.manager import Manager, template_of
+from autosandbox.systemd.session import existing_settings, unit_text
 from autosandbox.trace.command import trace_command
-from autosandbox.trace.unit import existing_settings, trace_unit, unit_text
+from autosandbox.trace.unit import Target, learn_target, trace_unit
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import validate
 
@@ -30,6 +32,7 @@ class LearnOptions:
     keep_partial: bool = False  # a signal cuts the trace: keep its profile (marked partial)
     allow_write: tuple[str, ...] = ()  # sensitive places the user lets it write (--allow-write)
     ip_allow: tuple[str, ...] = ()  # peers the user pins (--ip-allow)
+    template: bool = False  # the result is for every instance (NAME@.service.d/)
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
@@ -52,19 +55,44 @@ def learn_command(argv: list[str], opts: LearnOptions) -> Result:
     return result
 
 
-def learn_unit(unit: str, opts: LearnOptions) -> Result:
+def _unit_duration(opts: LearnOptions) -> float:
     if opts.duration is None:
         raise UserError("learning a unit needs --duration (e.g. --duration 10m): the service "
                         "does not end by itself")
+    return opts.duration
+
+
+def unit_target(name: str, opts: LearnOptions) -> Target:
+    """The service `learn NAME` traces (NAME may be its .socket or .timer), checked before
+    anything starts."""
+    _unit_duration(opts)
+    target = learn_target(Manager(), name)
+    if opts.template:
+        template_of(target.service)  # an instance, or a one-line refusal
+    return target
+
+
+def learn_unit(target: Target, opts: LearnOptions) -> Result:
+    unit = target.service
+    duration = _unit_duration(opts)
     progress = ProgressLine(enabled=opts.progress)
     try:
-        traced = trace_unit(unit, opts.duration, opts.exercise, on_progress=progress,
-                            fast=opts.fast, keep_partial=opts.keep_partial)
+        traced = trace_unit(unit, duration, opts.exercise, on_progress=progress,
+                            fast=opts.fast, keep_partial=opts.keep_partial,
+                            scheduled=target.scheduled)
     finally:
         progress.done()
+    if target.scheduled and not traced.runs and not traced.partial:
+        raise UserError(f"{target.via} started no run of {unit} within --duration: nothing "
+                        f"was learned (systemctl list-timers {target.via} shows the next; a "
+                        f"run started by hand in the window is traced too)")
     if not traced.started_ok and not traced.partial:
         # the unit is restored; a profile of a service that did not run teaches nothing
         raise UserError(f"{unit} did not start or did not stay up under tracing: "
+                        f"nothing was learned; see journalctl -u {unit}")
+    if not traced.events and not traced.partial:
+        # a tracer that could not write (a root of its own, a full /run) is no evidence
+        raise UserError(f"the trace of {unit} is empty (its Exec lines reported nothing): "
                         f"nothing was learned; see journalctl -u {unit}")
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
@@ -73,6 +101,16 @@ def learn_unit(unit: str, opts: LearnOptions) -> Result:
     result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
                                 opts.allow_write, opts.ip_allow)
     result.notes += traced.notes
+    if target.via is not None:
+        result.notes.append(f"learned {unit}, which {target.via} starts; {target.via} was "
+                            "left untouched")
+    if traced.runs is not None:
+        result.notes.append(f"{traced.runs} run(s) of {unit} started by {target.via} were "
+                            "traced (no run off its schedule)")
+    if opts.template:
+        result.extra["template"] = template_of(unit)
+        result.notes.append(f"for every instance of {template_of(unit)}: learned and "
+                            f"validated on {unit}")
     if opts.validate and not traced.partial:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None

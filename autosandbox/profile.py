@@ -23,6 +23,7 @@ GROUP_LIMIT = 256
 PATHS_MAX = 16384
 GROUPS_MAX = 4096
 DIRS_MAX = 65536  # directories whose entries are counted
+ROOT_WRITES_MAX = 4096  # distinct paths written as root kept as capability evidence
 # Distinct names remembered across all groups (to count `files` exactly); past it each new
 # report counts as a new entry.
 GROUP_SEEN_MAX = 131072
@@ -164,6 +165,16 @@ def _counter_add(counter: dict[str, int], key: str, n: int = 1) -> None:
     counter[key] = counter.get(key, 0) + n
 
 
+def _counter_add_all(counter: dict[str, int], other: dict[str, int]) -> None:
+    for key, n in other.items():
+        _counter_add(counter, key, n)
+
+
+def _nested_add(mine: dict[str, dict[str, int]], theirs: dict[str, dict[str, int]]) -> None:
+    for key, counts in theirs.items():
+        _counter_add_all(mine.setdefault(key, {}), counts)
+
+
 @dataclass
 class Profile:
     subject: dict[str, Any] = field(default_factory=dict)  # command, unit, cwd, user
@@ -185,6 +196,11 @@ class Profile:
     warnings: list[str] = field(default_factory=list)
     path_groups: dict[str, PathGroup] = field(default_factory=dict)  # directory -> group
     facts: dict[str, Fact] = field(default_factory=dict)  # path -> what the host said
+    # Which merged host saw what (autosandbox/provenance.py); empty for a single run.
+    provenance: dict[str, Any] = field(default_factory=dict)
+    # Paths written by traced processes running as root (fsuid and fsgid 0, no supplementary
+    # groups): with the facts, the evidence for CAP_DAC_OVERRIDE (trace/dac.py).
+    root_writes: dict[str, dict[str, int]] = field(default_factory=dict)
     # Bookkeeping of the aggregation, not serialized: entries per directory, names seen per
     # group (hashes), failed paths left out past GROUP_LIMIT per directory.
     _children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -244,6 +260,10 @@ class Profile:
             errs = self.failed_paths[path] = {}
         _counter_add(errs, errno)
 
+    def add_root_write(self, path: str, kind: str) -> None:
+        if path in self.root_writes or len(self.root_writes) < ROOT_WRITES_MAX:
+            _counter_add(self.root_writes.setdefault(path, {}), kind)
+
     def add_cap(self, cap: str, reason: str, n: int = 1) -> None:
         self.capabilities.setdefault(cap, Evidence()).add(reason, n)
 
@@ -288,22 +308,8 @@ class Profile:
 
     # -- merge and (de)serialization -----------------------------------------------------
     def merge(self, other: Profile) -> None:
-        for p, kinds in other.paths.items():
-            for k, n in kinds.items():
-                self.add_path(p, k, n)
-        for p, errs in other.failed_paths.items():
-            for e, n in errs.items():
-                mine_errs = self.failed_paths.get(p)
-                if mine_errs is None:
-                    self.add_failed_path(p, e)  # counts 1, within the directory's bound
-                    mine_errs = self.failed_paths.get(p)
-                    n -= 1
-                if mine_errs is not None and n:
-                    _counter_add(mine_errs, e, n)
-        for p, bits in other.execs.items():
-            mine = self.execs.setdefault(p, {"setuid": False, "setgid": False})
-            for b, v in bits.items():
-                mine[b] = mine.get(b, False) or v
+        """Union `other` into this profile (another run, process or host)."""
+        self._merge_paths(other)
         for src, dst in ((other.families, self.families), (other.socket_types, self.socket_types),
                          (other.syscalls, self.syscalls), (other.netlink, self.netlink)):
             for k, n in src.items():
@@ -311,12 +317,13 @@ class Profile:
         self.binds |= other.binds
         self.peers |= other.peers
         self.inbound |= other.inbound
-        for p, ops in other.unix_sockets.items():
-            for op, n in ops.items():
-                _counter_add(self.unix_sockets.setdefault(p, {}), op, n)
-        for sc, errs in other.failed_syscalls.items():
-            for e, n in errs.items():
-                _counter_add(self.failed_syscalls.setdefault(sc, {}), e, n)
+        for mine_n, theirs_n in ((self.unix_sockets, other.unix_sockets),
+                                 (self.failed_syscalls, other.failed_syscalls)):
+            _nested_add(mine_n, theirs_n)
+        for p, kinds in other.root_writes.items():
+            for k, n in kinds.items():
+                if p in self.root_writes or len(self.root_writes) < ROOT_WRITES_MAX:
+                    _counter_add(self.root_writes.setdefault(p, {}), k, n)
         for mine_d, theirs_d in ((self.capabilities, other.capabilities),
                                  (self.flags, other.flags)):
             for k, ev in theirs_d.items():
@@ -324,17 +331,33 @@ class Profile:
         for s in other.sources:
             self.add_source(s)
         self.warnings.extend(w for w in other.warnings if w not in self.warnings)
-        for d, g in other.path_groups.items():
-            mine_g = self.path_groups.setdefault(d, PathGroup())
-            for k, n in g.kinds.items():
-                _counter_add(mine_g.kinds, k, n)
-            mine_g.files += g.files
-            mine_g.examples += [x for x in g.examples if x not in mine_g.examples]
-            del mine_g.examples[MAX_EXAMPLES:]
         for path, fact in other.facts.items():
             self.facts.setdefault(path, fact)  # the first profile's host speaks for a path
         subjects = self.subject.setdefault("merged", [])
         subjects.append(other.subject)
+
+    def _merge_paths(self, other: Profile) -> None:
+        """Paths, failed paths, executables and path groups, within this profile's bounds."""
+        for p, kinds in other.paths.items():
+            for k, n in kinds.items():
+                self.add_path(p, k, n)
+        for p, errs in other.failed_paths.items():
+            for e, n in errs.items():
+                if p not in self.failed_paths:
+                    self.add_failed_path(p, e)  # counts 1, within the directory's bound
+                    n -= 1
+                if p in self.failed_paths and n:
+                    _counter_add(self.failed_paths[p], e, n)
+        for p, bits in other.execs.items():
+            mine = self.execs.setdefault(p, {"setuid": False, "setgid": False})
+            for b, v in bits.items():
+                mine[b] = mine.get(b, False) or v
+        for d, g in other.path_groups.items():
+            mine_g = self.path_groups.setdefault(d, PathGroup())
+            _counter_add_all(mine_g.kinds, g.kinds)
+            mine_g.files += g.files
+            mine_g.examples += [x for x in g.examples if x not in mine_g.examples]
+            del mine_g.examples[MAX_EXAMPLES:]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -358,6 +381,9 @@ class Profile:
             "warnings": self.warnings,
             "path_groups": {d: g.to_json() for d, g in sorted(self.path_groups.items())},
             "facts": {p: f.to_json() for p, f in sorted(self.facts.items())},
+            **({"provenance": self.provenance} if self.provenance else {}),
+            **({"root_writes": dict(sorted(self.root_writes.items()))}
+               if self.root_writes else {}),
         }
 
     @classmethod
@@ -394,6 +420,9 @@ class Profile:
                 path_groups={str(d): PathGroup.from_json(g)
                              for d, g in data.get("path_groups", {}).items()},
                 facts={str(p): Fact.from_json(f) for p, f in data.get("facts", {}).items()},
+                provenance=dict(data.get("provenance", {})),
+                root_writes={str(p): {str(k): int(n) for k, n in v.items()}
+                             for p, v in data.get("root_writes", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"profile is malformed: {exc}") from None

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from collections.abc import Sequence
+from typing import Protocol, TextIO
 
 from autosandbox.durations import format_duration
 from autosandbox.profile import Profile
-from autosandbox.trace.command import Progress
+
+
+class Progress(Protocol):
+    """What a tracer reports while it learns (trace/command.py's Progress): read only."""
+
+    @property
+    def elapsed(self) -> float: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def events(self) -> int: ...
+    @property
+    def paths(self) -> int: ...
+    @property
+    def families(self) -> Sequence[str]: ...
+    @property
+    def capabilities(self) -> Sequence[str]: ...
+    @property
+    def state(self) -> str: ...
 
 
 class ProgressLine:

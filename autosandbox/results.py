@@ -90,20 +90,23 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
                          ip_allow=ip_allow)
     dropin = sandbox.render()
     base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
-    before = set(analyze.verify(base, None))  # the unit's own warnings are not ours
-    warnings = [w for w in analyze.verify(base, dropin) if w not in before]
+    # checked under the unit's own name: specifiers (User=%i) resolve as in the real unit
+    name = str(profile.subject.get("unit") or "") if isinstance(stored_text, str) else None
+    before = set(analyze.verify(base, None, name))  # the unit's own warnings are not ours
+    warnings = [w for w in analyze.verify(base, dropin, name) if w not in before]
     return Result(profile, sandbox, dropin, base, warnings,
-                  analyze.security(base, None), analyze.security(base, dropin))
+                  analyze.security(base, None, name), analyze.security(base, dropin, name))
 
 
 def with_validation(result: Result, validation: Validation) -> Result:
     """The validated (possibly relaxed) drop-in replaces the learned one; scores follow it."""
     result.sandbox = validation.sandbox
     result.dropin = render_validated(validation)
-    before = set(analyze.verify(result.unit_text, None))
-    result.verify_warnings = [w for w in analyze.verify(result.unit_text, result.dropin)
+    name = str(result.profile.subject.get("unit") or "") or None
+    before = set(analyze.verify(result.unit_text, None, name))
+    result.verify_warnings = [w for w in analyze.verify(result.unit_text, result.dropin, name)
                               if w not in before]
-    result.after = analyze.security(result.unit_text, result.dropin)
+    result.after = analyze.security(result.unit_text, result.dropin, name)
     result.notes += validation.notes
     result.extra["validation"] = {
         "healthy": validation.healthy,

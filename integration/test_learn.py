@@ -248,7 +248,9 @@ def test_clear_errors():
     assert "Traceback" not in cp.stderr
     cp = autosandbox("learn", "getty@.service", "--duration", "1s")
     assert cp.returncode == 2 and "template" in cp.stderr
-    cp = autosandbox("learn", "as-nothing.socket", "--duration", "1s")
+    cp = autosandbox("learn", "as-nothing.socket", "--duration", "1s")  # sockets are learnable
+    assert cp.returncode == 2 and "as-nothing.socket does not exist" in cp.stderr
+    cp = autosandbox("learn", "as-nothing.target", "--duration", "1s")
     assert cp.returncode == 2 and "not a service" in cp.stderr
     cp = run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
               "-m", "autosandbox", "learn", "ssh.service", "--duration", "1s"],

@@ -38,11 +38,12 @@ RESULTS = Path(os.environ.get("AUTOSANDBOX_ZOO_RESULTS", "/tmp/autosandbox-zoo.j
 VM_SERVICES = tuple(os.environ.get("AUTOSANDBOX_ZOO_VM", "chrony").split())
 
 
-# Known, open (issue 9): haproxy validates in 7 restarts, not 6. Its root master needs
-# CAP_DAC_OVERRIDE for /run/haproxy (haproxy:haproxy 2775); the first candidate fails with no
-# denial line to map, so bisection finds CapabilityBoundingSet= and drops it whole. strict: a
-# fix makes this test fail until the mark is removed.
-KNOWN = {"haproxy": "7 restarts, CapabilityBoundingSet= dropped by bisection (issue 9)"}
+# Known, open problems: service name -> reason (a strict xfail: a fix makes it fail until the
+# entry is removed). haproxy's (7 restarts, issue 9) is fixed: its root master's writes into
+# /run/haproxy (haproxy:haproxy 2775) and its signals to its workers (uid haproxy) are
+# evidence for CAP_DAC_OVERRIDE and CAP_KILL at learning; its CAP_NET_ADMIN came from
+# sd_notify's best-effort SO_SNDBUFFORCE, which is no need.
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [

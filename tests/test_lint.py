@@ -15,7 +15,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    proc = _run("ruff", "check", "autosandbox", "tests", "benchmarks", "integration")
+    proc = _run("ruff", "check", "autosandbox", "tests", "benchmarks", "integration", "ansible")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autosandbox.trace.audit import parse_seccomp
-from autosandbox.trace.tracefs import syscall_names
+from autosandbox.linux.audit import parse_seccomp
+from autosandbox.linux.syscalls import syscall_names
 
 RECORDED = (Path(__file__).parent / "data" / "seccomp.audit").read_text()
 

@@ -11,7 +11,7 @@ import pytest
 
 from autosandbox.systemd import analyze
 from autosandbox.systemd.manager import ServiceInfo
-from autosandbox.trace.unit import unit_text
+from autosandbox.systemd.session import unit_text
 
 UNIT = "[Unit]\nDescription=t\n[Service]\nExecStart=/bin/sleep infinity\n"
 

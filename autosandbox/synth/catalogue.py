@@ -3,13 +3,16 @@
 Each row says which systemd version introduced it, which build feature it needs, what it
 restricts, how it relaxes (its ladder, tightest value first; "" means "leave it unset") and how
 a profile decides it: either the generic rule "flag" (the tightest value, unless one of
-`blocked_by` flags or an access below `blocked_paths` was seen) or a named rule in rules.py.
+`blocked_by` flags or an access below `blocked_paths` was seen) or a named rule in rules.py,
+and which denials in a trial relax it one step (`relax_kinds`, `relax_paths`).
 Adding a directive is adding a row (and, for a new kind of decision, one rule).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from autosandbox.synth.paths import HOME_DIRS
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,24 @@ class Directive:
     blocked_by: tuple[str, ...] = ()
     blocked_paths: tuple[str, ...] = ()
     grants: bool = False  # widens what the sandbox allows (never the cause of a breakage)
+    # A denial in a trial that relaxes this row one step (validate/relax.py): of one of
+    # `relax_kinds` (erofs, eacces, eperm, eafnosupport; empty: any kind) on a path matching
+    # one of `relax_paths` ("/dir/": below /dir; "/dir": /dir or below; empty: any or none).
+    # A row with neither is relaxed by its own evidence rule or by bisection only.
+    relax_kinds: frozenset[str] = frozenset()
+    relax_paths: tuple[str, ...] = ()
+
+    def relaxed_by(self, kind: str, path: str | None) -> bool:
+        """Whether a denial of `kind` on `path` names this row."""
+        if not self.relax_kinds and not self.relax_paths:
+            return False
+        if self.relax_kinds and kind not in self.relax_kinds:
+            return False
+        if not self.relax_paths:
+            return True
+        return path is not None and any(
+            path.startswith(p) if p.endswith("/") else path == p or path.startswith(p + "/")
+            for p in self.relax_paths)
 
     @property
     def tightest(self) -> str:
@@ -56,14 +77,15 @@ CATALOGUE: tuple[Directive, ...] = (
     D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
       ("<names>", ""), rule="write_paths", grants=True),
     D("ProtectHome", 214, "/home, /root and /run/user",
-      ("yes", "read-only", ""), rule="protect_home"),
+      ("yes", "read-only", ""), rule="protect_home", relax_paths=HOME_DIRS),
     D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp"),
     D("PrivateDevices", 209, "a private /dev with pseudo devices only",
-      ("yes", ""), blocked_by=("device_nodes",)),
+      ("yes", ""), blocked_by=("device_nodes",), relax_paths=("/dev/",)),
     D("DevicePolicy", 208, "access to device nodes (with DeviceAllow=)",
       ("closed", ""), rule="devices"),
     D("ProtectKernelTunables", 232, "/proc/sys, /sys and kernel variables read-only",
       ("yes", ""), blocked_by=("proc_sys_write", "sys_write"),
+      relax_kinds=frozenset({"erofs"}), relax_paths=("/proc/sys/", "/sys/"),
       blocked_paths=("/proc/kallsyms", "/proc/kcore", "/proc/sysrq-trigger", "/proc/latency_stats",
                      "/proc/timer_list", "/proc/acpi", "/proc/fs", "/proc/irq", "/proc/scsi")),
     D("ProtectKernelModules", 232, "loading kernel modules; hides /usr/lib/modules",
@@ -83,7 +105,8 @@ CATALOGUE: tuple[Directive, ...] = (
     D("PrivateNetwork", 33, "all networking but a private loopback", ("yes", ""),
       rule="private_network"),
     D("RestrictAddressFamilies", 211, "socket address families",
-      ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule="address_families"),
+      ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule="address_families",
+      relax_kinds=frozenset({"eafnosupport"})),
     D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
       ("any", ""), rule="ip_addresses"),
     D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",

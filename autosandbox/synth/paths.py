@@ -177,8 +177,29 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
         # a rename's target is a new file too (memcached writes pid.tmp, renames it)
         if w.kinds & {"create", "mkdir", "rename"}:
             plan.created.setdefault(w.path, (w.example, frozenset(w.kinds)))
+    _tmp_shared(plan, profile, view)
+    declared = subject.declared_paths()
+    for w in writes:
+        if any(under(w.path, t) for t in TMP_DIRS):
+            plan.tmp_writes.append(w.literal)
+            if not plan.tmp_shared:
+                continue  # PrivateTmp= gives the service its own
+        if any(under(w.path, h) for h in HOME_DIRS):
+            plan.home_writes.append(w.literal)
+        own = next(((d, directive) for d, directive in declared if under(w.path, d)), None)
+        if own is not None:
+            name = own[0].rsplit("/", 1)[1]
+            plan.covered.setdefault(f"{own[1]}={name}", []).append(w.literal)
+            continue
+        _place(plan, w, subject, view, made_dirs, allowed)
+    _managed(plan, subject, view)
+    _drop_covered(plan)
+    return plan
 
-    # Rule 5: /tmp shared with others?
+
+def _tmp_shared(plan: WritePlan, profile: Profile, view: FileView) -> None:
+    """Rule 5: is /tmp shared with others (files read there that the service did not make,
+    sockets there)?"""
     created = set(plan.created)
     for path in profile.paths:
         if "read" not in profile.paths[path] or not any(
@@ -193,42 +214,33 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
         if any(under(sock, t) for t in TMP_DIRS):
             plan.tmp_shared.append(f"socket {sock}")
 
-    declared = subject.declared_paths()
-    for w in writes:
-        if any(under(w.path, t) for t in TMP_DIRS):
-            plan.tmp_writes.append(w.literal)
-            if not plan.tmp_shared:
-                continue  # PrivateTmp= gives the service its own
-        if any(under(w.path, h) for h in HOME_DIRS):
-            plan.home_writes.append(w.literal)
-        own = next(((d, directive) for d, directive in declared if under(w.path, d)), None)
-        if own is not None:
-            name = own[0].rsplit("/", 1)[1]
-            plan.covered.setdefault(f"{own[1]}={name}", []).append(w.literal)
-            continue
-        anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
-        example = w.example
-        reason = sensitive.withheld(anchor, allowed)
-        if reason is None:
-            _add(plan.anchors, anchor, why, example, w.count)
-            continue
-        if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
-                and view.kind(w.path) == "file" and sensitive.withheld(w.path, allowed) is None):
-            _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
-                 "(the file itself, not the directory)", example, w.count, missing_ok=True)
-            continue
-        hint = f"--allow-write {anchor} grants it"
-        if _shared_dir(anchor):
-            hint = (f"give the service a directory of its own below {anchor} (e.g. "
-                    f"{_own_dir_hint(anchor, subject.service)}), or {hint}")
-        wh = plan.withheld.setdefault(anchor, Withheld(anchor, reason, hint=hint))
-        wh.count += w.count
-        if example not in wh.examples and len(wh.examples) < 3:
-            wh.examples.append(example)
 
-    _managed(plan, subject, view)
+def _place(plan: WritePlan, w: _Write, subject: Subject, view: FileView, made_dirs: set[str],
+           allowed: Sequence[str]) -> None:
+    """Rules 1-3 for one write: the entry that makes it writable, or why it is withheld."""
+    anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
+    example = w.example
+    reason = sensitive.withheld(anchor, allowed)
+    if reason is None:
+        _add(plan.anchors, anchor, why, example, w.count)
+        return
+    if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
+            and view.kind(w.path) == "file" and sensitive.withheld(w.path, allowed) is None):
+        _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
+             "(the file itself, not the directory)", example, w.count, missing_ok=True)
+        return
+    hint = f"--allow-write {anchor} grants it"
+    if _shared_dir(anchor):
+        hint = (f"give the service a directory of its own below {anchor} (e.g. "
+                f"{_own_dir_hint(anchor, subject.service)}), or {hint}")
+    wh = plan.withheld.setdefault(anchor, Withheld(anchor, reason, hint=hint))
+    wh.count += w.count
+    if example not in wh.examples and len(wh.examples) < 3:
+        wh.examples.append(example)
 
-    # Rule 6: drop entries covered by another entry or by a managed directory.
+
+def _drop_covered(plan: WritePlan) -> None:
+    """Rule 6: drop entries covered by another entry or by a managed directory."""
     covering = plan.writable()
     for a in sorted(plan.anchors, key=len, reverse=True):
         outer = next((c for c in sorted(covering, key=len) if c != a and under(a, c)), None)
@@ -237,7 +249,6 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
                 plan.anchors[outer].count += plan.anchors[a].count
             del plan.anchors[a]
             covering = [c for c in covering if c != a]
-    return plan
 
 
 def _shared_dir(path: str) -> bool:

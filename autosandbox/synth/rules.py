@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autosandbox import unitfile
+from autosandbox.linux.capabilities import CAP_NAMES
+from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.profile import Endpoint, Profile
 from autosandbox.synth import sensitive
 from autosandbox.synth.catalogue import Directive
@@ -19,8 +21,6 @@ from autosandbox.synth.host import FileView
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
 from autosandbox.synth.subject import Subject
 from autosandbox.synth.target import Target, system_service_parts
-from autosandbox.trace.capabilities import CAP_NAMES
-from autosandbox.trace.recorder import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 
 FLAG_TEXT: dict[str, str] = {
     "wx_memory": "writable+executable memory", "realtime": "realtime scheduling",
@@ -342,7 +342,13 @@ def socket_bind(ctx: Context, d: Directive) -> Result:
 
 
 def capabilities(ctx: Context, d: Directive) -> Result:
+    """Only capabilities with evidence (the call or the owner/mode facts that needed them)."""
     caps = sorted(c for c in ctx.profile.capabilities if c in CAP_NAMES)
+    bare = [c for c in caps if not ctx.profile.capabilities[c].examples]
+    if bare:
+        ctx.warnings.append(f"left out of CapabilityBoundingSet=, no evidence recorded: "
+                            f"{', '.join(bare)}")
+        caps = [c for c in caps if c not in bare]
     if not caps:
         return [Setting(d.name, [], "no capability used")]
     ev = "; ".join(f"{c}: {', '.join(ctx.profile.capabilities[c].examples[:2])}" for c in caps)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from functools import cache
 
+from autosandbox import commands
 from autosandbox.errors import UserError
 
 _VERSION = re.compile(r"^systemd (\d+)")
@@ -31,10 +31,7 @@ def _run(argv: list[str]) -> str:
     if shutil.which(argv[0]) is None:
         raise UserError(f"{argv[0]} is not installed: install systemd "
                         "(or pass --systemd-version for another host)")
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise UserError(f"{' '.join(argv)} failed: {proc.stderr.strip()[:200]}")
-    return proc.stdout
+    return commands.run(argv).stdout
 
 
 def parse_version(text: str) -> tuple[int, frozenset[str]]:

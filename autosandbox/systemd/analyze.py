@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from autosandbox import unitfile
+from autosandbox import commands, unitfile
 from autosandbox.errors import UserError, require_tool
+from autosandbox.systemd.manager import looks_like_unit
 
 _SCORE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
-CHECK_UNIT = "autosandbox-check.service"
+CHECK_UNIT = "autosandbox-check.service"  # the copy's name when it has no unit of its own
 _OFF = ("", "no", "false", "0", "off")
 
 
@@ -37,7 +38,7 @@ def command_unit(argv: list[str]) -> str:
 
 
 # Where `apply`'s drop-in (50-autosandbox.conf) sorts among the unit's own drop-ins, in a unit
-# text made by trace.unit.unit_text(): systemd applies drop-ins in file name order, so one
+# text made by systemd.session.unit_text(): systemd applies drop-ins in file name order, so one
 # named after ours (override.conf, 60-x.conf) overrides ours, and an applied one is replaced.
 SLOT_BEGIN = "# autosandbox: 50-autosandbox.conf applies here"
 SLOT_END = "# autosandbox: end of 50-autosandbox.conf"
@@ -53,22 +54,40 @@ def merged(unit_text: str, dropin: str | None) -> str:
     return unit_text + ("\n" + dropin if dropin else "")
 
 
-def _with_unit(unit_text: str, dropin: str | None) -> tuple[tempfile.TemporaryDirectory[str], Path]:
+def check_name(unit: str | None) -> str:
+    """The copy carries the unit's own name, so every specifier (%i, %I, %n, %p...: `User=%i`
+    of a template instance, user@UID.service) resolves as in the real unit; `_ENV` keeps
+    systemd-analyze from adding the real unit's drop-ins, already merged into the copy."""
+    if unit and looks_like_unit(unit) and unit.endswith(".service") and "@." not in unit:
+        return unit
+    return CHECK_UNIT
+
+
+# Only the copy's directory is searched (verify_set_unit_path: an empty SYSTEMD_UNIT_PATH adds
+# nothing after it), so its dependencies (sysinit.target...) are not found there: those lines
+# say nothing about the unit and are dropped.
+_ENV = {**os.environ, "SYSTEMD_UNIT_PATH": ""}
+_NO_DEPENDENCY = re.compile(r"^\S+: Failed to create \S+/start: Unit \S+ not found\.$")
+
+
+def _with_unit(unit_text: str, dropin: str | None, unit: str | None = None,
+               ) -> tuple[tempfile.TemporaryDirectory[str], Path]:
     tmp = tempfile.TemporaryDirectory(prefix="autosandbox-analyze-")
-    path = Path(tmp.name) / CHECK_UNIT
+    path = Path(tmp.name) / check_name(unit)
     path.write_text(merged(unit_text, dropin), encoding="utf-8")
     return tmp, path
 
 
-def verify(unit_text: str, dropin: str | None) -> list[str]:
+def verify(unit_text: str, dropin: str | None, unit: str | None = None) -> list[str]:
     """Warnings systemd-analyze verify prints about the unit with the drop-in (exit code is 0
     for bad values, so stderr is what counts)."""
-    tmp, path = _with_unit(unit_text, dropin)
+    tmp, path = _with_unit(unit_text, dropin, unit)
     with tmp:
-        proc = subprocess.run([_analyze(), "verify", "--man=no", str(path)],
-                              capture_output=True, text=True, check=False)
-    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-    return [ln.replace(str(path), CHECK_UNIT) for ln in lines]
+        proc = commands.run([_analyze(), "verify", "--man=no", str(path)], check=False,
+                            env=_ENV)
+    lines = [ln for ln in (proc.stderr + proc.stdout).splitlines()
+             if ln.strip() and not _NO_DEPENDENCY.match(ln)]
+    return [ln.replace(str(path), path.name) for ln in lines]
 
 
 # Online, `systemd-analyze security UNIT` counts PrivateMounts= as set (0.2 of exposure) when
@@ -93,11 +112,11 @@ def _scored(text: str) -> str:
     return text
 
 
-def security(unit_text: str, dropin: str | None) -> Score:
-    tmp, path = _with_unit(_scored(merged(unit_text, dropin)), None)
+def security(unit_text: str, dropin: str | None, unit: str | None = None) -> Score:
+    tmp, path = _with_unit(_scored(merged(unit_text, dropin)), None, unit)
     with tmp:
-        proc = subprocess.run([_analyze(), "security", "--offline=yes", "--no-pager",
-                               str(path)], capture_output=True, text=True, check=False)
+        proc = commands.run([_analyze(), "security", "--offline=yes", "--no-pager", str(path)],
+                            check=False, env=_ENV)
     m = _SCORE.search(proc.stdout)
     if m is None:
         raise UserError(f"systemd-analyze security gave no score: {proc.stderr.strip()[:200]}")

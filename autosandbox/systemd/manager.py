@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from autosandbox.errors import UserError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 BUS_NAME = "org.freedesktop.systemd1"
 EXEC_KINDS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
               "ExecStopPost")
@@ -59,6 +61,9 @@ class ServiceInfo:
     main_pid: int
     n_restarts: int
     exec_lines: list[ExecLine] = field(default_factory=list)
+    root_directory: str = ""
+    root_image: str = ""
+    triggered_by: tuple[str, ...] = ()  # sockets, timers, paths that start it
 
     @property
     def running(self) -> bool:
@@ -67,12 +72,29 @@ class ServiceInfo:
 
 def check_unit_name(name: str) -> None:
     if not name.endswith(".service"):
-        raise UserError(f"{name} is not a service: autosandbox learns .service units")
+        raise UserError(f"{name} is not a service: autosandbox learns .service units (and the "
+                        "services a .socket or .timer starts)")
     if "@." in name:
         raise UserError(f"{name} is a template: name an instance, e.g. "
-                        f"{name.replace('@.', '@example.')}")
+                        f"{name.replace('@.', '@example.')} (--template writes for all)")
     if not _SERVICE.match(name):
         raise UserError(f"{name!r} is not a valid unit name")
+
+
+def check_learnable_name(name: str) -> None:
+    """`learn` takes a service, or the .socket or .timer that starts one."""
+    if name.endswith((".socket", ".timer")) and _ANY_UNIT.match(name) and "@." not in name:
+        return
+    check_unit_name(name)
+
+
+def template_of(name: str) -> str:
+    """foo@bar.service -> foo@.service: where drop-ins for every instance go."""
+    prefix, at, rest = name.partition("@")
+    if not at or not rest.endswith(".service") or rest == ".service":
+        raise UserError(f"{name} is not an instance of a template (NAME@INSTANCE.service): "
+                        "--template needs one")
+    return f"{prefix}@.service"
 
 
 class Manager:
@@ -90,6 +112,9 @@ class Manager:
         except Exception as exc:
             raise UserError(f"cannot reach systemd over D-Bus ({_short(exc)}): is systemd "
                             "running as PID 1?") from None
+        # Units whose processes we restarted, started or stopped: a restore restarts only
+        # these (Ctrl-C while tracers start must not restart a production service).
+        self.changed: set[str] = set()
 
     def unit(self, name: str) -> Any:
         try:
@@ -119,6 +144,9 @@ class Manager:
             fragment_path=u.FragmentPath, dropin_paths=list(u.DropInPaths),
             control_group=u.ControlGroup, main_pid=int(u.MainPID),
             n_restarts=int(getattr(u, "NRestarts", 0)),
+            root_directory=str(getattr(u, "RootDirectory", "") or ""),
+            root_image=str(getattr(u, "RootImage", "") or ""),
+            triggered_by=tuple(str(t) for t in getattr(u, "TriggeredBy", ()) or ()),
         )
         for kind in EXEC_KINDS:
             try:
@@ -131,6 +159,19 @@ class Manager:
                     info.exec_lines.append(ExecLine(kind, path, tuple(argv), flags))
         return info
 
+    def triggers(self, name: str) -> tuple[str, ...]:
+        """The units a .socket, .timer or .path starts (its Triggers=)."""
+        u = self.unit(name)
+        if u.LoadState != "loaded":
+            what = "does not exist" if u.LoadState == "not-found" else f"is {u.LoadState}"
+            raise UserError(f"unit {name} {what}")
+        return _dbus(f"read what {name} starts", lambda: tuple(str(t) for t in u.Triggers))
+
+    def accepts(self, socket: str) -> bool:
+        """Accept=yes: one service instance per connection."""
+        u = self.unit(socket)
+        return _dbus(f"read {socket}", lambda: bool(getattr(u, "Accept", False)))
+
     def state(self, name: str) -> tuple[str, str, int, int]:
         u = self.unit(name)
         return _dbus(f"read the state of {name}", lambda: (
@@ -138,19 +179,36 @@ class Manager:
             int(getattr(u, "NRestarts", 0))))
 
     def reload(self) -> None:
+        began = time.monotonic()
+        log.debug("systemd: daemon-reload")
         _dbus("reload systemd", self.mgr.Reload)
+        log.debug("  daemon-reload: done in %.2f s", time.monotonic() - began)
 
     def restart(self, name: str, timeout: float = 120.0) -> str:
-        _dbus(f"restart {name}", lambda: self.mgr.RestartUnit(name, "replace"))
-        return self.wait(name, timeout)
+        return self._job("restart", name, lambda: self.mgr.RestartUnit(name, "replace"), timeout)
 
     def start(self, name: str, timeout: float = 120.0) -> str:
-        _dbus(f"start {name}", lambda: self.mgr.StartUnit(name, "replace"))
-        return self.wait(name, timeout)
+        return self._job("start", name, lambda: self.mgr.StartUnit(name, "replace"), timeout)
 
     def stop(self, name: str, timeout: float = 120.0) -> str:
-        _dbus(f"stop {name}", lambda: self.mgr.StopUnit(name, "replace"))
-        return self.wait(name, timeout)
+        return self._job("stop", name, lambda: self.mgr.StopUnit(name, "replace"), timeout)
+
+    def _job(self, verb: str, name: str, call: Callable[[], object], timeout: float) -> str:
+        """Queue a job on `name` and wait (at most `timeout` s) until it is done."""
+        self._changing(name)
+        began = time.monotonic()
+        log.debug("systemd: %s %s", verb, name)
+        _dbus(f"{verb} {name}", call)
+        state = self.wait(name, timeout)
+        log.debug("  %s %s: %s after %.2f s", verb, name, state, time.monotonic() - began)
+        return state
+
+    def _changing(self, name: str) -> None:
+        if name not in self.changed:
+            from autosandbox.systemd import runstate  # runstate's undo comes before ours
+
+            runstate.record("changed", unit=name)  # before the job: `reset` after a kill
+            self.changed.add(name)
 
     def reset_failed(self, name: str) -> None:
         with contextlib.suppress(Exception):  # not failed: nothing to reset

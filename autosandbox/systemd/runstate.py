@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autosandbox import procs
+from autosandbox.commands import ToolError
 from autosandbox.errors import UserError
 from autosandbox.systemd.dropins import STATE_DIR, remove_dropin
 
@@ -167,16 +167,25 @@ def undo(run: Run) -> list[str]:
                 remove_dropin(Path(path)):
             done.append(f"removed {path}")
         elif kind == "audit":
-            for spec in e.get("specs", []):
-                cp = subprocess.run(["auditctl", "-d", "always,exit", *spec, "-k", e["key"]],
-                                    capture_output=True, check=False)
-                if cp.returncode == 0:
-                    done.append(f"removed audit rule {' '.join(spec)} -k {e['key']}")
+            done += _remove_audit_rules(e)
         elif kind == "apply" and not any(x["kind"] == "apply-done" for x in run.entries):
             done += _undo_apply(e)
     shutil.rmtree(run.scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         run.path.unlink()
+    return done
+
+
+def _remove_audit_rules(e: dict[str, Any]) -> list[str]:
+    # here, not at the top: linux.audit records its rules through this module
+    from autosandbox.linux.audit import delete_rule
+    done = []
+    for spec in e.get("specs", []):
+        try:
+            if delete_rule(["always,exit", *spec, "-k", e["key"]]):
+                done.append(f"removed audit rule {' '.join(spec)} -k {e['key']}")
+        except ToolError as exc:
+            done.append(f"could not remove an audit rule: {exc}")
     return done
 
 

@@ -1,4 +1,4 @@
-"""Capability names and the table that infers capabilities from system calls.
+"""The table that infers capabilities from system calls (their names: linux/capabilities.py).
 
 The table is data: each row says which syscalls (and which argument tokens) show a need for a
 capability, and the reason that is kept as evidence. Checks the kernel really made are read
@@ -8,25 +8,6 @@ from tracefs (see tracefs.py) where the kernel has the `capability:cap_capable` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-# Numbering from linux/capability.h; stable kernel ABI.
-CAP_NAMES: tuple[str, ...] = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
-    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON",
-    "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
-
-
-def cap_name(number: int) -> str:
-    if 0 <= number < len(CAP_NAMES):
-        return CAP_NAMES[number]
-    return f"CAP_{number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +23,15 @@ class CapRule:
     reason: str
     tokens: tuple[str, ...] = ()
     arg: int | None = None
+    # A socket option: a need only once the socket is bound or connected (the recorder
+    # holds it until then; a socket set and closed unused was a probe).
+    on_use: bool = False
+    # Checked only when the option is turned on: a value of [0] needs nothing.
+    enabling: bool = False
 
     def matches(self, args: list[str]) -> bool:
+        if self.enabling and (len(args) < 4 or args[3].replace(" ", "") in ("[0]", "0")):
+            return False
         if not self.tokens:
             return True
         if self.arg is None:
@@ -68,14 +56,22 @@ def _s(names: str) -> frozenset[str]:
 #   CAP_SYS_ADMIN: namespaces created without a new user namespace in the same call
 #   CAP_SYS_PTRACE: ptrace/process_vm_* of a process that is not a followed one of the same uid
 #   CAP_SYS_NICE: a nice value below 0
+#   CAP_KILL: a signal to a process none of whose real and saved uids is the sender's
+# and, with the host facts at the end of the trace (facts.py, dac.py):
+#   CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH: what processes running as root wrote where the
+#   owner and mode bits alone refuse root (a root master in its service user's directory)
 CAP_RULES: tuple[CapRule, ...] = (
     # Socket options are matched on the option argument itself (the fd's -y decoration and
     # the value may hold anything). SO_MARK: NET_ADMIN (or NET_RAW since 5.17, either does).
     CapRule("CAP_NET_ADMIN", _s("setsockopt"), "privileged socket option",
-            ("SO_MARK", "SO_SNDBUFFORCE", "SO_RCVBUFFORCE", "SO_DEBUG", "IP_TRANSPARENT",
-             "IPV6_TRANSPARENT", "SO_BUSY_POLL_BUDGET"), arg=2),
+            ("SO_MARK", "SO_SNDBUFFORCE", "SO_RCVBUFFORCE", "SO_BUSY_POLL_BUDGET"), arg=2,
+            on_use=True),
+    # IP(V6)_TRANSPARENT and SO_DEBUG are checked only when turned on (val != 0).
+    CapRule("CAP_NET_ADMIN", _s("setsockopt"), "privileged socket option turned on",
+            ("SO_DEBUG", "IP_TRANSPARENT", "IPV6_TRANSPARENT"), arg=2, on_use=True,
+            enabling=True),
     CapRule("CAP_NET_RAW", _s("setsockopt"), "socket bound to a device",
-            ("SO_BINDTODEVICE", "SO_BINDTOIFINDEX"), arg=2),
+            ("SO_BINDTODEVICE", "SO_BINDTOIFINDEX"), arg=2, on_use=True),
     CapRule("CAP_MKNOD", _s("mknod mknodat"), "device node created", ("S_IFCHR", "S_IFBLK")),
     CapRule("CAP_SYS_CHROOT", _s("chroot"), "chroot()"),
     CapRule("CAP_SYS_ADMIN", _s("mount umount2 pivot_root fsopen fsmount move_mount open_tree"),

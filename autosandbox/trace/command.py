@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
+from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.trace import opens
@@ -133,7 +134,7 @@ def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
 def add_syscall_set(profile: Profile, names: set[str]) -> None:
     """Calls tracefs saw but strace was not asked to stop on: in the set, counted once."""
     profile.add_source("tracefs:raw_syscalls")
-    for name in names:
+    for name in names - NOT_CALLS:
         profile.syscalls.setdefault(name, 1)
 
 

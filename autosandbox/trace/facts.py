@@ -1,6 +1,7 @@
 """Facts about the host, read when tracing ends, so that synthesis is a pure function of the
 profile: what each path the service touched is (lstat, not followed), who owns it, its mode,
-where a symlink leads, and whether an executed binary is a 32-bit ELF."""
+where a symlink leads, and whether an executed binary is a 32-bit ELF. What processes running
+as root wrote, against these facts, shows the DAC capabilities they needed (trace/dac.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from collections.abc import Iterable
 
 from autosandbox.profile import Fact, Profile
+from autosandbox.trace.dac import infer_root_writes
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32 = 1
@@ -43,7 +45,8 @@ def _is_file_path(path: str) -> bool:
 
 def record_facts(profile: Profile) -> None:
     """Fill profile.facts for every path, failed path, executed binary, PathGroup directory,
-    unix socket file and every ancestor of a written path; mark 32-bit executables."""
+    unix socket file and every ancestor of a written path; mark 32-bit executables; add the
+    capabilities root's writes needed by these facts, each with its evidence."""
     wanted: set[str] = set()
     wanted.update(p for p in profile.paths if _is_file_path(p))
     wanted.update(p for p in profile.failed_paths if _is_file_path(p))
@@ -60,3 +63,6 @@ def record_facts(profile: Profile) -> None:
             facts[path] = fact(path)
     for path, bits in profile.execs.items():
         bits["elf32"] = is_elf32(path)
+    for cap, evidence in infer_root_writes(profile).items():
+        for text in evidence:
+            profile.add_cap(cap, text)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import logging
 import os
 import re
 import resource
@@ -27,10 +28,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from autosandbox import interrupts, procs
+from autosandbox import commands, interrupts, procs
+from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
-from autosandbox.trace.tracefs import in_initial_pid_namespace, tracefs_root
 
+log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
 # Records of threads no recorder follows yet (strace reports a fork after bpftrace does): held
 # until the end, at most this many; relative opens are deduplicated in at most SEEN_MAX keys.
@@ -192,6 +194,7 @@ class OpenTracer:
                # not lost while our reader catches up
                "BPFTRACE_PERF_RB_PAGES": "1024"}
         # Paths of the BPF program come from us only (checked in script()).
+        log.debug("start: %s -e PROGRAM", commands.shown([bpftrace]))
         self._proc = subprocess.Popen(
             [bpftrace, "-e", script(root_pids, gate_prefix)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
@@ -313,6 +316,8 @@ class OpenTracer:
         if self._closed:
             return
         self._closed = True
+        began = time.monotonic()
+        log.debug("stopping bpftrace (pid %d)", self._proc.pid)
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGINT)  # bpftrace detaches and runs END
@@ -323,6 +328,8 @@ class OpenTracer:
                 self._proc.wait(5)
         for t in self._threads:
             t.join(5)
+        log.debug("  bpftrace stopped in %.2f s (exit %s)", time.monotonic() - began,
+                  self._proc.returncode)
         if self.lost:
             self.warnings.append(f"bpftrace lost {self.lost} open events: paths may be missing")
         if self._cut:

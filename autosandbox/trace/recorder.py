@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
+from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import GROUP_LIMIT, WRITE_KINDS, Endpoint, Profile
 from autosandbox.trace.capabilities import RULES_BY_SYSCALL
 from autosandbox.trace.strace_parser import (
@@ -91,12 +93,6 @@ SETID_CALLS: dict[str, tuple[str, tuple[int, ...]]] = {
     "setfsuid": ("uid", (0,)), "setgid": ("gid", (0,)), "setregid": ("gid", (0, 1)),
     "setresgid": ("gid", (0, 1, 2)), "setfsgid": ("gid", (0,)),
 }
-# Device nodes every program may open; anything else under /dev is a real device.
-PSEUDO_DEVICES = frozenset({
-    "/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty",
-    "/dev/ptmx", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/console", "/dev/log",
-})
-PSEUDO_DEVICE_PREFIXES = ("/dev/pts/", "/dev/shm/", "/dev/fd/", "/dev/mqueue/", "/dev/hugepages/")
 
 _FAMILY = re.compile(r"sa_family=(\w+)")
 _PORT = re.compile(r"sin6?_port=htons\((\d+)\)")
@@ -150,6 +146,11 @@ class Recorder:
         self.pids: set[int] = set()
         self.userns: set[int] = set()  # pids living in a user namespace of their own
         self.chrooted: set[int] = set()  # pids whose "/" is not ours
+        self.fs_ids: set[int] = set()  # pids that set their fsuid/fsgid apart
+        self.split_ids: set[int] = set()  # pids whose real, effective, saved uids may differ
+        # capabilities a socket option shows once the socket is used (capabilities.CapRule)
+        self.socket_caps: dict[str, list[tuple[str, str]]] = {}
+        self.socket_buffers: set[tuple[str, str]] = set()  # (inode, SO_SNDBUF/SO_RCVBUF) set
         self.sockets: dict[str, _Socket] = {}
         self.exit_codes: dict[int, int | None] = {}
         self.first_pid: int | None = None
@@ -225,7 +226,8 @@ class Recorder:
         with self.lock:
             p = self.profile
             for name, n in parser.counts.items():
-                p.syscalls[name] = p.syscalls.get(name, 0) + n
+                if name not in NOT_CALLS:
+                    p.syscalls[name] = p.syscalls.get(name, 0) + n
             for name, errs in parser.failed.items():
                 mine = p.failed_syscalls.setdefault(name, {})
                 for e, n in errs.items():
@@ -286,10 +288,44 @@ class Recorder:
         if flag is not None:
             p.add_flag(flag, f"{name}()")
         rules = RULES_BY_SYSCALL.get(name)
+        if name == "setsockopt" and len(sc.args) > 2 and sc.args[2] in ("SO_SNDBUF", "SO_RCVBUF"):
+            m = _SOCKET_INODE.search(sc.args[0])
+            if m is not None and len(self.socket_buffers) < SOCKETS_MAX:
+                self.socket_buffers.add((m.group(1), sc.args[2]))
         if rules and sc.ok and sc.pid not in self.userns:
             for rule in rules:
-                if rule.matches(sc.args):
+                if not rule.matches(sc.args):
+                    continue
+                if rule.on_use:
+                    self._socket_cap(sc, rule.cap, rule.reason)
+                else:
                     p.add_cap(rule.cap, f"{rule.reason} ({name})")
+
+    def _socket_cap(self, sc: Syscall, cap: str, reason: str) -> None:
+        """A socket option proves a need only on a socket then bound or connected: one set
+        and closed unused is a probe of what the kernel allows. SO_SNDBUFFORCE after
+        SO_SNDBUF on the same socket (likewise RCV) is the best-effort growth of a buffer that
+        already works (sd_notify's fd_inc_sndbuf): a wish, not a need."""
+        m = _SOCKET_INODE.search(sc.args[0]) if sc.args else None
+        option = sc.args[2] if len(sc.args) > 2 else ""
+        if m is None or (m.group(1), option.removesuffix("FORCE")) in self.socket_buffers:
+            return
+        reason = f"{reason} ({sc.name} {option})"
+        if len(self.socket_caps) >= SOCKETS_MAX:
+            del self.socket_caps[next(iter(self.socket_caps))]
+        self.socket_caps.setdefault(m.group(1), []).append((cap, reason))
+
+    def _socket_used(self, sc: Syscall) -> None:
+        m = _SOCKET_INODE.search(sc.args[0]) if sc.args else None
+        for cap, reason in self.socket_caps.pop(m.group(1), []) if m else []:
+            self._add_cap(sc, cap, f"{reason} on a socket then {sc.name}()")
+
+    def _as_root(self, pid: int) -> bool:
+        """Owner and mode bits are checked as for root: fsuid and fsgid 0, no supplementary
+        groups (trace/dac.py); in a user namespace or a chroot of its own, it proves nothing."""
+        return (self.uid.get(pid, self.start_uid) == 0 and self.gid.get(pid, self.start_gid) == 0
+                and not self.groups.get(pid) and pid not in self.userns
+                and pid not in self.chrooted and pid not in self.fs_ids)
 
     def _add_cap(self, sc: Syscall, cap: str, reason: str) -> None:
         """A capability shown by a successful call, unless the caller lives in a user
@@ -372,7 +408,9 @@ class Recorder:
         return True
 
     def _record(self, sc: Syscall, path: str | None, kind: str,
-                literal: str | None = None) -> None:
+                literal: str | None = None, made: bool = True) -> None:
+        """`made`: False for an open with O_CREAT that may have found the file there (no
+        O_EXCL): no proof a name was made in the directory (trace/dac.py)."""
         if path is None:
             return
         p = self.profile
@@ -386,6 +424,8 @@ class Recorder:
                 p.add_failed_path(path, sc.errno)
             return
         p.add_path(path, kind)
+        if kind in WRITE_KINDS and made and self._as_root(sc.pid):
+            p.add_root_write(path, kind)
         self._path_flags(path, kind)
 
     def _path_flags(self, path: str, kind: str) -> None:
@@ -472,7 +512,7 @@ class Recorder:
         else:
             self._record(sc, path, "read")
         if "O_CREAT" in flags or "O_TMPFILE" in flags:
-            self._record(sc, path, "create")
+            self._record(sc, path, "create", made="O_EXCL" in flags or "O_TMPFILE" in flags)
 
     def _exec(self, sc: Syscall, path: str | None) -> None:
         self._record(sc, path, "exec")
@@ -608,6 +648,7 @@ class Recorder:
             if ep is not None and sc.errno:
                 p.add_failed_path(f"bind:{ep.proto}:{ep.port}", sc.errno)
             return
+        self._socket_used(sc)
         if ep is not None:
             self._endpoint(p.binds, ep)
             if 0 < ep.port < 1024:
@@ -616,6 +657,8 @@ class Recorder:
             if not upath.startswith("@"):  # bind() creates the name: not followed
                 upath = self.kernel_path(sc.pid, upath, False)
                 p.add_path(upath, "create")
+                if self._as_root(sc.pid):
+                    p.add_root_write(upath, "create")
             self._unix(upath, "bind")
 
     def _endpoint(self, endpoints: set[Endpoint], ep: Endpoint) -> None:
@@ -639,6 +682,8 @@ class Recorder:
                 return
         elif not sc.ok and sc.errno not in _ATTEMPT_ERRNOS:
             return
+        if not inbound:
+            self._socket_used(sc)
         _, ep, upath = self._sockaddr(sc, 0, addr_text)
         if ep is not None:
             self._endpoint(self.profile.inbound if inbound else self.profile.peers, ep)
@@ -704,6 +749,9 @@ class Recorder:
                 self.userns.add(child)
             if sc.pid in self.chrooted:
                 self.chrooted.add(child)
+            for inherited in (self.fs_ids, self.split_ids):
+                if sc.pid in inherited:
+                    inherited.add(child)
             self._track(child)
             self._replay(child)
 
@@ -759,6 +807,37 @@ class Recorder:
             self.profile.add_flag("set_ids", f"{sc.name}({', '.join(sc.args)})")
             if sc.name not in ("setfsuid", "setfsgid"):
                 current[sc.pid] = changed[-1]
+            else:
+                self.fs_ids.add(sc.pid)
+        # Only setuid() as root, or all ids given alike, leaves real, effective and saved equal.
+        if which == "uid" and sc.name in ("setreuid", "setresuid"):
+            if len(targets) == len(indexes) and len(set(targets)) == 1:
+                self.split_ids.discard(sc.pid)
+            else:
+                self.split_ids.add(sc.pid)
+        elif sc.name == "setuid" and now != 0:
+            self.split_ids.add(sc.pid)
+
+    def _kill(self, sc: Syscall) -> None:
+        """CAP_KILL: a signal delivered to a process none of whose real and saved uids is the
+        sender's (the kernel lets a sender reach its own uid's processes; SIGCONT its
+        session's). A followed target's uid is the trace's; another one's (the main process
+        an ExecReload=/bin/kill signals) is read from /proc as the line arrives. Process groups
+        and targets already gone prove nothing."""
+        index = 1 if sc.name == "tgkill" else 0
+        target = _int_arg(sc.args[index]) if sc.ok and index < len(sc.args) else None
+        if target is None or target <= 0 or sc.pid in self.split_ids or \
+                any("SIGCONT" in a for a in sc.args[index + 1:index + 2]):
+            return
+        me = self.uid.get(sc.pid, self.start_uid)
+        if target in self.uid:
+            them: tuple[int, ...] | None = None if target in self.split_ids else (
+                self.uid[target],)
+        else:
+            them = _proc_uids(target)
+        if them and me not in them:
+            self._add_cap(sc, "CAP_KILL", f"{sc.name}() to pid {target} (uid "
+                                          f"{'/'.join(map(str, sorted(set(them))))}) by uid {me}")
 
     def _setgroups(self, sc: Syscall) -> None:
         if sc.ok:
@@ -801,6 +880,19 @@ _AT_FLAGS_INDEX = {"newfstatat": 3, "fstatat64": 3, "statx": 2, "fchownat": 4, "
                    "fchmodat2": 3, "faccessat2": 3, "execveat": 4}
 
 
+def _proc_uids(pid: int) -> tuple[int, ...] | None:
+    """The real and saved uids of a live process, from /proc; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    ids = [int(x) for x in line.split()[1:5]]
+                    return (ids[0], ids[2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _int_arg(token: str) -> int | None:
     """A decimal argument; None for -1 ("unchanged") and anything symbolic."""
     try:
@@ -836,6 +928,8 @@ for _n in SETID_CALLS:
     _HANDLERS[_n] = Recorder._setid
 _HANDLERS.update({
     "socket": Recorder._socket, "socketpair": Recorder._socketpair, "bind": Recorder._bind,
+    "kill": Recorder._kill, "tkill": Recorder._kill, "tgkill": Recorder._kill,
+    "rt_sigqueueinfo": Recorder._kill, "rt_tgsigqueueinfo": Recorder._kill,
     "connect": Recorder._connect, "sendto": Recorder._sendto, "sendmsg": Recorder._sendmsg,
     "accept": Recorder._accept, "accept4": Recorder._accept, "recvfrom": Recorder._recvfrom,
     "setns": Recorder._setns, "clone": Recorder._clone, "clone3": Recorder._clone,

@@ -36,6 +36,7 @@ DETAILED: frozenset[str] = frozenset(
     shmget semget msgget
     bpf perf_event_open reboot kexec_load kexec_file_load iopl ioperm
     prctl fcntl timerfd_create capset mlock mlock2 mlockall
+    kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo
     """.split()
 )
 

@@ -8,66 +8,22 @@ tracepoint (e.g. Debian 12's 6.1) fall back to syscall inference alone.
 from __future__ import annotations
 
 import contextlib
-import functools
+import logging
 import os
 import re
-import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from autosandbox.linux.capabilities import cap_name
+from autosandbox.linux.syscalls import syscall_names
+from autosandbox.linux.tracefs import SYSCALL_EVENT, in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
-from autosandbox.trace.capabilities import cap_name
 
-TRACEFS_MOUNTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+log = logging.getLogger(__name__)
 EVENT = "events/capability/cap_capable"
-SYSCALL_EVENT = "events/raw_syscalls/sys_enter"
 _LINE = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?cap_capable:.*?\bcap (\d+),? ret (-?\d+)")
-
-
-def tracefs_root() -> Path | None:
-    """The mounted tracefs, mounting it if needed (we run as root); None if unavailable."""
-    for root in TRACEFS_MOUNTS:
-        if (root / "instances").is_dir():
-            return root
-    root = TRACEFS_MOUNTS[0]
-    if root.is_dir() and os.geteuid() == 0:
-        with contextlib.suppress(OSError):
-            subprocess.run(["mount", "-t", "tracefs", "tracefs", str(root)],
-                           capture_output=True, check=False)
-            if (root / "instances").is_dir():
-                return root
-    return None
-
-
-@functools.cache
-def in_initial_pid_namespace() -> bool:
-    """Whether tracefs pids are our pids (tracefs reports the kernel's global pids, which a
-    container's processes do not know). Asked of the kernel itself: a probe instance follows
-    this process, which makes a getppid() it must see with our own pid."""
-    root = tracefs_root()
-    if root is None or not (root / SYSCALL_EVENT).is_dir():
-        return False
-    probe = root / "instances" / f"autosandbox-probe-{os.getpid()}-ns"
-    try:
-        runstate.record("tracefs", path=str(probe))
-        probe.mkdir()
-    except OSError:
-        return False
-    try:
-        (probe / "set_event_pid").write_text(f"{os.getpid()}\n")
-        (probe / SYSCALL_EVENT / "filter").write_text("id == 110\n")  # getppid on x86_64
-        (probe / SYSCALL_EVENT / "enable").write_text("1\n")
-        for _ in range(3):
-            os.getppid()
-        (probe / SYSCALL_EVENT / "enable").write_text("0\n")
-        text = (probe / "trace").read_text()
-        return bool(re.search(rf"-{os.getpid()}\s+\[", text))
-    except OSError:
-        return False
-    finally:
-        with contextlib.suppress(OSError):
-            probe.rmdir()
 
 
 def cap_capable_available() -> bool:
@@ -141,10 +97,13 @@ class _Instance:
         raise NotImplementedError
 
     def __exit__(self, *exc: object) -> None:
+        began = time.monotonic()
         with contextlib.suppress(OSError):
             (self.dir / self.event / "enable").write_text("0\n")
         self._stop_reader()
         self._remove()
+        log.debug("tracefs instance %s removed in %.2f s", self.dir.name,
+                  time.monotonic() - began)
 
 
 class CapabilityTracer(_Instance):
@@ -174,6 +133,7 @@ class CapabilityTracer(_Instance):
 
     def __enter__(self) -> CapabilityTracer:
         runstate.record("tracefs", path=str(self.dir))
+        log.debug("tracefs instance %s: %s", self.dir.name, self.event)
         self.dir.mkdir()
         try:
             if self.root_pid is not None:
@@ -214,19 +174,6 @@ class CapabilityTracer(_Instance):
 _NR = re.compile(r"^\s*.+?-(\d+)\s+\[\d+\].*?sys_enter: NR (\d+) ")
 
 
-def syscall_names() -> dict[int, str] | None:
-    """Syscall numbers of this machine's architecture; None where we ship no table."""
-    if os.uname().machine != "x86_64":
-        return None
-    table = Path(__file__).with_name("syscalls_x86_64.tsv")
-    out: dict[int, str] = {}
-    for line in table.read_text().splitlines():
-        if line and not line.startswith("#"):
-            nr, name = line.split("\t")
-            out[int(nr)] = name
-    return out
-
-
 def syscall_tracer_available() -> bool:
     root = tracefs_root()
     return (in_initial_pid_namespace() and root is not None
@@ -265,6 +212,7 @@ class SyscallSetTracer(_Instance):
 
     def __enter__(self) -> SyscallSetTracer:
         runstate.record("tracefs", path=str(self.dir))
+        log.debug("tracefs instance %s: %s", self.dir.name, self.event)
         self.dir.mkdir()
         try:
             (self.dir / "options/event-fork").write_text("1\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import logging
 import os
 import pwd
 import re
@@ -18,16 +19,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autosandbox import interrupts, procs, unitfile
 from autosandbox.errors import UserError
+from autosandbox.linux import audit
+from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.profile import Profile
-from autosandbox.systemd import analyze, runstate
+from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    APPLIED_DROPIN,
     STATE_DIR,
     TRACE_DROPIN,
     dropin_path,
@@ -37,7 +39,7 @@ from autosandbox.systemd.dropins import (
     write_dropin,
 )
 from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
-from autosandbox.trace import audit
+from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
     Progress,
     add_kernel_capabilities,
@@ -58,10 +60,10 @@ from autosandbox.trace.tracefs import (
     CapabilityTracer,
     SyscallSetTracer,
     cap_capable_available,
-    in_initial_pid_namespace,
     syscall_tracer_available,
-    tracefs_root,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,12 +73,42 @@ class UnitTraceResult:
     notes: list[str] = field(default_factory=list)
     started_ok: bool = True
     partial: bool = False  # cut by a signal and kept (--keep-partial)
+    events: int = 0  # trace lines of the sandboxed Exec lines: 0 is a failed trace
+    runs: int | None = None  # runs its timer started while traced (scheduled learning)
 
 
-def require_root() -> None:
-    if os.geteuid() != 0:
-        raise UserError("learning a unit needs root (it installs a drop-in and restarts the "
-                        "unit): run with sudo")
+@dataclass(frozen=True)
+class Target:
+    """What `learn NAME` traces: a service, found from a .socket or .timer if need be.
+    `scheduled`: started by a timer, traced in the runs the timer starts, never restarted."""
+    service: str
+    via: str | None = None
+    scheduled: bool = False
+
+
+def learn_target(mgr: Manager, name: str) -> Target:
+    """The service `learn NAME` traces; a per-connection (Accept=yes) service is refused
+    (one connection traced while others run untraced would be a false success)."""
+    via = None
+    if name.endswith((".socket", ".timer")):
+        if name.endswith(".socket") and mgr.accepts(name):
+            raise UserError(f"{name} has Accept=yes (one service instance per connection): "
+                            "learning those is not supported; nothing was changed")
+        services = [t for t in mgr.triggers(name) if t.endswith(".service")]
+        if len(services) != 1:
+            raise UserError(f"{name} starts {', '.join(services) or 'no service'}: learn needs "
+                            "exactly one service to trace")
+        via, name = name, services[0]
+    check_unit_name(name)
+    info = mgr.info(name)
+    for unit in info.triggered_by:
+        if unit.endswith(".socket") and mgr.accepts(unit):
+            raise UserError(f"{name} is started per connection by {unit} (Accept=yes): "
+                            "learning those is not supported; nothing was changed")
+    timers = [t for t in info.triggered_by if t.endswith(".timer")]
+    if via is None and timers and info.active_state != "active":
+        via = timers[0]
+    return Target(name, via, scheduled=bool(via and via.endswith(".timer")))
 
 
 def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
@@ -185,59 +217,6 @@ def _gid_of(info: ServiceInfo) -> int | None:
         return None
 
 
-def _unit_files(info: ServiceInfo, exclude: Path) -> Iterator[tuple[str, str]]:
-    """(path, text) of the unit's own files as systemd reads them: fragment, then drop-ins."""
-    for path in [info.fragment_path, *info.dropin_paths]:
-        if not path or Path(path) == exclude:
-            continue
-        try:
-            yield path, Path(path).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-
-
-def existing_settings(info: ServiceInfo, exclude: Path) -> dict[str, str]:
-    """Directives the unit's own files set (fragment, then drop-ins; last one wins)."""
-    out: dict[str, str] = {}
-    for _, text in _unit_files(info, exclude):
-        for key, value in unitfile.parse(text):
-            if value:
-                out[key] = value
-            else:
-                out.pop(key, None)
-    return out
-
-
-def unit_text(info: ServiceInfo, exclude: Path) -> str:
-    """The unit as systemd reads it (fragment plus drop-ins), for offline checks; the place
-    `apply`'s drop-in takes among the drop-ins (by file name) is marked (analyze.merged)."""
-    parts = []
-    slot = False
-    for path, text in _unit_files(info, exclude):
-        name = Path(path).name
-        if path != info.fragment_path and not slot and name >= APPLIED_DROPIN:
-            slot = True
-            ours = name == APPLIED_DROPIN  # applied earlier: the new one replaces it
-            parts += [analyze.SLOT_BEGIN, *([text] if ours else []), analyze.SLOT_END]
-            if ours:
-                continue
-        parts.append(text)
-    if not slot:
-        parts += [analyze.SLOT_BEGIN, analyze.SLOT_END]
-    return "\n".join(parts)
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the unit is always restored (interrupts.py:
-    a second signal does not cut the restore)."""
-    old = interrupts.install()
-    try:
-        yield
-    finally:
-        interrupts.restore(old)
-
-
 def reset_unit(unit: str | None) -> list[str]:
     """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
     by name), or with None every run on record whose owner is dead. Lines say what was done."""
@@ -284,17 +263,20 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     mgr.info(unit)
     with unit_lock(unit):
         done: list[str] = []
+        # restarted only if a run changed it (or a drop-in of ours may have been loaded)
+        touched = any(e["kind"] in ("dropin", "changed") for r in dead for e in r.entries)
         for r in dead:
             done += runstate.undo(r)
         for name in (TRACE_DROPIN, TRIAL_DROPIN):
             if remove_dropin(dropin_path(unit, name)):
                 done.append(f"removed {dropin_path(unit, name)}")
+                touched = True
         # the killed run's FIFOs (its strace went with it: a FIFO without reader)
         state_dir = STATE_DIR / unit
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
-        if done:
+        if touched:
             mgr.reload()
             was_running = [e.get("was_running") for r in dead for e in r.entries
                            if e["kind"] == "unit"]
@@ -310,9 +292,11 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
                on_progress: Callable[[Progress], None] | None = None,
-               fast: bool | None = None, keep_partial: bool = False) -> UnitTraceResult:
+               fast: bool | None = None, keep_partial: bool = False,
+               scheduled: bool = False) -> UnitTraceResult:
     """Trace `unit` for `duration` s and restore it. A signal (KeyboardInterrupt) restores
-    everything and re-raises; with `keep_partial` the profile so far is returned, partial."""
+    everything and re-raises; with `keep_partial` the profile so far is returned, partial.
+    `scheduled`: the unit is not restarted; the runs its timer starts are traced."""
     require_root()
     check_unit_name(unit)
     strace = require_strace()
@@ -320,212 +304,297 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
     info = mgr.info(unit)
     if not any(e.kind == "ExecStart" for e in info.exec_lines):
         raise UserError(f"{unit} has no ExecStart= to trace")
+    if info.root_directory or info.root_image:
+        # strace, its FIFOs and our gate shell live in the host's root, not in the unit's
+        which = (f"RootDirectory={info.root_directory}" if info.root_directory
+                 else f"RootImage={info.root_image}")
+        raise UserError(f"{unit} runs in a root of its own ({which}): tracing it is not "
+                        "supported (strace and its FIFOs are not there); nothing was changed")
     dropin = dropin_path(unit, TRACE_DROPIN)
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
                             f" run 'autosandbox reset {unit}' first")
         try:
-            return _trace(mgr, info, strace, dropin, duration, exercise, on_progress, fast,
-                          keep_partial)
+            plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled)
+            return _UnitTrace(mgr, info, strace, dropin, plan).run()
         except BaseException:
             # also when cut after the restore, while the profile is built: its FIFOs go too
             shutil.rmtree(STATE_DIR / unit, ignore_errors=True)
             raise
 
 
-def _trace(mgr: Manager, info: ServiceInfo, strace: str, dropin: Path, duration: float,
-           exercise: str | None, on_progress: Callable[[Progress], None] | None,
-           fast: bool | None, keep_partial: bool) -> UnitTraceResult:
-    unit = info.name
-    was_running = info.running
-    uid = _uid_of(info)
-    cwd = info.working_directory if info.working_directory.startswith("/") else "/"
-    runstate.record("unit", name=unit, was_running=was_running)
-    runstate.record("dir", path=str(STATE_DIR / unit))
-    streams: dict[ExecLine, TraceStream] = {}
-    notes: list[str] = []
-    tracer: CapabilityTracer | None = None
-    if fast is None:
-        fast = syscall_tracer_available()
-    elif fast and not syscall_tracer_available():
-        raise UserError("the fast tracer needs a usable tracefs (not in a container); "
-                        "use --tracer full")
-    systracer: SyscallSetTracer | None = None
-    gates: GateServer | None = None
-    open_tracer: OpenTracer | None = None
-    audit_why = audit.unavailable_reason()
-    audit_rules: audit.AuditRules | None = None
-    exercise_proc: subprocess.Popen[bytes] | None = None
-    started_ok = True
-    cut = discard = False
-    begun = time.monotonic()
-    state_dir = unit_state_dir(unit)
-    try:
+@dataclass(frozen=True)
+class _Plan:
+    """What one trace of a unit is asked for (trace_unit's arguments)."""
+    duration: float
+    exercise: str | None
+    on_progress: Callable[[Progress], None] | None
+    fast: bool | None
+    keep_partial: bool
+    scheduled: bool
+
+
+class _UnitTrace:
+    """One trace of a unit: its tracers, the window, the restore (whatever happens), then
+    the profile. Each step is a method; the state they share lives here."""
+
+    def __init__(self, mgr: Manager, info: ServiceInfo, strace: str, dropin: Path,
+                 plan: _Plan) -> None:
+        self.mgr, self.info, self.strace, self.dropin, self.plan = mgr, info, strace, dropin, plan
+        self.unit = info.name
+        self.was_running = info.running
+        self.uid = _uid_of(info)
+        self.cwd = info.working_directory if info.working_directory.startswith("/") else "/"
+        self.runs = 0  # ExecStart= lines the gate let in: runs of a scheduled unit
+        self.first_start = next(i for i, e in enumerate(info.exec_lines)
+                                if e.kind == "ExecStart")
+        self.streams: dict[ExecLine, TraceStream] = {}
+        self.line_streams: list[TraceStream] = []  # by index, as the shims announce
+        self.notes: list[str] = []
+        self.tracer: CapabilityTracer | None = None
+        self.systracer: SyscallSetTracer | None = None
+        self.gates: GateServer | None = None
+        self.open_tracer: OpenTracer | None = None
+        self.audit_why = audit.unavailable_reason()
+        self.audit_rules: audit.AuditRules | None = None
+        self.exercise_proc: subprocess.Popen[bytes] | None = None
+        self.exercise_ok = False
+        self.exercise_runs = 0
+        self.started_ok = True
+        self.cut = False
+        self.begun = time.monotonic()
+        self.state_dir = STATE_DIR / self.unit
+
+    def run(self) -> UnitTraceResult:
+        runstate.record("unit", name=self.unit, was_running=self.was_running)
+        runstate.record("dir", path=str(STATE_DIR / self.unit))
+        fast = self._fast()
+        self.state_dir = unit_state_dir(self.unit)
+        discard = False
+        try:
+            self._start_tracers(fast)
+            self._start_unit()
+            self._window()
+            self._end_of_window()
+        except KeyboardInterrupt:
+            self.cut = True
+            if not self.plan.keep_partial:
+                discard = True
+                raise  # nothing is learned from a cut trace
+            self.notes.append("interrupted: the unit was restored; the profile is partial")
+        except BaseException:
+            discard = True
+            raise
+        finally:
+            # A second signal must not cut the restore short (interrupts.py); one step that
+            # fails does not skip the others (_each).
+            with interrupts.shielded():
+                self._stop_all(discard)
+        return self._profile()
+
+    def _fast(self) -> bool:
+        if self.plan.fast is None:
+            return syscall_tracer_available()
+        if self.plan.fast and not syscall_tracer_available():
+            raise UserError("the fast tracer needs a usable tracefs (not in a container); "
+                            "use --tracer full")
+        return self.plan.fast
+
+    def _start_tracers(self, fast: bool) -> None:
         # Each line's FIFO: root's, 0600, in a fresh 0711 directory of ours; the gate hands
         # it to the uid of the process the line really started (gate.py).
-        for e in info.exec_lines:
-            profile = Profile(subject={"unit": unit, "exec": e.kind})
-            recorder = Recorder(profile, cwd, uid=uid, first_is_root=False)
-            stream = TraceStream(recorder, fifo_dir=state_dir)
+        for e in self.info.exec_lines:
+            profile = Profile(subject={"unit": self.unit, "exec": e.kind})
+            recorder = Recorder(profile, self.cwd, uid=self.uid, first_is_root=False)
+            stream = TraceStream(recorder, fifo_dir=self.state_dir)
             os.chmod(stream.dir, 0o711)
-            streams[e] = stream
+            self.streams[e] = stream
         # Short: bpftrace 0.17 refuses string literals over 64 bytes, and the BPF program
         # matches the gates by this path (a longer unit name falls back to strace's opens).
-        gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=state_dir))
+        gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=self.state_dir))
         os.chmod(gate_dir, 0o711)
         if cap_capable_available():
-            tracer = CapabilityTracer(None)
-            tracer.__enter__()
+            self.tracer = CapabilityTracer(None)
+            self.tracer.__enter__()
         if fast:
-            def is_program(pid: int) -> bool:
-                return any(pid in s.recorder.pids for s in list(streams.values()))
-
-            systracer = SyscallSetTracer(None, is_program).__enter__()
+            self.systracer = SyscallSetTracer(None, self._is_program).__enter__()
             # The shims open their gates: that is how bpftrace learns the unit's processes.
-            open_tracer, why_not = start_open_tracer(
+            self.open_tracer, why_not = start_open_tracer(
                 gate_prefix=f"{gate_dir}/gate-",
-                on_record=kernel_open_sink([s.recorder for s in streams.values()]))
+                on_record=kernel_open_sink([s.recorder for s in self.streams.values()]))
             if why_not is not None:
-                notes.append(why_not)
-        # by index, as the shims announce (identical lines share one stream)
-        line_streams = [streams[e] for e in info.exec_lines]
-
-        def follow(pid: int, index: int, pid_uid: int, pid_gid: int) -> None:
-            line_streams[index].recorder.add_root(pid, pid_uid, pid_gid)
-            if systracer is not None:
-                systracer.add_pid(pid)
-
-        gates = GateServer(gate_dir, len(info.exec_lines), follow, unit_cgroup(mgr, info),
-                           [s.fifo for s in line_streams], own_dir=True)
-        if audit_why is None:
+                self.notes.append(why_not)
+        # identical lines share one stream
+        self.line_streams = [self.streams[e] for e in self.info.exec_lines]
+        self.gates = GateServer(gate_dir, len(self.info.exec_lines), self._follow,
+                                unit_cgroup(self.mgr, self.info),
+                                [s.fifo for s in self.line_streams], own_dir=True)
+        if self.audit_why is None:
             try:
-                audit_rules = audit.AuditRules(f"autosandbox-learn-{os.getpid()}").__enter__()
+                self.audit_rules = audit.AuditRules(
+                    f"autosandbox-learn-{os.getpid()}").__enter__()
             except OSError as exc:
-                audit_why = str(exc)
-        write_dropin(dropin, trace_dropin(info, {e: s.fifo for e, s in streams.items()},
-                                          strace, gates, kernel_opens=open_tracer is not None,
-                                          fast=systracer is not None))
-        mgr.reload()
-        state = mgr.restart(unit)
-        begun = time.monotonic()  # --duration counts traced time, not the tracers' start-up
-        if state != "active" and info.type != "oneshot":
-            started_ok = False
-            notes.append(f"{unit} did not start under strace (state {state}); "
-                         "see journalctl -u " + unit)
-        exercise_ok = False
-        exercise_runs = 0
-        while started_ok:
-            # The workload runs until it succeeds once: a service may listen a moment after
-            # systemd calls it active, and a workload that never reached it taught nothing.
-            if exercise and not exercise_ok and (exercise_proc is None
-                                                 or exercise_proc.poll() is not None):
-                if exercise_proc is not None:
-                    exercise_ok = exercise_proc.returncode == 0
-                if not exercise_ok:
-                    exercise_runs += 1
-                    exercise_proc = procs.spawn(
-                        ["/bin/sh", "-c", exercise], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
-                    runstate.record_process(exercise_proc.pid)
-            elapsed = time.monotonic() - begun
-            st, sub, _, _ = mgr.state(unit)
-            if on_progress is not None:
-                merged_paths = sum(len(s.recorder.profile.paths) for s in streams.values())
-                fams = sorted({f for s in streams.values() for f in s.recorder.profile.families})
-                caps = sorted({c for s in streams.values()
-                               for c in s.recorder.profile.capabilities})
-                on_progress(Progress(elapsed, duration, sum(s.events for s in streams.values()),
-                                     merged_paths, fams, caps, f"{st}/{sub}"))
+                self.audit_why = str(exc)
+
+    def _is_program(self, pid: int) -> bool:
+        return any(pid in s.recorder.pids for s in list(self.streams.values()))
+
+    def _follow(self, pid: int, index: int, pid_uid: int, pid_gid: int) -> None:
+        self.runs += index == self.first_start
+        self.line_streams[index].recorder.add_root(pid, pid_uid, pid_gid)
+        if self.systracer is not None:
+            self.systracer.add_pid(pid)
+
+    def _start_unit(self) -> None:
+        write_dropin(self.dropin, trace_dropin(
+            self.info, {e: s.fifo for e, s in self.streams.items()}, self.strace, self.gates,
+            kernel_opens=self.open_tracer is not None, fast=self.systracer is not None))
+        self.mgr.reload()
+        # scheduled: its timer starts it (no run off schedule); the window opens now
+        state = "active" if self.plan.scheduled else self.mgr.restart(self.unit)
+        self.begun = time.monotonic()  # --duration counts traced time, not the start-up
+        if state != "active" and self.info.type != "oneshot":
+            self.started_ok = False
+            self.notes.append(f"{self.unit} did not start under strace (state {state}); "
+                              "see journalctl -u " + self.unit)
+
+    def _window(self) -> None:
+        duration = self.plan.duration
+        while self.started_ok:
+            self._exercise()
+            elapsed = time.monotonic() - self.begun
+            st, sub, _, _ = self.mgr.state(self.unit)
+            self._report(elapsed, f"{st}/{sub}")
             if elapsed >= duration:
                 break
-            if st in ("failed", "inactive") and info.type != "oneshot":
-                notes.append(f"{unit} stopped while it was traced ({st}/{sub})")
-                started_ok = False
+            if st in ("failed", "inactive") and self.info.type != "oneshot" and \
+                    not self.plan.scheduled:
+                self.notes.append(f"{self.unit} stopped while it was traced ({st}/{sub})")
+                self.started_ok = False
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
-        if exercise and exercise_proc is not None and exercise_proc.poll() == 0:
-            exercise_ok = True
-        if exercise and not exercise_ok:
-            notes.append(f"the --exercise command never succeeded while learning "
-                         f"({exercise_runs} runs): the profile misses its code paths")
-        if started_ok and info.type != "oneshot":
-            _reload_and_stop_traced(mgr, info, notes)
-    except KeyboardInterrupt:
-        cut = True
-        if not keep_partial:
-            discard = True
-            raise  # nothing is learned from a cut trace
-        notes.append("interrupted: the unit was restored; the profile is partial")
-    except BaseException:
-        discard = True
-        raise
-    finally:
-        # A second signal must not cut the restore short (interrupts.py); one step that
-        # fails does not skip the others (_each).
-        def stop_exercise() -> None:
-            if exercise_proc is not None and exercise_proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(exercise_proc.pid, signal.SIGKILL if cut else signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    exercise_proc.wait(10)
 
-        def close_gates() -> None:
-            if gates is not None:
-                gates.close()
-                with contextlib.suppress(OSError):  # its directory (mkdtemp) goes too
-                    gates.control.parent.rmdir()
+    def _exercise(self) -> None:
+        """The workload runs until it succeeds once: a service may listen a moment after
+        systemd calls it active, and a workload that never reached it taught nothing."""
+        proc = self.exercise_proc
+        if not self.plan.exercise or self.exercise_ok or (proc is not None
+                                                          and proc.poll() is None):
+            return
+        if proc is not None:
+            self.exercise_ok = proc.returncode == 0
+        if not self.exercise_ok:
+            self.exercise_runs += 1
+            self.exercise_proc = procs.spawn(["/bin/sh", "-c", self.plan.exercise],
+                                             stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+            runstate.record_process(self.exercise_proc.pid)
 
-        def discard_streams() -> None:
-            if discard:  # nothing is learned from a cut trace: its FIFOs go at once
-                for stream in streams.values():
-                    with contextlib.suppress(Exception):
-                        stream.close(timeout=2)
-                shutil.rmtree(state_dir, ignore_errors=True)
+    def _report(self, elapsed: float, state: str) -> None:
+        if self.plan.on_progress is None:
+            return
+        streams = self.streams.values()
+        paths = sum(len(s.recorder.profile.paths) for s in streams)
+        fams = sorted({f for s in streams for f in s.recorder.profile.families})
+        caps = sorted({c for s in streams for c in s.recorder.profile.capabilities})
+        self.plan.on_progress(Progress(elapsed, self.plan.duration,
+                                       sum(s.events for s in streams), paths, fams, caps,
+                                       state))
 
-        with interrupts.shielded():
-            _each(stop_exercise,
-                  lambda: _restore(mgr, info, dropin, was_running, notes),
-                  lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
-                  close_gates,
-                  lambda: open_tracer.close() if open_tracer is not None else None,
-                  lambda: systracer.__exit__(None, None, None) if systracer else None,
-                  lambda: audit_rules.__exit__(None, None, None) if audit_rules else None,
-                  discard_streams)
-    profile = Profile(subject={"unit": unit, "uid": uid, "user": info.user or None,
-                               "gid": _gid_of(info), "group": info.group or None,
-                               "dynamic_user": info.dynamic_user, "type": info.type, "cwd": cwd,
-                               "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
-                               "duration_s": round(time.monotonic() - begun, 3)})
-    profile.add_source("strace")
-    for stream in streams.values():
-        stream.close(timeout=10)  # each recorder's profile is whole
-    if open_tracer is not None:
-        add_kernel_opens(profile, open_tracer, [s.recorder for s in streams.values()])
-    pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams.items()])
-    if systracer is not None:
-        add_syscall_set(profile, systracer.syscalls_for(pids))
-    if gates is not None:
-        profile.warnings.extend(gates.warnings())
-    if audit_rules is not None:
-        profile.add_source("audit")
-        for ev in audit_rules.events():
-            if ev.pid in pids:
-                profile.add_failed_path(ev.path or f"syscall:{ev.syscall}", ev.errno)
-    else:
-        notes.append(f"audit was not used: {audit_why}")
-    if tracer is not None:
-        profile.add_source("tracefs:cap_capable")
-        # a process in a user namespace of its own is granted its checks there, not ours
-        add_kernel_capabilities(profile, tracer.granted_for(pids - outside))
-    else:
-        profile.add_source("syscall-inference")
-    record_facts(profile)
-    with contextlib.suppress(OSError):
-        state_dir.rmdir()
-    if cut:
-        mark_partial(profile)
-    return UnitTraceResult(profile, info, notes, started_ok, partial=cut)
+    def _end_of_window(self) -> None:
+        if self.plan.exercise:
+            if self.exercise_proc is not None and self.exercise_proc.poll() == 0:
+                self.exercise_ok = True
+            if not self.exercise_ok:
+                self.notes.append(f"the --exercise command never succeeded while learning "
+                                  f"({self.exercise_runs} runs): the profile misses its code "
+                                  "paths")
+        if self.plan.scheduled:
+            _wait_for_run(self.mgr, self.unit, max(60.0, self.plan.duration))
+            self.started_ok = self.runs > 0
+        elif self.started_ok and self.info.type != "oneshot":
+            _reload_and_stop_traced(self.mgr, self.info, self.notes)
+
+    def _stop_all(self, discard: bool) -> None:
+        tracer, systracer, rules = self.tracer, self.systracer, self.audit_rules
+        _each(self._stop_exercise,
+              lambda: _restore(self.mgr, self.info, self.dropin, self.was_running, self.notes,
+                               self.plan.scheduled),
+              lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
+              self._close_gates,
+              lambda: self.open_tracer.close() if self.open_tracer is not None else None,
+              lambda: systracer.__exit__(None, None, None) if systracer else None,
+              lambda: rules.__exit__(None, None, None) if rules else None,
+              lambda: self._discard_streams() if discard else None)
+
+    def _stop_exercise(self) -> None:
+        proc = self.exercise_proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL if self.cut else signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+    def _close_gates(self) -> None:
+        if self.gates is not None:
+            self.gates.close()
+            with contextlib.suppress(OSError):  # its directory (mkdtemp) goes too
+                self.gates.control.parent.rmdir()
+
+    def _discard_streams(self) -> None:
+        """Nothing is learned from a cut trace: its FIFOs go at once."""
+        for stream in self.streams.values():
+            with contextlib.suppress(Exception):
+                stream.close(timeout=2)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _profile(self) -> UnitTraceResult:
+        info = self.info
+        profile = Profile(subject={
+            "unit": self.unit, "uid": self.uid, "user": info.user or None,
+            "gid": _gid_of(info), "group": info.group or None,
+            "dynamic_user": info.dynamic_user, "type": info.type, "cwd": self.cwd,
+            "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
+            "duration_s": round(time.monotonic() - self.begun, 3)})
+        profile.add_source("strace")
+        for stream in self.streams.values():
+            stream.close(timeout=10)  # each recorder's profile is whole
+        if self.open_tracer is not None:
+            add_kernel_opens(profile, self.open_tracer,
+                             [s.recorder for s in self.streams.values()])
+        pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in self.streams.items()])
+        events = sum(s.events for e, s in self.streams.items() if "privileged" not in e.flags)
+        if self.systracer is not None:
+            add_syscall_set(profile, self.systracer.syscalls_for(pids))
+        if self.gates is not None:
+            profile.warnings.extend(self.gates.warnings())
+        self._add_kernel_evidence(profile, pids, outside)
+        record_facts(profile)
+        with contextlib.suppress(OSError):
+            self.state_dir.rmdir()
+        if self.cut:
+            mark_partial(profile)
+        if self.plan.scheduled:
+            profile.subject["runs"] = self.runs
+        return UnitTraceResult(profile, info, self.notes, self.started_ok, partial=self.cut,
+                               events=events, runs=self.runs if self.plan.scheduled else None)
+
+    def _add_kernel_evidence(self, profile: Profile, pids: set[int], outside: set[int]) -> None:
+        """Audit's failed accesses and the capabilities the kernel granted, of our pids."""
+        if self.audit_rules is not None:
+            profile.add_source("audit")
+            for ev in self.audit_rules.events():
+                if ev.pid in pids:
+                    profile.add_failed_path(ev.path or f"syscall:{ev.syscall}", ev.errno)
+        else:
+            self.notes.append(f"audit was not used: {self.audit_why}")
+        if self.tracer is not None:
+            profile.add_source("tracefs:cap_capable")
+            # a process in a user namespace of its own is granted its checks there, not ours
+            add_kernel_capabilities(profile, self.tracer.granted_for(pids - outside))
+        else:
+            profile.add_source("syscall-inference")
 
 
 def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -> None:
@@ -547,24 +616,52 @@ def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -
     mgr.stop(unit)
 
 
+def _in_run(mgr: Manager, unit: str) -> bool:
+    """A process of a run is there (a oneshot is `activating` while it runs)."""
+    state, _, main_pid, _ = mgr.state(unit)
+    return state in ("activating", "deactivating", "reloading") or (
+        state == "active" and main_pid != 0)
+
+
+def _wait_for_run(mgr: Manager, unit: str, limit: float) -> None:
+    """A run its timer started in the window ends under the trace (bounded: _restore stops
+    one that is still running after `limit` s)."""
+    deadline = time.monotonic() + limit
+    while _in_run(mgr, unit) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _each(*steps: Callable[[], object]) -> None:
     """Run every clean-up step even if one fails; then raise the first failure."""
     first: BaseException | None = None
-    for step in steps:
+    for n, step in enumerate(steps, 1):
+        began = time.monotonic()
         try:
             step()
         except BaseException as exc:  # re-raised below, once the others ran
+            log.debug("clean-up step %d/%d failed: %r", n, len(steps), exc)
             first = first or exc
+        log.debug("clean-up step %d/%d done in %.2f s", n, len(steps), time.monotonic() - began)
     if first is not None:
         raise first
 
 
 def _restore(mgr: Manager, info: ServiceInfo, dropin: Path, was_running: bool,
-             notes: list[str]) -> None:
-    """Remove the trace drop-in and bring the unit back to the state it was found in."""
+             notes: list[str], scheduled: bool = False) -> None:
+    """Remove the trace drop-in and bring the unit back to the state it was found in; a
+    scheduled unit is left as its timer's runs left it (their result is theirs)."""
     unit = info.name
-    remove_dropin(dropin)
-    mgr.reload()
+    loaded = remove_dropin(dropin)  # written: systemd may have loaded it
+    log.debug("restore %s: trace drop-in %s", unit, "removed" if loaded else "not there")
+    if loaded:
+        mgr.reload()
+    if not loaded and unit not in mgr.changed:
+        log.debug("restore %s: untouched, nothing to do", unit)
+        return  # interrupted before anything reached the unit: it runs as it was found
+    if scheduled and not _in_run(mgr, unit):
+        log.debug("restore %s: scheduled and not running, left as its timer left it", unit)
+        return
+    log.debug("restore %s: %s it, as found", unit, "restarting" if was_running else "stopping")
     if was_running:
         mgr.reset_failed(unit)
         state = mgr.restart(unit)

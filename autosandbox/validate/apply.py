@@ -14,8 +14,8 @@ from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import APPLIED_DROPIN, dropin_path, unit_lock
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
-from autosandbox.trace.unit import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, template_of
+from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import read_candidate
 from autosandbox.validate.health import Health, HealthChecks, judge
 from autosandbox.validate.snapshot import (
@@ -55,13 +55,15 @@ def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
     return judge(mgr, unit, service_type, checks, mgr.restart(unit))
 
 
-def _installed(unit: str) -> tuple[Manager, ServiceInfo, Path, Path]:
-    """What apply and revert work on: systemd, the unit, the /etc drop-in, our backups."""
+def _installed(unit: str, template: bool = False) -> tuple[Manager, ServiceInfo, Path, Path]:
+    """What apply and revert work on: systemd, the unit, the /etc drop-in, our backups.
+    `template`: the drop-in and backups are those of every instance of the unit's template."""
     require_root()
     check_unit_name(unit)
     mgr = Manager()
-    return (mgr, mgr.info(unit), dropin_path(unit, APPLIED_DROPIN, runtime=False),
-            _state_dir(unit))
+    where = template_of(unit) if template else unit
+    return (mgr, mgr.info(unit), dropin_path(where, APPLIED_DROPIN, runtime=False),
+            _state_dir(where))
 
 
 def check_applicable(unit: str, text: str, force: bool = False) -> None:
@@ -92,9 +94,10 @@ def _ours(changes: list[Change]) -> list[Change]:
     return [c for c in changes if not (c.before.kind == "missing" and c.after.kind != "dir")]
 
 
-def apply(unit: str, text: str, checks: HealthChecks, force: bool = False) -> Applied:
+def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
+          template: bool = False) -> Applied:
     check_applicable(unit, text, force)
-    mgr, info, target, state = _installed(unit)
+    mgr, info, target, state = _installed(unit, template)
     with unit_lock(unit), terminate_as_interrupt(), _undo_if_interrupted() as undo:
         disk = _watch(info, text, target)
         before = target.read_bytes() if target.exists() else None
@@ -198,8 +201,8 @@ def _undo_if_interrupted() -> Iterator[_Undo]:
         raise
 
 
-def revert(unit: str) -> list[str]:
-    mgr, info, target, state = _installed(unit)
+def revert(unit: str, template: bool = False) -> list[str]:
+    mgr, info, target, state = _installed(unit, template)
     with unit_lock(unit), terminate_as_interrupt():
         meta_file = state / "state.json"
         if not meta_file.exists():
@@ -225,11 +228,11 @@ def revert(unit: str) -> list[str]:
         return done
 
 
-def diff(unit: str, text: str) -> str:
+def diff(unit: str, text: str, template: bool = False) -> str:
     check_unit_name(unit)
     mgr = Manager()
     info = mgr.info(unit)
-    target = dropin_path(unit, APPLIED_DROPIN, runtime=False)
+    target = dropin_path(template_of(unit) if template else unit, APPLIED_DROPIN, runtime=False)
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     out = list(difflib.unified_diff(current.splitlines(keepends=True),
                                     text.splitlines(keepends=True),
@@ -249,10 +252,10 @@ LEARNED = "learned.conf"  # the last validated learn: `apply UNIT` installs it
 UNVALIDATED = "unvalidated.conf"  # the last learn that was not validated: only with --force
 
 
-def save_learned(unit: str, text: str, validated: bool) -> Path | None:
+def save_learned(unit: str, text: str, validated: bool, template: bool = False) -> Path | None:
     """Keep a learned drop-in for `apply UNIT` and `diff UNIT` without a file."""
     try:
-        d = _state_dir(unit)
+        d = _state_dir(template_of(unit) if template else unit)
         d.mkdir(parents=True, exist_ok=True)
         path = d / (LEARNED if validated else UNVALIDATED)
         _write_bytes(path, text.encode("utf-8"))
@@ -261,9 +264,9 @@ def save_learned(unit: str, text: str, validated: bool) -> Path | None:
         return None
 
 
-def load_learned(unit: str, unvalidated_ok: bool = False) -> str:
+def load_learned(unit: str, unvalidated_ok: bool = False, template: bool = False) -> str:
     """The newest learned drop-in of `unit`; one that was not validated only if allowed."""
-    d = _state_dir(unit)
+    d = _state_dir(template_of(unit) if template else unit)
     found = []
     for name in (LEARNED, UNVALIDATED):
         with contextlib.suppress(OSError):

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from autosandbox import unitfile
 from autosandbox.errors import UserError
+from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.synth.catalogue import BY_NAME, COMPANIONS
 from autosandbox.synth.rules import NS_NAMES, Setting
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
-from autosandbox.trace.capabilities import CAP_NAMES
 
 ALLOWED = frozenset({*BY_NAME, *COMPANIONS})
 LISTS = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
@@ -51,71 +52,119 @@ def _raw_words(value: str, what: str) -> list[str]:
     return list(_RAW_WORD.findall(value))
 
 
+def _rw_path(w: str) -> bool:
+    plain = unitfile.split_words(w)
+    path = plain[0] if len(plain) == 1 else ""
+    prefix = "-" if path.startswith("-") else ""
+    return unitfile.path_value(path[len(prefix):], prefix) == w
+
+
+def _dir_name(w: str) -> bool:
+    plain = unitfile.split_words(w)
+    return len(plain) == 1 and unitfile.name_value(plain[0]) == w
+
+
+def _device_allow(words: list[str]) -> bool:
+    plain = unitfile.split_words(words[0])
+    return (len(words) == 2 and len(plain) == 1 and unitfile.path_value(plain[0]) == words[0]
+            and plain[0].startswith("/dev/") and re.match(r"^[rwm]{1,3}$", words[1]) is not None)
+
+
+def _ip_word(w: str) -> bool:
+    if w in ("localhost", "link-local", "multicast"):
+        return True
+    try:
+        ipaddress.ip_network(w, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+# How each list or companion directive is written: a test of each word (the first refused
+# word is named), or of the whole value (the value is named). Other catalogue directives
+# take a value of their ladder.
+_EACH_WORD: dict[str, Callable[[str], bool]] = {
+    "ReadWritePaths": _rw_path,
+    **dict.fromkeys(("StateDirectory", "CacheDirectory", "LogsDirectory", "RuntimeDirectory"),
+                    _dir_name),
+    "CapabilityBoundingSet": lambda w: w in CAP_NAMES,
+    "SystemCallFilter": lambda w: _SYSCALL_WORD.match(w) is not None,
+    "IPAddressAllow": _ip_word,
+    "SocketBindAllow": lambda w: _PORT.match(w) is not None,
+}
+_WHOLE_VALUE: dict[str, Callable[[list[str]], bool]] = {
+    "DeviceAllow": _device_allow,
+    "RestrictAddressFamilies": lambda ws: ws == ["none"] or all(_FAMILY.match(w) for w in ws),
+    "SystemCallErrorNumber": lambda ws: len(ws) == 1 and _ERRNO.match(ws[0]) is not None,
+    "RestrictNamespaces": lambda ws: ws == ["yes"] or all(w in _NAMESPACES for w in ws),
+    # synthesis keeps a RuntimeDirectory= it adds
+    "RuntimeDirectoryPreserve": lambda ws: ws == ["yes"],
+}
+
+
+def _refused(key: str, words: list[str]) -> str | None:
+    """The word (or value) autosandbox would not have written for `key`, or None."""
+    each = _EACH_WORD.get(key)
+    if each is not None:
+        return next((w for w in words if not each(w)), None)
+    whole = _WHOLE_VALUE.get(key)
+    value = " ".join(words)
+    if whole is not None:
+        return None if whole(words) else value
+    d = BY_NAME.get(key)
+    if d is not None and value in d.ladder and not value.startswith("<"):
+        return None
+    return value  # off the ladder, or a companion never written by autosandbox
+
+
 def _check_value(key: str, words: list[str], what: str) -> None:
     """Each word exactly as autosandbox renders it for this directive, or refuse."""
-    d = BY_NAME.get(key)
-    def bad(word: str) -> UserError:
-        return UserError(f"{what}: {word!r} is not a value autosandbox writes for {key}=")
-
     if not words:
         if key != "CapabilityBoundingSet":  # `X=` resets what the unit itself sets
             raise UserError(f"{what}: an empty {key}= would reset the unit's own setting")
         return
-    if key == "ReadWritePaths":
-        for w in words:
-            plain = unitfile.split_words(w)
-            path = plain[0] if len(plain) == 1 else ""
-            prefix = "-" if path.startswith("-") else ""
-            if unitfile.path_value(path[len(prefix):], prefix) != w:
-                raise bad(w)
-    elif key in ("StateDirectory", "CacheDirectory", "LogsDirectory", "RuntimeDirectory"):
-        for w in words:
-            plain = unitfile.split_words(w)
-            if len(plain) != 1 or unitfile.name_value(plain[0]) != w:
-                raise bad(w)
-    elif key == "DeviceAllow":
-        plain = unitfile.split_words(words[0])
-        if len(words) != 2 or len(plain) != 1 or unitfile.path_value(plain[0]) != words[0] \
-                or not plain[0].startswith("/dev/") or not re.match(r"^[rwm]{1,3}$", words[1]):
-            raise bad(" ".join(words))
-    elif key == "CapabilityBoundingSet":
-        for w in words:
-            if w not in CAP_NAMES:
-                raise bad(w)
-    elif key == "RestrictAddressFamilies":
-        if words != ["none"] and not all(_FAMILY.match(w) for w in words):
-            raise bad(" ".join(words))
-    elif key == "SystemCallFilter":
-        for w in words:
-            if not _SYSCALL_WORD.match(w):
-                raise bad(w)
-    elif key == "SystemCallErrorNumber":
-        if len(words) != 1 or not _ERRNO.match(words[0]):
-            raise bad(" ".join(words))
-    elif key == "RestrictNamespaces":
-        if words != ["yes"] and not all(w in _NAMESPACES for w in words):
-            raise bad(" ".join(words))
-    elif key == "IPAddressAllow":
-        for w in words:
-            if w in ("localhost", "link-local", "multicast"):
-                continue
-            try:
-                ipaddress.ip_network(w, strict=False)
-            except ValueError:
-                raise bad(w) from None
-    elif key == "RuntimeDirectoryPreserve":  # synthesis keeps a RuntimeDirectory= it adds
-        if words != ["yes"]:
-            raise bad(" ".join(words))
-    elif key == "SocketBindAllow":
-        for w in words:
-            if not _PORT.match(w):
-                raise bad(w)
-    elif d is not None:
-        value = " ".join(words)
-        if value not in d.ladder or value.startswith("<"):
-            raise bad(value)
-    else:  # a companion not handled above: never written by autosandbox
-        raise bad(" ".join(words))
+    bad = _refused(key, words)
+    if bad is not None:
+        raise UserError(f"{what}: {bad!r} is not a value autosandbox writes for {key}=")
+
+
+def _clean(raw: str, where: str) -> str:
+    """A line as systemd reads it, refusing what we never write."""
+    if _CONTROL.search(raw) or "\r" in raw:
+        raise UserError(f"{where}: control characters in the drop-in")
+    line = raw.strip()
+    if line.endswith("\\"):
+        # systemd would join the next line to this one: text we would not have written
+        raise UserError(f"{where}: a line continuation (trailing backslash)")
+    return line
+
+
+def _section(line: str, section: str, where: str) -> str:
+    if line != "[Service]" or section:
+        raise UserError(f"{where}: section {line[:40]!r}: autosandbox drop-ins hold "
+                        "one [Service] section only")
+    return line
+
+
+def _setting(line: str, section: str, singles: set[str], comments: list[str],
+             where: str) -> Setting:
+    """One assignment, if it is a catalogue directive written as autosandbox writes it."""
+    key, sep, value = line.partition("=")
+    key = key.strip()
+    if not sep or not re.match(r"^[A-Za-z]+$", key):
+        raise UserError(f"{where}: {line[:60]!r} is not an assignment")
+    if not section:
+        raise UserError(f"{where}: {key}= outside [Service]")
+    if key not in ALLOWED:
+        raise UserError(f"{where}: {key}= is not a sandboxing directive autosandbox writes; "
+                        "refusing the drop-in")
+    if key not in LISTS and key != "DeviceAllow":
+        if key in singles:
+            raise UserError(f"{where}: {key}= is set twice")
+        singles.add(key)
+    words = _raw_words(value.strip(), f"{where} ({key}=)")
+    _check_value(key, words, f"{where} ({key}=)")
+    return Setting(key, words, " ".join(comments) or "from the candidate file")
 
 
 def read_candidate(text: str, unit: str) -> Candidate:
@@ -129,43 +178,18 @@ def read_candidate(text: str, unit: str) -> Candidate:
     singles: set[str] = set()
     for n, raw in enumerate(text.split("\n"), 1):  # systemd splits on newlines only
         where = f"line {n}"
-        if _CONTROL.search(raw) or "\r" in raw:
-            raise UserError(f"{where}: control characters in the drop-in")
-        line = raw.strip()
-        if line.endswith("\\"):
-            # systemd would join the next line to this one: text we would not have written
-            raise UserError(f"{where}: a line continuation (trailing backslash)")
-        if not line:
-            comments = []
-            continue
-        if line[0] in "#;":
+        line = _clean(raw, where)
+        if line and line[0] in "#;":
             comments.append(line.lstrip("#; "))
             if not section:
                 header.append(line.lstrip("#; "))
             continue
-        if line.startswith("["):
-            if line != "[Service]" or section:
-                raise UserError(f"{where}: section {line[:40]!r}: autosandbox drop-ins hold "
-                                "one [Service] section only")
-            section = line
-            comments = []
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.match(r"^[A-Za-z]+$", key):
-            raise UserError(f"{where}: {line[:60]!r} is not an assignment")
-        if not section:
-            raise UserError(f"{where}: {key}= outside [Service]")
-        if key not in ALLOWED:
-            raise UserError(f"{where}: {key}= is not a sandboxing directive autosandbox writes; "
-                            "refusing the drop-in")
-        if key not in LISTS and key != "DeviceAllow":
-            if key in singles:
-                raise UserError(f"{where}: {key}= is set twice")
-            singles.add(key)
-        words = _raw_words(value.strip(), f"{where} ({key}=)")
-        _check_value(key, words, f"{where} ({key}=)")
-        sb.settings.append(Setting(key, words, " ".join(comments) or "from the candidate file"))
+        if not line:
+            pass
+        elif line.startswith("["):
+            section = _section(line, section, where)
+        else:
+            sb.settings.append(_setting(line, section, singles, comments, where))
         comments = []
     if not sb.settings:
         raise UserError("the drop-in sets nothing: expected a [Service] section of sandboxing "

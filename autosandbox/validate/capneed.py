@@ -10,58 +10,54 @@ is added (the trial log says why).
 from __future__ import annotations
 
 import os
-import stat
 
+from autosandbox.linux import dac
+from autosandbox.profile import Fact
 from autosandbox.validate.denials import Denial
 
 CHOWN_CALLS = frozenset({"chown", "fchown", "lchown", "fchownat"})
 KILL_CALLS = frozenset({"kill", "tkill", "tgkill", "rt_sigqueueinfo", "pidfd_send_signal"})
-R, W, X = 4, 2, 1
-
-
-def _allows(st: os.stat_result, want: int) -> bool:
-    """Would the mode bits alone let uid 0 / gid 0 (no capability) do `want`?"""
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid == 0:
-        bits = mode >> 6
-    elif st.st_gid == 0:
-        bits = mode >> 3
-    else:
-        bits = mode
-    return bits & want == want
 
 
 def dac_capability(path: str) -> tuple[str | None, str]:
-    """The capability root lacks for `path` (CAP_DAC_READ_SEARCH when a search or read is what
-    the bits refuse, CAP_DAC_OVERRIDE when only a write is), or None and why not."""
+    """The capability root lacks for `path` by the host's owners and modes now (trace/dac.py):
+    CAP_DAC_READ_SEARCH when a search or read is what the bits refuse, CAP_DAC_OVERRIDE when
+    only a write is, or a name made or removed in its directory; or None and why not."""
+    path = os.path.realpath(path)  # as the kernel resolved it (/var/run -> /run)
     parent = os.path.dirname(path) or "/"
-    parts = parent.split("/")
-    for i in range(1, len(parts) + 1):
-        d = "/".join(parts[:i]) or "/"
-        try:
-            st = os.stat(d)
-        except OSError:
+    facts: dict[str, Fact] = {}
+
+    def fact_of(p: str) -> Fact | None:
+        f = facts.setdefault(p, Fact.of_host(p))
+        return None if f.kind == "missing" else f
+
+    for d in (*dac.ancestors(parent), parent):
+        f = fact_of(d)
+        if f is None:
             return None, f"{d} cannot be looked at"
-        if not _allows(st, X):
-            return "CAP_DAC_READ_SEARCH", f"{d} is not searchable by root without it"
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        try:
-            pst = os.stat(parent)
-        except OSError:
-            return None, f"{parent} cannot be looked at"
-        if not _allows(pst, W | X):
-            return "CAP_DAC_OVERRIDE", f"creating in {parent} (mode {stat.S_IMODE(pst.st_mode):o})"
+        if f.kind == "dir" and not dac.root_allows(f, dac.X):
+            return "CAP_DAC_READ_SEARCH", f"{dac.describe(d, f)} is not searchable by root " \
+                                          "without it"
+    st = fact_of(path)
+    if st is None:
+        entry = dac.entry_need(path, fact_of)
+        if entry is not None:
+            return entry.cap, entry.why
         return None, f"{parent} lets root create files: not a permission-bit problem"
-    except OSError:
-        return None, f"{path} cannot be looked at"
-    mode = f"{stat.S_IMODE(st.st_mode):04o} uid {st.st_uid} gid {st.st_gid}"
-    if not _allows(st, R if not stat.S_ISDIR(st.st_mode) else R | X):
-        return "CAP_DAC_READ_SEARCH", f"{path} ({mode}) is not readable by root without it"
-    if not _allows(st, W):
-        return "CAP_DAC_OVERRIDE", f"{path} ({mode}) is not writable by root without it"
-    return None, f"{path} ({mode}) lets root in by its mode bits: not a capability problem"
+    if st.kind == "link":
+        return None, f"{path} is a symlink: not a permission-bit problem"
+    if not dac.root_allows(st, dac.R if st.kind != "dir" else dac.R | dac.X):
+        return "CAP_DAC_READ_SEARCH", f"{dac.describe(path, st)} is not readable by root " \
+                                      "without it"
+    if not dac.root_allows(st, dac.W):
+        return "CAP_DAC_OVERRIDE", f"{dac.describe(path, st)} is not writable by root without it"
+    # The file lets root in: a name made or removed next to it (a temporary, a backup link,
+    # a rename over it) is what its directory's bits can refuse (haproxy's admin.sock.PID.bak).
+    entry = dac.entry_need(path, fact_of)
+    if entry is not None:
+        return entry.cap, f"{path} lets root in, but {entry.why}"
+    return None, f"{dac.describe(path, st)} lets root in by its mode bits: not a capability " \
+                 "problem"
 
 
 def needed_capability(dn: Denial, may_be_root: bool, have: set[str]) -> tuple[str | None, str]:

@@ -3,12 +3,13 @@ where auditd runs. Each denial names what broke as precisely as the source allow
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 
-from autosandbox.trace.audit import AuditEvent, SeccompKill
+from autosandbox import commands
+from autosandbox.linux.audit import AuditEvent, SeccompKill
 
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
@@ -69,8 +70,8 @@ def seccomp_denials(kills: list[SeccompKill], pids: set[int]) -> list[Denial]:
 def journal_cursor() -> str | None:
     if shutil.which("journalctl") is None:
         return None
-    cp = subprocess.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager", "-q"],
-                        capture_output=True, text=True, check=False)
+    cp = commands.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager", "-q"],
+                      check=False)
     m = re.search(r"-- cursor: (\S+)", cp.stdout)
     return m.group(1) if m else None
 
@@ -78,10 +79,25 @@ def journal_cursor() -> str | None:
 def journal_lines(unit: str, cursor: str | None) -> list[str]:
     if shutil.which("journalctl") is None:
         return []
+    # journald reads a service's stdout/stderr streams on its own time: a unit that failed at
+    # start had its error line still queued when it was read at once (haproxy's first failed
+    # candidate showed no denial). --sync returns once what was queued before it is written.
+    with contextlib.suppress(commands.ToolTimeout):
+        commands.run(["journalctl", "--sync"], check=False, timeout=30)
     args = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-q"]
     args += [f"--after-cursor={cursor}"] if cursor else ["-n", "200"]
-    cp = subprocess.run(args, capture_output=True, text=True, check=False)
-    return cp.stdout.splitlines()
+    return commands.run(args, check=False).stdout.splitlines()
+
+
+def _paths_nearest(line: str) -> list[str]:
+    """The paths a line names, nearest the error text first: the object that was denied is
+    next to it, a config file the line also cites is further away (haproxy: `Binding
+    [/etc/haproxy/haproxy.cfg:5] ... (Permission denied) [/run/haproxy/admin.sock]`)."""
+    err = _DENIED.search(line)
+    lo, hi = err.span() if err else (0, 0)
+    found = [(m.start(), m.end(), m.group(1) or m.group(2)) for m in _PATH.finditer(line)]
+    found.sort(key=lambda f: lo - f[1] if f[1] <= lo else max(0, f[0] - hi))
+    return [p for _, _, p in found]
 
 
 def parse_denials(lines: list[str], source: str = "journal") -> list[Denial]:
@@ -92,9 +108,7 @@ def parse_denials(lines: list[str], source: str = "journal") -> list[Denial]:
             continue
         kind = next((k for k, rx in _KIND if rx.search(line)), "eperm")
         call = next((c for c, rx in _CALLS if rx.search(line)), None)
-        paths = [a or b for a, b in _PATH.findall(line)]
-        if call == "kill":
-            paths = []  # the program's own name (/bin/kill), not an object
+        paths = [] if call == "kill" else _paths_nearest(line)  # kill: its own name only
         path = next((p for p in paths if not p.startswith(("/usr/lib/python", "/proc/self"))),
                     None)
         key = (kind, path)

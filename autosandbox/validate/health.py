@@ -4,13 +4,13 @@ user's own checks (command, URL, TCP port) and the workload (--exercise)."""
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from autosandbox import commands
 from autosandbox.systemd.manager import Manager
 
 
@@ -41,10 +41,10 @@ class Health:
 
 
 def _run_check(cmd: str, timeout: float, what: str) -> str | None:
-    try:
-        cp = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True,
-                            timeout=timeout, check=False, start_new_session=True)
-    except subprocess.TimeoutExpired:
+    try:  # the user's own command: in the user's locale
+        cp = commands.run(["/bin/sh", "-c", cmd], check=False, timeout=timeout,
+                          c_locale=False, new_session=True)
+    except commands.ToolTimeout:
         return f"{what} timed out after {timeout:.0f}s"
     if cp.returncode != 0:
         tail = (cp.stderr or cp.stdout).strip().splitlines()[-1:] or [""]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from autosandbox import unitfile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
-from autosandbox.synth.paths import HOME_DIRS, under
+from autosandbox.synth.paths import under
 from autosandbox.synth.rules import Setting
 from autosandbox.synth.sensitive import withheld
 from autosandbox.synth.synthesize import Sandbox
@@ -163,6 +163,13 @@ def _add_capability(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxa
                       f"{dn.source}: {dn.text[:100]}; {why[:100]}")
 
 
+# Rows a denial relaxes one step (the catalogue's relax_kinds/relax_paths); a row named by
+# the errno alone comes first: a journal line may mention a path that is not the object.
+_DENIAL_ROWS = sorted((d for d in CATALOGUE if d.relax_kinds or d.relax_paths),
+                      key=lambda d: bool(d.relax_paths))
+_API_FS = ("/proc/", "/sys/", "/dev/")
+
+
 def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int,
                       ev: Evidence | None = None) -> list[Relaxation]:
     ev = ev if ev is not None else Evidence()
@@ -170,46 +177,44 @@ def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int,
     for dn in denials:
         if dn.syscall in LOOKUPS:
             continue
-        path = dn.path
-        if dn.kind == "eafnosupport" and dn.family and \
-                sb.values("RestrictAddressFamilies") not in (None, [dn.family]):
-            fams = sb.values("RestrictAddressFamilies") or []
-            if dn.family in fams:
-                continue
-            new = sorted({*fams, dn.family} - {"none"})
-            for s in sb.settings:
-                if s.directive == "RestrictAddressFamilies":
-                    s.values = new
-                    s.evidence += f". {dn.family} added in trial {trial}: {dn.text[:80]}"
-            done.append(Relaxation(trial, "RestrictAddressFamilies", " ".join(fams),
-                                   " ".join(new), f"{dn.source}: {dn.text[:120]}"))
-        elif dn.kind == "eperm" and dn.syscall and sb.values("SystemCallFilter") is not None \
-                and (r := _allow_syscall(sb, dn, trial)) is not None:
+        r = _relax_for(sb, dn, trial, ev)
+        if r is not None:
             done.append(r)
-        elif dn.kind == "eperm" and dn.syscall:
-            r = _add_capability(sb, dn, trial, ev)
-            done += [r] if r else []
-        elif dn.kind == "eafnosupport" and sb.values("RestrictAddressFamilies") is not None:
-            r = relax_row(sb, "RestrictAddressFamilies", trial, f"{dn.source}: {dn.text}")
-            done += [r] if r else []
-        elif path and any(under(path, h) for h in HOME_DIRS) and \
-                sb.values("ProtectHome") is not None:
-            r = relax_row(sb, "ProtectHome", trial, f"{dn.source}: {dn.text}")
-            done += [r] if r else []
-        elif path and path.startswith("/dev/") and sb.values("PrivateDevices") is not None:
-            r = relax_row(sb, "PrivateDevices", trial, f"{dn.source}: {dn.text}")
-            done += [r] if r else []
-        elif path and path.startswith(("/proc/sys/", "/sys/")) and dn.kind == "erofs" and \
-                sb.values("ProtectKernelTunables") is not None:
-            r = relax_row(sb, "ProtectKernelTunables", trial, f"{dn.source}: {dn.text}")
-            done += [r] if r else []
-        elif path and dn.kind == "erofs" and not path.startswith(("/proc/", "/sys/", "/dev/")):
-            r = _add_writable(sb, dn, path, trial, ev)
-            done += [r] if r else []
-        elif dn.kind == "eacces" and path:
-            r = _add_capability(sb, dn, trial, ev)
-            done += [r] if r else []
     return done
+
+
+def _relax_for(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxation | None:
+    """The one relaxation a denial is evidence for, the most specific first: a refused
+    family, a refused call (the filter's, else a capability's), a catalogue row the denial
+    names, a path made writable, a capability for an access its mode bits refuse."""
+    fams = sb.values("RestrictAddressFamilies")
+    if dn.kind == "eafnosupport" and dn.family and fams not in (None, [dn.family]):
+        return _add_family(sb, dn, trial)
+    if dn.kind == "eperm" and dn.syscall:
+        r = _allow_syscall(sb, dn, trial) if sb.values("SystemCallFilter") is not None else None
+        return r if r is not None else _add_capability(sb, dn, trial, ev)
+    row = next((d.name for d in _DENIAL_ROWS
+                if sb.values(d.name) is not None and d.relaxed_by(dn.kind, dn.path)), None)
+    if row is not None:
+        return relax_row(sb, row, trial, f"{dn.source}: {dn.text}")
+    if dn.path and dn.kind == "erofs" and not dn.path.startswith(_API_FS):
+        return _add_writable(sb, dn, dn.path, trial, ev)
+    if dn.kind == "eacces" and dn.path:
+        return _add_capability(sb, dn, trial, ev)
+    return None
+
+
+def _add_family(sb: Sandbox, dn: Denial, trial: int) -> Relaxation | None:
+    fams = sb.values("RestrictAddressFamilies") or []
+    if dn.family is None or dn.family in fams:
+        return None
+    new = sorted({*fams, dn.family} - {"none"})
+    for s in sb.settings:
+        if s.directive == "RestrictAddressFamilies":
+            s.values = new
+            s.evidence += f". {dn.family} added in trial {trial}: {dn.text[:80]}"
+    return Relaxation(trial, "RestrictAddressFamilies", " ".join(fams), " ".join(new),
+                      f"{dn.source}: {dn.text[:120]}")
 
 
 def _add_writable(sb: Sandbox, dn: Denial, path: str, trial: int,

@@ -10,14 +10,15 @@ import contextlib
 import copy
 import dataclasses
 import os
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autosandbox import unitfile
+from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
+from autosandbox.linux import audit
+from autosandbox.linux.syscalls import syscall_names
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
@@ -28,9 +29,7 @@ from autosandbox.systemd.dropins import (
     write_dropin,
 )
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
-from autosandbox.trace import audit
-from autosandbox.trace.tracefs import syscall_names
-from autosandbox.trace.unit import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     Denial,
@@ -161,9 +160,12 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
         try:
             validation = run.loop(candidate, max_trials)
         finally:
-            remove_dropin(dropin)
-            mgr.reload()
-            if info.running:
+            loaded = remove_dropin(dropin)  # written: systemd may have loaded it
+            if loaded:
+                mgr.reload()
+            if not loaded and unit not in mgr.changed:
+                pass  # interrupted before the first trial: the unit runs as it was found
+            elif info.running:
                 mgr.reset_failed(unit)
                 mgr.restart(unit)
             else:
@@ -208,11 +210,11 @@ class _Run:
         problems: list[str] = []
         if self.reloads:
             try:
-                cp = subprocess.run(["systemctl", "reload", unit], capture_output=True,
-                                    text=True, timeout=max(checks.ready, 30), check=False)
+                cp = commands.run(["systemctl", "reload", unit], check=False,
+                                  timeout=max(checks.ready, 30))
                 failed = cp.returncode != 0
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
-            except subprocess.TimeoutExpired:
+            except commands.ToolTimeout:
                 failed, why = True, "timed out"
             mgr.wait(unit, 30)
             if failed:
@@ -243,8 +245,7 @@ class _Run:
         if state not in ("inactive", "failed"):
             stock = f"{self.stock_stop:.1f}s" if self.stock_stop is not None else "-"
             problems.append(f"stop took over {limit:.0f}s (as found: {stock}); killed")
-            subprocess.run(["systemctl", "kill", "--signal=SIGKILL", unit],
-                           capture_output=True, check=False)
+            commands.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False)
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
         if self.stock_result is None:
@@ -327,48 +328,67 @@ def _killing(sb: Sandbox) -> Sandbox:
     return probe
 
 
+def _try(r: _Run, candidate: Sandbox, rows: list[str] | None,
+         kind: str = "candidate") -> Trial:
+    return r.trial(candidate, rows, "bisect" if rows is not None else kind)
+
+
+def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
+    """Once the filter is to blame: which call did it refuse? EPERM leaves no trace, so
+    one trial lets the filter kill; each killed call's smallest group is allowed."""
+    if (sb.values("SystemCallFilter") is None or audit.unavailable_reason() is not None
+            or syscall_names() is None or len(r.trials) >= max_trials):
+        return False
+    k = _try(r, _killing(sb), None, "seccomp")
+    ev = Evidence(r.may_be_root, r.allow_write)
+    k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
+                                  k.number, ev)
+    k.log += ev.log
+    r.say(k.line())
+    return bool(k.relaxed)
+
+
+def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> None:
+    """Relax a failed candidate with the evidence of its trial: disk changes, denials."""
+    ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
+    t.relaxed = relax_disk(sb, t.disk, t.number, ev)
+    t.relaxed += relax_by_evidence(sb, [d for d in t.denials
+                                        if d.key() not in r.noise_denials],
+                                   t.number, ev)
+    t.log += ev.log
+    r.say(t.line())
+
+
+def _bisect(r: _Run, sb: Sandbox, rows: list[str], max_trials: int) -> str | None:
+    """The row to blame: the last of the smallest prefix of rows that breaks the service
+    (the baseline was healthy, so a failure here is the candidate's doing); None when the
+    trials ran out first."""
+    lo, hi = 0, len(rows)
+    while hi - lo > 1 and len(r.trials) < max_trials:
+        mid = (lo + hi) // 2
+        b = _try(r, subset(sb, set(rows[:mid])), rows[:mid])
+        r.say(b.line())
+        if b.health.healthy:
+            lo = mid
+        else:
+            hi = mid
+    return rows[hi - 1] if hi - lo <= 1 else None
+
+
 def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
     trials = r.trials
     notes: list[str] = []
-    say = r.say
-
-    def evidence() -> Evidence:
-        return Evidence(r.may_be_root, r.allow_write)
-
-    def run(candidate: Sandbox, rows: list[str] | None, kind: str = "candidate") -> Trial:
-        return r.trial(candidate, rows, "bisect" if rows is not None else kind)
-
-    def probe_filter() -> bool:
-        """Once the filter is to blame: which call did it refuse? EPERM leaves no trace, so
-        one trial lets the filter kill; each killed call's smallest group is allowed."""
-        if (sb.values("SystemCallFilter") is None or audit.unavailable_reason() is not None
-                or syscall_names() is None or len(trials) >= max_trials):
-            return False
-        k = run(_killing(sb), None, "seccomp")
-        ev = evidence()
-        k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
-                                      k.number, ev)
-        k.log += ev.log
-        say(k.line())
-        return bool(k.relaxed)
-
     filter_blamed = False  # the last bisection blamed the filter: probe it again first
     while len(trials) < max_trials:
-        t = run(sb, None)
+        t = _try(r, sb, None)
         if t.health.healthy:
-            say(t.line())
+            r.say(t.line())
             return Validation(sb, True, trials, notes)
-        ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
-        t.relaxed = relax_disk(sb, t.disk, t.number, ev)
-        t.relaxed += relax_by_evidence(sb, [d for d in t.denials
-                                            if d.key() not in r.noise_denials],
-                                       t.number, ev)
-        t.log += ev.log
-        say(t.line())
+        _relax_failed(r, sb, t)
         if t.relaxed:
             continue
         if filter_blamed:
-            if probe_filter():
+            if _probe_filter(r, sb, max_trials):
                 continue
             filter_blamed = False
         rows = restriction_rows(sb)
@@ -376,29 +396,19 @@ def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
             notes.append("the service fails even with no restriction left: it is not the "
                          "sandbox's restrictions that break it")
             break
-        # Smallest prefix of rows that breaks the service; its last row is the culprit.
-        # The baseline was healthy, so a failure here is the candidate's doing.
-        lo, hi = 0, len(rows)
-        while hi - lo > 1 and len(trials) < max_trials:
-            mid = (lo + hi) // 2
-            b = run(subset(sb, set(rows[:mid])), rows[:mid])
-            say(b.line())
-            if b.health.healthy:
-                lo = mid
-            else:
-                hi = mid
-        if hi - lo > 1:
+        row = _bisect(r, sb, rows, max_trials)
+        if row is None:
             break
-        if rows[hi - 1] == "SystemCallFilter":
+        if row == "SystemCallFilter":
             filter_blamed = True
-            if probe_filter():
+            if _probe_filter(r, sb, max_trials):
                 continue
             filter_blamed = False
-        rel = relax_row(sb, rows[hi - 1], len(trials), "bisection: the service breaks "
+        rel = relax_row(sb, row, len(trials), "bisection: the service breaks "
                         "with it and works without it (healthy without any sandbox)")
         if rel is not None:
             trials[-1].relaxed.append(rel)
-            say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")
+            r.say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")
     # An interruption is not a verdict: it unwinds through validate(), which restores the
     # unit, and ends the command with exit 130 (interrupts.py).
     if len(trials) >= max_trials:

@@ -1,6 +1,7 @@
 """Audit records of failed system calls (EACCES, EPERM, EROFS, EAFNOSUPPORT) while learning
-or during a trial. Rules carry a key of their own, are installed only for that window and
-removed exactly (the same specs with -d). Records are matched to the service by pid.
+or during a trial, and of the calls a seccomp filter killed. Rules carry a key of their own,
+are installed only for that window and removed exactly (the same specs with -d). Records are
+matched to the service by pid.
 
 Audit rules cost every process on the machine while loaded, so they filter on the failure
 (the kernel only emits for failing calls) and never stay loaded longer than the window.
@@ -8,16 +9,19 @@ Audit rules cost every process on the machine while loaded, so they filter on th
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from autosandbox import commands
+from autosandbox.linux.tracefs import in_initial_pid_namespace
 from autosandbox.systemd import runstate
-from autosandbox.trace.tracefs import in_initial_pid_namespace
+
+log = logging.getLogger(__name__)
 
 ERRNOS = ("EACCES", "EPERM", "EROFS")
 _FIELD = re.compile(r"(\w+)=(\{[^}]*\}|\S+)")
@@ -46,13 +50,13 @@ def unavailable_reason() -> str | None:
         return "auditd is not installed (apt-get install auditd)"
     if not in_initial_pid_namespace():
         return "refused inside a container (separate PID namespace)"
-    cp = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=False)
+    cp = commands.run(["auditctl", "-s"], check=False)
     if cp.returncode != 0:
         return f"auditctl -s failed: {(cp.stderr or cp.stdout).strip()[:80]}"
     if re.search(r"^enabled 0", cp.stdout, re.M):
         return "audit is disabled in the kernel (audit=0)"
     if not Path("/var/log/audit/audit.log").exists() and \
-            subprocess.run(["pidof", "auditd"], capture_output=True, check=False).returncode:
+            commands.run(["pidof", "auditd"], check=False).returncode:
         return "auditd is not running"
     return None
 
@@ -70,10 +74,11 @@ class AuditRules:
         try:
             for spec in self.specs:
                 self.installed.append(spec)  # before: an interrupted auditctl may have added it
-                cp = subprocess.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key],
-                                    capture_output=True, text=True, check=False)
-                if cp.returncode != 0:
-                    raise OSError(f"auditctl refused a rule: {cp.stderr.strip()[:120]}")
+                try:
+                    commands.run(["auditctl", "-a", "always,exit", *spec, "-k", self.key])
+                except commands.ToolError as exc:
+                    raise OSError("auditctl refused a rule: "
+                                  f"{commands.tail(exc.stderr)[:120]}") from None
         except BaseException:
             self.__exit__()
             raise
@@ -81,14 +86,29 @@ class AuditRules:
 
     def __exit__(self, *exc: object) -> None:
         for spec in self.installed:
-            subprocess.run(["auditctl", "-d", "always,exit", *spec, "-k", self.key],
-                           capture_output=True, check=False)
+            try:
+                delete_rule(["always,exit", *spec, "-k", self.key])
+            except commands.ToolError as exc:
+                log.warning("audit rule left loaded: %s (the next autosandbox run or "
+                            "'autosandbox reset' removes it)", exc)
         self.installed = []
 
     def events(self) -> list[AuditEvent]:
-        cp = subprocess.run(["ausearch", "--input-logs", "-i", "-k", self.key],
-                            capture_output=True, text=True, check=False)
+        # ausearch exits 1 when nothing matched: its output is the answer either way
+        cp = commands.run(["ausearch", "--input-logs", "-i", "-k", self.key], check=False)
         return parse_ausearch(cp.stdout)
+
+
+def delete_rule(rule: list[str]) -> bool:
+    """`auditctl -d RULE`: True if it removed the rule, False if the rule was not loaded; a
+    ToolError if it could not (the rule stays loaded and costs every process)."""
+    try:
+        commands.run(["auditctl", "-d", *rule])
+    except commands.ToolError as exc:
+        if "No such file or directory" in exc.stderr:  # the kernel's ENOENT (C locale)
+            return False
+        raise
+    return True
 
 
 _SECCOMP_TIME = re.compile(r"msg=audit\((\d+)\.(\d+):")
@@ -106,8 +126,7 @@ def seccomp_kills(since: float, names: dict[int, str]) -> list[SeccompKill]:
     """Calls a seccomp filter killed a process for since `since` (epoch seconds), named by
     `names` (this architecture's table). The kernel logs every kill action to audit; an
     EPERM action it does not log, so trials that need the call's name use the kill action."""
-    cp = subprocess.run(["ausearch", "--input-logs", "-m", "SECCOMP"],
-                        capture_output=True, text=True, check=False)
+    cp = commands.run(["ausearch", "--input-logs", "-m", "SECCOMP"], check=False)
     return parse_seccomp(cp.stdout, since, names)
 
 
@@ -139,16 +158,23 @@ def sweep_stale_rules() -> list[str]:
     every process and, since the first matching rule wins, would hide our new rules' keys."""
     if shutil.which("auditctl") is None:
         return []
-    cp = subprocess.run(["auditctl", "-l"], capture_output=True, text=True, check=False)
+    try:
+        listed = commands.run(["auditctl", "-l"]).stdout
+    except commands.ToolError as exc:
+        log.warning("stale audit rules were not looked for: %s", exc)
+        return []
     removed = []
-    for line in cp.stdout.splitlines():
+    for line in listed.splitlines():
         m = _OWNED.search(line.strip())
         if m is None or Path(f"/proc/{m.group(1)}").exists():
             continue
         words = line.split()
         if words[:1] == ["-a"]:
-            subprocess.run(["auditctl", "-d", *words[1:]], capture_output=True, check=False)
-            removed.append(line.strip())
+            try:
+                if delete_rule(words[1:]):
+                    removed.append(line.strip())
+            except commands.ToolError as exc:
+                log.warning("stale audit rule left loaded: %s", exc)
     return removed
 
 

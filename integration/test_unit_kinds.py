@@ -1,0 +1,183 @@
+"""Every kind of unit an admin runs (issue #16): template instances with specifiers,
+socket activation, timers, and the kinds that are refused in one line before anything
+changes (Accept=yes, RootDirectory=, user units, a unit with nothing in its sandbox).
+Services: integration/services/as-kinds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from systemd_harness import UNIT_DIR, run, unit_property, wait_for
+from test_learn import autosandbox, spawn_learn
+
+RUN_DIR = Path("/run/systemd/system")
+QUICK = ("--duration", "3s", "--settle", "1s", "--max-trials", "6", "--json", "-q")
+
+
+def learned(cp: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert cp.returncode == 0, f"rc {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    out: dict[str, Any] = json.loads(cp.stdout)
+    return out
+
+
+def refused(cp: subprocess.CompletedProcess[str], *words: str) -> str:
+    lines = cp.stderr.strip().splitlines()
+    assert cp.returncode == 2, cp.stderr
+    assert len(lines) == 1 and lines[0].startswith("autosandbox: error: "), cp.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert cp.stdout == ""
+    return lines[0]
+
+
+def no_trace_left(*units: str) -> None:
+    for unit in units:
+        assert not (RUN_DIR / f"{unit}.d").exists(), unit
+
+
+@pytest.fixture
+def kinds(install_service):  # type: ignore[no-untyped-def]
+    svc = install_service("as-kinds")
+    yield svc
+    for pattern in ("as-tmpl@*.service", "as-echo@*.service"):
+        names = run(["systemctl", "list-units", "--all", "--plain", "--no-legend", pattern])
+        for line in names.stdout.splitlines():
+            run(["systemctl", "stop", line.split()[0]])
+    for unit in ("as-tmpl@.service", "as-sock.service", "as-tick.service"):
+        shutil.rmtree(f"/var/lib/autosandbox/{unit}", ignore_errors=True)
+    for user in ("nobody", "daemon"):
+        shutil.rmtree(f"/var/lib/as-tmpl-{user}", ignore_errors=True)
+    shutil.rmtree(UNIT_DIR / "as-tmpl@.service.d", ignore_errors=True)
+
+
+def test_a_template_instance_with_user_from_its_name(kinds) -> None:  # type: ignore[no-untyped-def]
+    """User=%i, StateDirectory=as-tmpl-%i: scored and validated as the instance, applied for
+    every instance (--template), reverted."""
+    unit = "as-tmpl@nobody.service"
+    kinds.start(unit)
+    out = learned(autosandbox("learn", unit, "--template", *QUICK))
+    assert out["validated"], out["notes"]
+    assert out["exposure"]["after"]["exposure"] < out["exposure"]["before"]["exposure"]
+    assert any("every instance of as-tmpl@.service" in n for n in out["notes"]), out["notes"]
+    assert unit_property(unit, "ActiveState") == "active"
+    no_trace_left(unit, "as-tmpl@.service")
+    cp = autosandbox("apply", unit, "--template", "--settle", "1s")
+    assert cp.returncode == 0, cp.stderr
+    installed = UNIT_DIR / "as-tmpl@.service.d" / "50-autosandbox.conf"
+    assert installed.is_file() and not (UNIT_DIR / f"{unit}.d").exists()
+    assert "ProtectSystem=strict" in installed.read_text()
+    assert installed.as_posix() in unit_property(unit, "DropInPaths")
+    assert unit_property(unit, "ActiveState") == "active"
+    # another instance (another user, another state directory) starts with it and works
+    other = "as-tmpl@daemon.service"
+    kinds.start(other)
+    assert installed.as_posix() in unit_property(other, "DropInPaths")
+    assert unit_property(other, "ProtectSystem") == "strict"
+    wait_for(lambda: Path("/var/lib/as-tmpl-daemon/beat").is_file(), timeout=60,
+             what="the second instance's work")
+    assert unit_property(other, "ActiveState") == "active", kinds.diagnostics(other)
+    diff = autosandbox("diff", unit, "--template")
+    # what is installed for the template is what was learned: no line differs
+    assert diff.returncode == 0 and "+++" not in diff.stdout, diff.stdout
+    cp = autosandbox("revert", unit, "--template")
+    assert cp.returncode == 0, cp.stderr
+    assert not installed.exists() and not installed.parent.exists()
+    assert unit_property(unit, "ActiveState") == "active"
+
+
+def _hello(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        return s.recv(64)
+
+
+EXERCISE_SOCK = ("python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', "
+                 "8091), timeout=5); assert s.recv(64).startswith(b'hello')\"")
+
+
+def test_a_socket_learns_the_service_it_starts(kinds) -> None:  # type: ignore[no-untyped-def]
+    kinds.start("as-sock.socket")
+    socket_file = (UNIT_DIR / "as-sock.socket").read_bytes()
+    assert _hello(8091).startswith(b"hello")  # socket activation works as found
+    out = learned(autosandbox("learn", "as-sock.socket", "--exercise", EXERCISE_SOCK, *QUICK))
+    assert out["validated"], out["notes"]
+    assert any("as-sock.socket was left untouched" in n for n in out["notes"]), out["notes"]
+    assert "ProtectSystem=strict" in out["dropin"]
+    # the socket as it was: same file, no drop-in, still listening, still activating
+    assert (UNIT_DIR / "as-sock.socket").read_bytes() == socket_file
+    no_trace_left("as-sock.socket", "as-sock.service")
+    assert unit_property("as-sock.socket", "ActiveState") == "active"
+    assert unit_property("as-sock.service", "ActiveState") == "active"  # as found
+    assert _hello(8091).startswith(b"hello")
+    cp = autosandbox("apply", "as-sock.service", "--exercise", EXERCISE_SOCK, "--settle", "1s")
+    assert cp.returncode == 0, cp.stderr
+    assert _hello(8091).startswith(b"hello")
+    assert autosandbox("revert", "as-sock.service").returncode == 0
+    assert not (UNIT_DIR / "as-sock.service.d").exists()
+
+
+def test_per_connection_services_are_refused(kinds) -> None:  # type: ignore[no-untyped-def]
+    """Accept=yes: one connection traced while others run untraced would be a false success."""
+    kinds.start("as-echo.socket")
+    refused(autosandbox("learn", "-q", "as-echo.socket", "--duration", "3s"), "Accept=yes")
+    with socket.create_connection(("127.0.0.1", 8092), timeout=10):
+        def instance() -> str:
+            cp = run(["systemctl", "list-units", "--plain", "--no-legend", "as-echo@*.service"])
+            return cp.stdout.split()[0] if cp.stdout.strip() else ""
+        name = wait_for(instance, timeout=30, what="an as-echo@ instance")
+        pid = unit_property(name, "MainPID")
+        refused(autosandbox("learn", "-q", name, "--duration", "3s"), "Accept=yes",
+                "as-echo.socket")
+        assert unit_property(name, "MainPID") == pid  # not restarted
+        no_trace_left(name, "as-echo@.service")
+
+
+def test_a_timer_is_learned_from_its_own_runs(kinds) -> None:  # type: ignore[no-untyped-def]
+    """No run off schedule while tracing; the runs are counted; validation's runs are its
+    trials (one run each)."""
+    runs = Path("/var/lib/as-tick/runs")
+    proc = spawn_learn("as-tick.timer", "--duration", "8s", "--max-trials", "4", "--json",
+                       "-q")
+    try:
+        wait_for(lambda: (RUN_DIR / "as-tick.service.d" / "zz-autosandbox-trace.conf")
+                 .exists(), timeout=120, interval=0.05, what="the trace drop-in")
+        assert not runs.exists()  # learning did not start it
+        kinds.start("as-tick.timer")  # its one run comes 3 s later, inside the window
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    out = json.loads(stdout)
+    assert out["validated"], out["notes"]
+    assert any("1 run(s) of as-tick.service started by as-tick.timer were traced" in n
+               for n in out["notes"]), out["notes"]
+    restarts = out["validation"]["restarts"]
+    assert len(runs.read_text().splitlines()) == 1 + restarts  # the timer's + one per trial
+    no_trace_left("as-tick.service", "as-tick.timer")
+
+
+def test_kinds_refused_before_anything_changes(kinds) -> None:  # type: ignore[no-untyped-def]
+    before = unit_property("as-root.service", "ActiveState")
+    refused(autosandbox("learn", "-q", "as-root.service", "--duration", "3s"),
+            "RootDirectory=/srv/as-root", "nothing was changed")
+    assert unit_property("as-root.service", "ActiveState") == before
+    no_trace_left("as-root.service")
+    refused(autosandbox("learn", "-q", "--user", "as-plus.service", "--duration", "3s"),
+            "--user")
+    refused(autosandbox("learn", "-q", "--template", "as-plus.service", "--duration", "3s"),
+            "not an instance", "--template")
+    # Its only line runs outside the sandbox: an empty trace is no profile.
+    kinds.start("as-plus.service")
+    refused(autosandbox("learn", "-q", "as-plus.service", "--duration", "3s"), "trace",
+            "empty")
+    assert not Path("/var/lib/autosandbox/as-plus.service/learned.conf").exists()
+    assert not Path("/var/lib/autosandbox/as-plus.service/unvalidated.conf").exists()
+    no_trace_left("as-plus.service")
+    assert unit_property("as-plus.service", "ActiveState") == "active"

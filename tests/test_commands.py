@@ -1,0 +1,75 @@
+"""The one way external programs are run: errors in one line, C locale, -v shows them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autosandbox import commands
+from autosandbox.errors import UserError
+from autosandbox.profile import Profile
+
+
+def test_failure_is_one_line_naming_the_command_and_what_it_said() -> None:
+    script = "echo some output; echo first >&2; printf 'the reason\\n\\n' >&2; exit 3"
+    with pytest.raises(commands.ToolError) as info:
+        commands.run(["/bin/sh", "-c", script])
+    exc = info.value
+    assert isinstance(exc, UserError) and exc.returncode == 3
+    text = str(exc)
+    assert "\n" not in text
+    assert text.startswith("/bin/sh -c ") and text.endswith("failed (exit 3): the reason")
+
+
+def test_check_false_returns_the_exit_status() -> None:
+    cp = commands.run(["/bin/sh", "-c", "echo out; exit 4"], check=False)
+    assert (cp.returncode, cp.stdout) == (4, "out\n")
+
+
+def test_timeout_is_its_own_error() -> None:
+    with pytest.raises(commands.ToolTimeout) as info:
+        commands.run(["/bin/sleep", "30"], timeout=0.5, check=False)
+    assert info.value.returncode is None and "timed out" in str(info.value)
+
+
+def test_output_is_read_in_the_c_locale_unless_the_command_is_the_users(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    show = ["/bin/sh", "-c", 'printf %s "$LC_ALL"']
+    assert commands.run(show).stdout == "C"
+    assert commands.run(show, c_locale=False).stdout == "de_DE.UTF-8"
+    assert os.environ["LC_ALL"] == "de_DE.UTF-8"  # ours is left alone
+
+
+def test_undecodable_output_does_not_fail() -> None:
+    cp = commands.run(["/bin/sh", "-c", r"printf 'a\377b'"])
+    assert cp.stdout == "a\ufffdb"
+
+
+def test_each_command_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="autosandbox"):
+        commands.run(["/bin/sh", "-c", "exit 2"], check=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "run: /bin/sh -c 'exit 2'"
+    assert lines[1].startswith("  sh: exit 2 in ")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autosandbox", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_verbose_shows_the_commands_on_stderr_only(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    Profile(subject={"command": ["/bin/true"], "cwd": "/", "uid": 0}).save(path)
+    quiet = _cli("synthesize", str(path))
+    loud = _cli("-v", "synthesize", str(path))
+    assert quiet.returncode == loud.returncode == 0, (quiet.stderr, loud.stderr)
+    assert loud.stdout == quiet.stdout and "ProtectSystem=strict" in loud.stdout
+    assert "run: systemctl --version" in loud.stderr
+    assert "run: " not in quiet.stderr

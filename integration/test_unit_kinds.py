@@ -6,6 +6,7 @@ Services: integration/services/as-kinds."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -119,6 +120,29 @@ def test_a_socket_learns_the_service_it_starts(kinds) -> None:  # type: ignore[n
     assert _hello(8091).startswith(b"hello")
     assert autosandbox("revert", "as-sock.service").returncode == 0
     assert not (UNIT_DIR / "as-sock.service.d").exists()
+
+
+@pytest.mark.vm
+def test_socket_activation_with_ip_address_deny(kinds) -> None:  # type: ignore[no-untyped-def]
+    """In the VM, where IPAddressDeny= is enforced: the service behind a socket created no IP
+    socket of its own, so it is denied all IP traffic, and it still serves: a service's access
+    list does not apply to the sockets passed to it (systemd.resource-control(5))."""
+    kinds.start("as-sock.socket")
+    out = learned(autosandbox("learn", "as-sock.socket", "--exercise", EXERCISE_SOCK, *QUICK))
+    assert out["validated"], out["notes"]
+    assert re.search(r"^IPAddressDeny=any$", out["dropin"], re.M), out["dropin"]
+    assert not re.search(r"^IPAddressAllow=", out["dropin"], re.M), out["dropin"]
+    cp = autosandbox("apply", "as-sock.service", "--exercise", EXERCISE_SOCK, "--settle", "1s")
+    assert cp.returncode == 0, cp.stderr
+    try:
+        assert unit_property("as-sock.service", "IPAddressDeny").strip(), "not applied"
+        for _ in range(3):  # each connection through the socket, with the list in force
+            assert _hello(8091).startswith(b"hello")
+        assert unit_property("as-sock.service", "ActiveState") == "active"
+    finally:
+        assert autosandbox("revert", "as-sock.service").returncode == 0
+    assert not (UNIT_DIR / "as-sock.service.d").exists()
+    no_trace_left("as-sock.socket", "as-sock.service")
 
 
 def test_per_connection_services_are_refused(kinds) -> None:  # type: ignore[no-untyped-def]

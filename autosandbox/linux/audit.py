@@ -156,8 +156,8 @@ _OWNED = re.compile(r"-F key=autosandbox-(?:learn|trial)-(\d+)(?:-\d+)?$")
 def sweep_stale_rules() -> list[str]:
     """Delete rules an autosandbox killed by SIGKILL left loaded (its pid is gone). They cost
     every process and, since the first matching rule wins, would hide our new rules' keys."""
-    if shutil.which("auditctl") is None:
-        return []
+    if shutil.which("auditctl") is None or not in_initial_pid_namespace():
+        return []  # a container cannot list the kernel's rules (nor did it load any)
     try:
         listed = commands.run(["auditctl", "-l"]).stdout
     except commands.ToolError as exc:

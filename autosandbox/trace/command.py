@@ -150,20 +150,12 @@ def trace_command(
     tracefs (default: wherever tracefs allows it). A signal cuts the trace: everything is
     stopped and removed and KeyboardInterrupt raised, or with `keep_partial` the profile so
     far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
-    strace = require_strace()
-    if not argv:
-        raise UserError("no command given: autosandbox learn -- CMD [ARGS...]")
-    if shutil.which(argv[0]) is None:
-        raise UserError(f"command not found: {argv[0]}")
+    strace = _command_checked(argv)
     workdir = cwd or os.getcwd()
     profile = Profile(subject={"command": list(argv), "cwd": workdir, "uid": os.geteuid()})
     profile.add_source("strace")
     recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
-    if fast is None:
-        fast = os.geteuid() == 0 and syscall_tracer_available()
-    elif fast and not (os.geteuid() == 0 and syscall_tracer_available()):
-        raise UserError("the fast tracer needs root and a usable tracefs (not in a container);"
-                        " use --tracer full")
+    fast = _fast_tracer(fast)
     systracer: SyscallSetTracer | None = None
     use_caps = os.geteuid() == 0 and cap_capable_available()
     profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
@@ -207,16 +199,7 @@ def trace_command(
             os.write(gate_w, b"go\n")
             os.close(gate_w)
             gate_w = -1
-            try:
-                _wait(proc, started, duration, stream, recorder, on_progress)
-            except KeyboardInterrupt:
-                # Ctrl-C is how an untimed command's trace ends (README); anything else cuts it
-                interrupted = True
-                if duration is None and (interrupts.interrupted() or signal.SIGINT) \
-                        == signal.SIGINT:
-                    interrupts.forget()
-                else:
-                    cut = True
+            interrupted, cut = _window(proc, started, duration, stream, recorder, on_progress)
             if proc.poll() is None:
                 interrupted = interrupted or duration is not None
                 _terminate(proc, grace=2.0 if cut else 5.0)
@@ -236,14 +219,7 @@ def trace_command(
     if cut and not keep_partial:
         raise KeyboardInterrupt
     assert stream is not None and proc is not None
-    profile = stream.close()
-    if open_tracer is not None:
-        add_kernel_opens(profile, open_tracer, [recorder])
-    if tracer is not None:
-        # checks inside a user namespace of the program's own grant nothing on the host
-        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns))
-    if systracer is not None:
-        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
+    profile = _folded(stream.close(), recorder, open_tracer, tracer, systracer)
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode
@@ -254,6 +230,53 @@ def trace_command(
     if cut:
         mark_partial(profile)
     return TraceResult(profile, code, interrupted, partial=cut)
+
+
+def _command_checked(argv: Sequence[str]) -> str:
+    """strace's path, once the command is known to exist."""
+    strace = require_strace()
+    if not argv:
+        raise UserError("no command given: autosandbox learn -- CMD [ARGS...]")
+    if shutil.which(argv[0]) is None:
+        raise UserError(f"command not found: {argv[0]}")
+    return strace
+
+
+def _fast_tracer(fast: bool | None) -> bool:
+    """None: fast wherever tracefs allows it; True where it does not is an error."""
+    usable = os.geteuid() == 0 and syscall_tracer_available()
+    if fast and not usable:
+        raise UserError("the fast tracer needs root and a usable tracefs (not in a container);"
+                        " use --tracer full")
+    return usable if fast is None else fast
+
+
+def _window(proc: subprocess.Popen[bytes], started: float, duration: float | None,
+            stream: TraceStream, recorder: Recorder,
+            on_progress: Callable[[Progress], None] | None) -> tuple[bool, bool]:
+    """Trace until the program ends or the window closes: (interrupted, cut)."""
+    try:
+        _wait(proc, started, duration, stream, recorder, on_progress)
+    except KeyboardInterrupt:
+        # Ctrl-C is how an untimed command's trace ends (README); anything else cuts it
+        if duration is None and (interrupts.interrupted() or signal.SIGINT) == signal.SIGINT:
+            interrupts.forget()
+            return True, False
+        return True, True
+    return False, False
+
+
+def _folded(profile: Profile, recorder: Recorder, open_tracer: OpenTracer | None,
+            tracer: CapabilityTracer | None, systracer: SyscallSetTracer | None) -> Profile:
+    """The kernel's views (opens, capability checks, the syscall set) folded into strace's."""
+    if open_tracer is not None:
+        add_kernel_opens(profile, open_tracer, [recorder])
+    if tracer is not None:
+        # checks inside a user namespace of the program's own grant nothing on the host
+        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns))
+    if systracer is not None:
+        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
+    return profile
 
 
 def mark_partial(profile: Profile) -> None:

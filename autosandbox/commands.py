@@ -9,9 +9,11 @@ bpftrace, the traced command) are started by procs.py and their tracers, not her
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -67,13 +69,18 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
         full["LC_ALL"] = "C"
     log.debug("run: %s", shown(argv))
     began = time.monotonic()
-    try:
-        cp = subprocess.run(list(argv), capture_output=True, text=True, encoding="utf-8",
-                            errors="replace", timeout=timeout, env=full, check=False,
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, encoding="utf-8", errors="replace", env=full,
                             start_new_session=new_session)
-    except subprocess.TimeoutExpired:
-        log.debug("  %s: timed out after %.1f s", os.path.basename(argv[0]), timeout)
-        raise ToolTimeout(argv, None, "", timeout) from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # a timeout, or a signal: nothing it started outlives it
+        _kill(proc, new_session)
+        if isinstance(exc, subprocess.TimeoutExpired):
+            log.debug("  %s: timed out after %.1f s", os.path.basename(argv[0]), timeout)
+            raise ToolTimeout(argv, None, "", timeout) from None
+        raise
+    cp = subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
     took = time.monotonic() - began
     said = tail(cp.stderr)
     log.debug("  %s: exit %d in %.2f s%s", os.path.basename(argv[0]), cp.returncode, took,
@@ -81,3 +88,17 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
     if check and cp.returncode != 0:
         raise ToolError(argv, cp.returncode, cp.stderr or cp.stdout)
     return cp
+
+
+def _kill(proc: subprocess.Popen[str], session: bool) -> None:
+    """SIGKILL the program and, when it leads a session of its own, everything in it (a
+    shell's children hold our pipes and would outlive a timeout)."""
+    with contextlib.suppress(ProcessLookupError):
+        if session:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()  # unread: a grandchild outside the session may still hold it

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,30 @@ def test_timeout_is_its_own_error() -> None:
     with pytest.raises(commands.ToolTimeout) as info:
         commands.run(["/bin/sleep", "30"], timeout=0.5, check=False)
     assert info.value.returncode is None and "timed out" in str(info.value)
+
+
+def test_a_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
+    """A user's check that hangs in a child of its shell: the child goes with it (it holds
+    the output pipes; left alive it would outlive autosandbox)."""
+    marker = f"as-timeout-{os.getpid()}"
+    script = f"exec -a {marker} sleep 60 & wait"
+    began = time.monotonic()
+    with pytest.raises(commands.ToolTimeout):
+        commands.run(["/bin/bash", "-c", script], timeout=1, check=False, new_session=True)
+    assert time.monotonic() - began < 30  # not held by the child's copy of the pipes
+    assert not _alive(marker), "the shell's child outlived the timeout"
+
+
+def _alive(marker: str) -> bool:
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "cmdline").read_bytes().startswith(marker.encode()):
+                state = (d / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def test_output_is_read_in_the_c_locale_unless_the_command_is_the_users(

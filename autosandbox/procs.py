@@ -108,10 +108,26 @@ def child_setup(extra: Callable[[], None] | None = None) -> Callable[[], None]:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if fd >= 0:
             with contextlib.suppress(OSError):
-                os.write(fd, b"%d\n" % os.getpid())
+                os.write(fd, _announcement())
         if os.getppid() != parent:
             os._exit(1)
     return setup
+
+
+def _announcement() -> bytes:
+    """`PID SESSION START` of the calling process, from its own /proc entry: the watchdog may
+    read it only after this process died (the death signal is quick), and must still know
+    the session it led, whose members it kills."""
+    pid = os.getpid()
+    try:
+        fd = os.open("/proc/self/stat", os.O_RDONLY)
+        try:
+            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+        finally:
+            os.close(fd)
+        return b"%d %d %d\n" % (pid, int(fields[3]), int(fields[19]))
+    except (OSError, IndexError, ValueError):
+        return b"%d\n" % pid  # the watchdog reads the rest from /proc, if it is still there
 
 
 def spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:

@@ -59,8 +59,12 @@ def watch(owner: int) -> dict[int, tuple[int, int]]:
         buf += chunk
         *lines, buf = buf.split(b"\n")
         for line in lines:
-            if line.strip().isdigit():
-                note(int(line))
+            words = line.split()
+            if len(words) == 3 and all(w.isdigit() for w in words):
+                # what the helper said of itself: right even if it is already gone
+                known.setdefault(int(words[0]), (int(words[1]), int(words[2])))
+            elif len(words) == 1 and words[0].isdigit():
+                note(int(words[0]))
 
 
 def kill_all(known: dict[int, tuple[int, int]]) -> None:

@@ -63,8 +63,10 @@ class Run:
         self.pid = self.proc.pid
         self.lines: list[tuple[float, str]] = []
         self.out: list[str] = []
-        self.readers = [threading.Thread(target=self._read, args=(self.proc.stderr, True)),
-                        threading.Thread(target=self._read, args=(self.proc.stdout, False))]
+        self.readers = [threading.Thread(target=self._read, args=(self.proc.stderr, True),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.proc.stdout, False),
+                                         daemon=True)]
         for t in self.readers:
             t.start()
 
@@ -88,7 +90,8 @@ class Run:
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.proc.wait(timeout=timeout)
         for t in self.readers:
-            t.join()
+            # a process it left behind holds the pipes: the snapshot reports it as a leak
+            t.join(timeout=30)
         return "".join(self.out), "".join(line for _, line in self.lines)
 
     def since(self, t0: float) -> str:

@@ -4,6 +4,7 @@ after SIGKILL the watchdog ends our helpers and `reset --all` removes the rest."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -180,3 +181,40 @@ def test_a_signal_during_a_finalizer_is_not_lost() -> None:
     finally:
         interrupts.forget()
         interrupts.restore(old)
+
+
+def test_watchdog_kills_the_session_of_a_helper_that_died_before_it_was_read() -> None:
+    """After a SIGKILL the death signal ends a helper at once; the watchdog may read the
+    helper's announcement only then. What the helper said of itself (pid, session, start)
+    must still let the watchdog end the rest of its session (strace's tracee)."""
+    leader = subprocess.Popen(["/bin/bash", "-c", "sleep 60 >/dev/null 2>&1 & echo $!; read -r _"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              start_new_session=True)
+    assert leader.stdout is not None and leader.stdin is not None
+    member = int(leader.stdout.readline())
+    fields = Path(f"/proc/{leader.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    said = b"%d %d %d\n" % (leader.pid, int(fields[3]), int(fields[19]))
+    leader.communicate(b"\n", timeout=30)  # the leader is gone; its member lives on
+    assert Path(f"/proc/{member}").exists()
+    r, w = os.pipe()
+    watchdog = subprocess.Popen(
+        [sys.executable, "-S", str(Path(interrupts.__file__).with_name("watchdog.py")),
+         str(os.getpid())], stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(r)
+    try:
+        os.write(w, said)
+    finally:
+        os.close(w)  # its owner is "gone": the watchdog acts on what it was told
+    watchdog.wait(timeout=60)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+    try:
+        assert wait_until(gone, 20), "the dead helper's session outlived the watchdog"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)

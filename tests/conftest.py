@@ -15,6 +15,8 @@ from autosandbox.synth.synthesize import Sandbox, synthesize
 from autosandbox.synth.target import host_target
 from autosandbox.systemd import analyze
 from autosandbox.trace.command import trace_command
+from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.strace_parser import StraceParser
 
 # Debian's interpreter: its files live under /usr, so home-directory rules are not disturbed
 # by a per-user Python installation.
@@ -25,6 +27,19 @@ def trace_python(code: str, *args: str, cwd: str | None = None) -> Profile:
     result = trace_command([PYTHON, "-c", code, *args], cwd=cwd or "/")
     assert result.exit_code == 0, f"traced program failed with {result.exit_code}"
     return result.profile
+
+
+def record(lines: list[str], roots: tuple[int, ...] = (), uid: int = 0, gid: int = 0,
+           first_is_root: bool = False) -> Profile:
+    """The profile of recorded strace lines, as the recorder makes it."""
+    profile = Profile()
+    rec = Recorder(profile, "/", uid=uid, gid=gid, roots=roots, first_is_root=first_is_root)
+    parser = StraceParser()
+    for line in lines:
+        ev = parser.feed(line)
+        if ev is not None:
+            rec.handle(ev)
+    return rec.finish(parser)
 
 
 def sandbox_for(profile: Profile) -> Sandbox:

@@ -25,25 +25,13 @@ from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import syscall_tracer_available
 from autosandbox.trace.unit import merge_lines
 
-from .conftest import PYTHON, sandbox_for
+from .conftest import PYTHON, record, sandbox_for
 
 NOBODY = 65534
 TRACERS = [pytest.param(False, id="full"),
            pytest.param(True, id="fast", marks=pytest.mark.skipif(
                not (os.geteuid() == 0 and syscall_tracer_available() and opens.available()),
                reason="the fast tracer needs root, tracefs and bpftrace"))]
-
-
-def record(lines: list[str], roots: tuple[int, ...] = (), uid: int = 0, gid: int = 0,
-           first_is_root: bool = False) -> Profile:
-    profile = Profile()
-    rec = Recorder(profile, "/", uid=uid, gid=gid, roots=roots, first_is_root=first_is_root)
-    parser = StraceParser()
-    for line in lines:
-        ev = parser.feed(line)
-        if ev is not None:
-            rec.handle(ev)
-    return rec.finish(parser)
 
 
 def rw_paths(profile: Profile) -> list[str]:

@@ -16,10 +16,10 @@ from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import Target
 from autosandbox.trace.dac import infer_root_writes
 from autosandbox.trace.facts import record_facts
-from autosandbox.trace.recorder import Recorder
-from autosandbox.trace.strace_parser import StraceParser
 from autosandbox.validate.capneed import dac_capability, needed_capability
 from autosandbox.validate.denials import parse_denials
+
+from .conftest import record as recorded
 
 CLONE = ("377 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
          "child_tidptr=0x7f6c1a5f0a10) = 379")
@@ -54,14 +54,7 @@ HOST = {
 
 
 def record(lines: list[str], uid: int = 0, gid: int = 0) -> Profile:
-    profile = Profile()
-    rec = Recorder(profile, "/", uid=uid, gid=gid, roots=(377,))
-    parser = StraceParser()
-    for line in lines:
-        ev = parser.feed(line)
-        if ev is not None:
-            rec.handle(ev)
-    return rec.finish(parser)
+    return recorded(lines, roots=(377,), uid=uid, gid=gid)
 
 
 def with_facts(profile: Profile, facts: dict[str, Fact]) -> Profile:

@@ -9,6 +9,7 @@ Processes are followed from given pids (command mode: ours, before the fork) or 
 that open a gate FIFO under a given directory (unit mode: see gate.py), through every fork and
 thread; opens are reported from the moment strace executes the program, so strace's own and
 ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder).
+The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from autosandbox import commands, interrupts, procs
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
+from autosandbox.trace import kernel
+from autosandbox.trace.kernel import CallRecord
 
 log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
@@ -120,7 +123,7 @@ tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{ delete(@t[tid]); del
 tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
 /@t[tid] && comm == "strace"/ {{ @p[tid] = 1; }}
 {join}{per_call}
-{exit_} /@fn[tid]/ {{
+{kernel.script()}{exit_} /@fn[tid]/ {{
   $p = str(@fn[tid]);
   $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + (args->ret >= 0 ? 1 : 0));
   $show = 1;
@@ -134,7 +137,8 @@ tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
   }}
   delete(@fn[tid]); delete(@fl[tid]); delete(@dfd[tid]);
 }}
-END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen); }}
+END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen);
+  {kernel.end_clears()} }}
 """
 
 
@@ -171,15 +175,15 @@ class OpenTracer:
 
     def __init__(self, root_pids: Sequence[int] = (), gate_prefix: str | None = None,
                  ready_timeout: float = 60.0,
-                 on_record: Callable[[OpenRecord], bool] | None = None) -> None:
+                 on_record: Callable[[OpenRecord | CallRecord], bool] | None = None) -> None:
         """`on_record` takes each record as it comes and says whether a followed process made
         it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all."""
         bpftrace = bpftrace_path()
         if bpftrace is None:
             raise OSError("bpftrace is not installed")
-        self.records: list[OpenRecord] = []
+        self.records: list[OpenRecord | CallRecord] = []
         self.on_record = on_record
-        self._pending: collections.deque[OpenRecord] = collections.deque()
+        self._pending: collections.deque[OpenRecord | CallRecord] = collections.deque()
         self.overflow = 0  # records of unknown threads dropped once PENDING_MAX were held
         self.foreign = 0  # records no recorder took, even at the end
         self.warnings: list[str] = []
@@ -244,12 +248,16 @@ class OpenTracer:
                         seen.clear()
                     seen.add(key)
                     self._take(rec)
+            elif line.startswith(("CALL ", "USED ")):
+                call = kernel.parse(line.rstrip("\n"))
+                if call is not None:
+                    self._take(call)
             elif line.startswith("READY"):
                 self._ready.set()
             else:
                 self._lost(line)
 
-    def _take(self, rec: OpenRecord) -> None:
+    def _take(self, rec: OpenRecord | CallRecord) -> None:
         if self.on_record is None:
             self.records.append(rec)
         elif not self.on_record(rec):
@@ -267,8 +275,8 @@ class OpenTracer:
             if not self.on_record(self._pending.popleft()):
                 self.foreign += 1
         if self.overflow or self.foreign:
-            self.warnings.append(f"{self.overflow + self.foreign} opens by processes that were "
-                                 "not followed were left out")
+            self.warnings.append(f"{self.overflow + self.foreign} opens and calls reported by the "
+                                 "kernel for processes that were not followed were left out")
             self.overflow = self.foreign = 0
 
     def _read_err(self) -> None:

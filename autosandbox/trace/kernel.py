@@ -2,13 +2,13 @@
 on them: accept/accept4, setsockopt, fcntl, mmap/mprotect/pkey_mprotect.
 
 A server that accepts a connection per request paid one ptrace stop per request for accept4
-alone (a third of nginx's rate). Here the BPF program reads the arguments the recorder decides
-on and prints a call once per distinct decisive arguments and result (a map in the kernel is
-the de-duplication): a peer's address, not its ephemeral port; a socket option by level and
-name (every call for the options that show a capability); fcntl by command (every F_SETLEASE);
-a mapping by its protection. Records are translated here into the strace form of the call
-(strace_parser.Syscall) and given to the same Recorder: recorder.py stays the one home of what
-a call means.
+alone (it left nginx a third of its rate). Here the BPF program reads the arguments the
+recorder decides on and prints a call once per distinct decisive arguments and result (a map in
+the kernel is the de-duplication): a peer's address, not its ephemeral port; a socket option by
+level and name (every call for the options that show a capability); fcntl by command (every
+F_SETLEASE); a mapping by its protection. Records are translated here into the strace form of
+the call (strace_parser.Syscall) and given to the same Recorder: recorder.py stays the one home
+of what a call means.
 
 Left to strace: socket() (bind/connect, still strace's, read the socket's type from it: a late
 kernel record would leave their endpoints without a protocol), clone/clone3/fork (strace -f

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from autosandbox import interrupts
 from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
-from autosandbox.results import Result, result_for_profile, with_validation
+from autosandbox.results import (
+    Result,
+    for_every_instance,
+    result_for_profile,
+    with_validation,
+)
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
 from autosandbox.systemd.manager import Manager, template_of
 from autosandbox.systemd.session import existing_settings, unit_text
@@ -111,6 +116,7 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         result.extra["template"] = template_of(unit)
         result.notes.append(f"for every instance of {template_of(unit)}: learned and "
                             f"validated on {unit}")
+        result = for_every_instance(result)  # the trials run the text that is installed
     if opts.validate and not traced.partial:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
@@ -118,4 +124,6 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
                               written=sorted(result.profile.written_paths()))
         interrupts.check()  # a stage that caught the signal must not hand on a result
         with_validation(result, validation)
+        if opts.template:  # paths a trial added; the same text for this instance
+            result = for_every_instance(result, validation)
     return result

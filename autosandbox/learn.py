@@ -93,7 +93,8 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
                         f"run started by hand in the window is traced too)")
     if not traced.started_ok and not traced.partial:
         # the unit is restored; a profile of a service that did not run teaches nothing
-        raise UserError(f"{unit} did not start or did not stay up under tracing: "
+        why = f" ({traced.failure})" if traced.failure else ""
+        raise UserError(f"{unit} did not start or did not stay up under tracing{why}: "
                         f"nothing was learned; see journalctl -u {unit}")
     if not traced.events and not traced.partial:
         # a tracer that could not write (a root of its own, a full /run) is no evidence

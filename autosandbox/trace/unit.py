@@ -38,6 +38,7 @@ from autosandbox.systemd.dropins import (
     unit_state_dir,
     write_dropin,
 )
+from autosandbox.systemd.journal import journal_cursor, journal_lines, why_it_failed
 from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
@@ -75,6 +76,7 @@ class UnitTraceResult:
     partial: bool = False  # cut by a signal and kept (--keep-partial)
     events: int = 0  # trace lines of the sandboxed Exec lines: 0 is a failed trace
     runs: int | None = None  # runs its timer started while traced (scheduled learning)
+    failure: str | None = None  # systemd's account of a start that failed under tracing
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,16 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
     lines += unitfile.comment("strace needs ptrace(), which the unit's own filter may forbid; "
                               "the unit's filter is kept in the learned drop-in")
     lines.append("SystemCallFilter=")
-    if existing_settings(info, dropin_path(info.name, TRACE_DROPIN)).get(
-            "CapabilityBoundingSet"):
+    own = existing_settings(info, dropin_path(info.name, TRACE_DROPIN))
+    if own.get("NoExecPaths"):
+        # Seen: redis-server.service (NoExecPaths=/, ExecPaths=/usr/bin/redis-server ...)
+        # failed at every start with "Failed to locate executable /bin/sh: Permission denied".
+        lines += unitfile.comment(
+            "the unit mounts paths noexec (NoExecPaths=): the shim's shell and strace may run "
+            "while learning; the learned drop-in keeps the unit's own lists")
+        needed = sorted({os.path.realpath(p) for p in ("/bin/sh", strace)})
+        lines.append("ExecPaths=" + " ".join(v for v in map(unitfile.path_value, needed) if v))
+    if own.get("CapabilityBoundingSet"):
         # Only where the unit sets its own: a first assignment replaces the full set.
         lines += unitfile.comment(
             "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
@@ -362,6 +372,8 @@ class _UnitTrace:
         self.exercise_ok = False
         self.exercise_runs = 0
         self.started_ok = True
+        self.failure: str | None = None
+        self.cursor: str | None = None
         self.cut = False
         self.begun = time.monotonic()
         self.state_dir = STATE_DIR / self.unit
@@ -451,13 +463,17 @@ class _UnitTrace:
             self.info, {e: s.fifo for e, s in self.streams.items()}, self.strace, self.gates,
             kernel_opens=self.open_tracer is not None, fast=self.systracer is not None))
         self.mgr.reload()
+        self.cursor = journal_cursor()
         # scheduled: its timer starts it (no run off schedule); the window opens now
         state = "active" if self.plan.scheduled else self.mgr.restart(self.unit)
         self.begun = time.monotonic()  # --duration counts traced time, not the start-up
         if state != "active" and self.info.type != "oneshot":
-            self.started_ok = False
-            self.notes.append(f"{self.unit} did not start under strace (state {state}); "
-                              "see journalctl -u " + self.unit)
+            self._failed(f"{self.unit} did not start under strace (state {state})")
+
+    def _failed(self, what: str) -> None:
+        self.started_ok = False
+        self.failure = why_it_failed(journal_lines(self.unit, self.cursor))
+        self.notes.append(f"{what}: {self.failure or 'see journalctl -u ' + self.unit}")
 
     def _window(self) -> None:
         duration = self.plan.duration
@@ -470,8 +486,7 @@ class _UnitTrace:
                 break
             if st in ("failed", "inactive") and self.info.type != "oneshot" and \
                     not self.plan.scheduled:
-                self.notes.append(f"{self.unit} stopped while it was traced ({st}/{sub})")
-                self.started_ok = False
+                self._failed(f"{self.unit} stopped while it was traced ({st}/{sub})")
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
 
@@ -578,7 +593,8 @@ class _UnitTrace:
         if self.plan.scheduled:
             profile.subject["runs"] = self.runs
         return UnitTraceResult(profile, info, self.notes, self.started_ok, partial=self.cut,
-                               events=events, runs=self.runs if self.plan.scheduled else None)
+                               events=events, runs=self.runs if self.plan.scheduled else None,
+                               failure=self.failure)
 
     def _add_kernel_evidence(self, profile: Profile, pids: set[int], outside: set[int]) -> None:
         """Audit's failed accesses and the capabilities the kernel granted, of our pids."""

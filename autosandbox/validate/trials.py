@@ -28,14 +28,13 @@ from autosandbox.systemd.dropins import (
     unit_lock,
     write_dropin,
 )
+from autosandbox.systemd.journal import journal_cursor, journal_lines
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     Denial,
     audit_denials,
-    journal_cursor,
-    journal_lines,
     parse_denials,
     seccomp_denials,
 )

@@ -296,6 +296,10 @@ def _write(path: Path, text: str) -> None:
 @click.option("--keep-partial", is_flag=True,
               help="If a signal cuts the trace, still save the profile so far (marked "
                    "partial; no drop-in, no validation, exit 130).")
+@click.option("--sessions", is_flag=True,
+              help="Learn a unit that opens users' login sessions (sshd, cron, vsftpd: its "
+                   "program calls pam_open_session) all the same. Refused without it: its "
+                   "sandbox would confine every session it starts, which no trace foresees.")
 @_template_option
 @_user_option
 @_health_options
@@ -307,7 +311,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           health_port: str | None, settle: str, max_trials: int,
           systemd_version: int | None, bpf: bool | None, keep_partial: bool,
           allow_write: tuple[str, ...], ip_allow: tuple[str, ...], template: bool,
-          user: bool) -> None:
+          user: bool, sessions: bool) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
 
     \b
@@ -345,6 +349,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
         checks=_checks(health_cmd, health_url, health_port, settle, exercise),
         max_trials=max_trials, fast={"auto": None, "fast": True, "full": False}[tracer],
         allow_write=allow_write, ip_allow=ip_allow, template=template,
+        sessions=sessions,
     )
     service = unit_target(unit, opts) if unit else None  # a .socket's or .timer's service
     with runstate.session(service.service if service else None, _RAW_ARGS):

@@ -44,7 +44,7 @@ FLAGS = (
     "wx_memory", "realtime", "personality", "namespaces", "mount", "module_load", "clock_set",
     "hostname_set", "keyring", "kernel_log", "proc_sys_write", "sys_write", "cgroup_write",
     "device_nodes", "setuid_bits_set", "sysv_ipc", "set_ids", "ptrace", "chroot", "bpf",
-    "perf", "raw_io", "reboot", "proc_other_pids", "suid_exec",
+    "perf", "raw_io", "reboot", "proc_other_pids", "suid_exec", "filecap_exec",
 )
 
 

@@ -115,7 +115,7 @@ CATALOGUE: tuple[Directive, ...] = (
     D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
       ("<caps>", ""), rule="capabilities"),
     D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
-      ("yes", ""), blocked_by=("suid_exec",)),
+      ("yes", ""), blocked_by=("suid_exec", "filecap_exec")),
     D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
       blocked_by=("setuid_bits_set",)),
     D("RestrictNamespaces", 233, "creating namespaces", ("yes", "<namespaces>", ""),

@@ -34,6 +34,7 @@ FLAG_TEXT: dict[str, str] = {
     "chroot": "chroot", "bpf": "bpf()", "perf": "perf events", "raw_io": "raw I/O ports",
     "reboot": "reboot/kexec", "proc_other_pids": "other processes in /proc",
     "suid_exec": "executing setuid/setgid binaries",
+    "filecap_exec": "executing binaries with file capabilities",
 }
 NS_NAMES = {"CLONE_NEWNS": "mnt", "CLONE_NEWUTS": "uts", "CLONE_NEWIPC": "ipc",
             "CLONE_NEWUSER": "user", "CLONE_NEWPID": "pid", "CLONE_NEWNET": "net",

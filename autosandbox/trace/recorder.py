@@ -546,6 +546,10 @@ class Recorder:
                              "setgid": bool(mode & stat.S_ISGID)}
             if mode & (stat.S_ISUID | stat.S_ISGID):
                 p.add_flag("suid_exec", path)
+            if _file_capabilities(path):
+                # squid's pinger (cap_net_raw+ep): under NoNewPrivileges= it loses them and
+                # logs "Open icmp_sock: (1) Operation not permitted" to its own log file
+                p.add_flag("filecap_exec", path)
 
     def _chmod_bits(self, sc: Syscall, path: str | None, mode_index: int) -> None:
         if not sc.ok or mode_index >= len(sc.args):
@@ -896,6 +900,14 @@ def _as_seen_by(pid: int, path: str) -> str:
 
 _AT_FLAGS_INDEX = {"newfstatat": 3, "fstatat64": 3, "statx": 2, "fchownat": 4, "utimensat": 3,
                    "fchmodat2": 3, "faccessat2": 3, "execveat": 4}
+
+
+def _file_capabilities(path: str) -> bool:
+    """Whether an executable carries file capabilities (the security.capability xattr)."""
+    try:
+        return bool(os.getxattr(path, "security.capability"))
+    except OSError:  # none, or a file system without xattrs
+        return False
 
 
 def _proc_uids(pid: int) -> tuple[int, ...] | None:

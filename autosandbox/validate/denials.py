@@ -28,7 +28,7 @@ _CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bcho
 class Denial:
     kind: str  # erofs, eacces, eperm, eafnosupport
     path: str | None
-    source: str  # journal, audit
+    source: str  # journal, audit, seccomp, log (the service's own log files)
     text: str
     syscall: str | None = None  # audit names the failing call (a journal line, some)
     family: str | None = None  # and, for socket(), the refused family

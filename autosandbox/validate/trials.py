@@ -49,6 +49,7 @@ from autosandbox.validate.relax import (
     restriction_rows,
     subset,
 )
+from autosandbox.validate.service_logs import LogWatch
 from autosandbox.validate.snapshot import (
     Change,
     Snapshot,
@@ -154,7 +155,7 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
                             f"({dropin}): run 'autosandbox reset {unit}' first")
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
-                   [*allow_write, *candidate.allow_write], on_event)
+                   [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
         validation: Validation | None = None
         try:
             validation = run.loop(candidate, max_trials)
@@ -179,8 +180,9 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
 class _Run:
     def __init__(self, mgr: Manager, info: ServiceInfo, checks: HealthChecks, dropin: Path,
                  before: Snapshot, allow_write: Sequence[str],
-                 on_event: Callable[[str], None] | None) -> None:
+                 on_event: Callable[[str], None] | None, logs: LogWatch | None = None) -> None:
         self.mgr, self.info, self.checks, self.dropin = mgr, info, checks, dropin
+        self.logs = logs if logs is not None else LogWatch(())
         self.before = before
         self.allow_write = allow_write
         self.on_event = on_event
@@ -277,8 +279,12 @@ class _Run:
                         f"autosandbox-trial-{os.getpid()}-{len(self.trials) + 1}"))
             cgroup = info.control_group or f"/system.slice/{info.name}"
             sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
+            marks = self.logs.mark()
             health, stop_s = self._cycle(checks)
         denials = parse_denials(journal_lines(info.name, cursor))
+        for path, lines in self.logs.appended(marks).items():
+            denials += [dataclasses.replace(d, text=f"{path}: {d.text}")
+                        for d in parse_denials(lines, "log")]
         if rules is not None:
             denials = audit_denials(rules.events(), sampler.pids) + denials
             names = syscall_names()

@@ -47,6 +47,14 @@ def test_a_template_learned_on_one_instance_serves_another(kinds) -> None:  # ty
                  and (DATA / "site/b/beat").stat().st_mtime > before,
                  timeout=60, what="the second instance's work under the drop-in")
         assert unit_property(other, "ActiveState") == "active", kinds.diagnostics(other)
+        # A root service under ProtectSystem=strict cannot write /run (systemd 252 left it
+        # writable beside ProtectKernelTunables=: a unit file in /run/systemd/system/ would
+        # have been loaded at the next daemon-reload). Seen from its own mount namespace.
+        pid = unit_property(other, "MainPID")
+        probe = run(["nsenter", "-t", pid, "-m", "--", "/bin/sh", "-c",
+                     "touch /run/systemd/system/as-escape.service"])
+        assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe
+        assert not Path("/run/systemd/system/as-escape.service").exists()
         cp = autosandbox("revert", unit, "--template")
         assert cp.returncode == 0, cp.stderr
         assert not installed.exists() and not installed.parent.exists()

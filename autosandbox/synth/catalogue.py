@@ -146,4 +146,8 @@ COMPANIONS: dict[str, str] = {
     "SocketBindAllow": "SocketBindDeny",
     "SystemCallErrorNumber": "SystemCallFilter",
     "RuntimeDirectoryPreserve": "RuntimeDirectory",
+    "ReadOnlyPaths": "ProtectSystem",  # the separate file systems strict must cover
 }
+# Companions that hold only with their row at its tightest value: relaxing the row drops them
+# (ProtectSystem=full leaves /run writable by design).
+TIGHTEST_ONLY = frozenset({"ReadOnlyPaths"})

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 
 from autosandbox.linux.elf import is_elf32, opens_sessions
+from autosandbox.linux.mounts import host_mounts
 from autosandbox.profile import Fact, Profile
 from autosandbox.trace.dac import infer_root_writes
 
@@ -52,6 +53,7 @@ def record_facts(profile: Profile) -> None:
     for path in sorted(wanted):
         if path not in facts:
             facts[path] = fact(path)
+    profile.mounts = host_mounts()
     for path, bits in profile.execs.items():
         bits["elf32"] = is_elf32(path)
         bits["sessions"] = opens_sessions(path)

@@ -24,10 +24,10 @@ from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
 
 ALLOWED = frozenset({*BY_NAME, *COMPANIONS})
-LISTS = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
-                   "RuntimeDirectory", "DeviceAllow", "IPAddressAllow", "SocketBindAllow",
-                   "SystemCallFilter", "RestrictAddressFamilies", "CapabilityBoundingSet",
-                   "RestrictNamespaces"})
+LISTS = frozenset({"ReadWritePaths", "ReadOnlyPaths", "StateDirectory", "CacheDirectory",
+                   "LogsDirectory", "RuntimeDirectory", "DeviceAllow", "IPAddressAllow",
+                   "SocketBindAllow", "SystemCallFilter", "RestrictAddressFamilies",
+                   "CapabilityBoundingSet", "RestrictNamespaces"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _RAW_WORD = re.compile(r'"[^"]*"|\'[^\']*\'|[^\s"\']+')
 _RAW_VALUE = re.compile(r'^(?:(?:"[^"]*"|\'[^\']*\'|[^\s"\']+)(?:\s+|$))*$')
@@ -87,6 +87,7 @@ def _ip_word(w: str) -> bool:
 # take a value of their ladder.
 _EACH_WORD: dict[str, Callable[[str], bool]] = {
     "ReadWritePaths": _rw_path,
+    "ReadOnlyPaths": _rw_path,
     **dict.fromkeys(("StateDirectory", "CacheDirectory", "LogsDirectory", "RuntimeDirectory"),
                     _dir_name),
     "CapabilityBoundingSet": lambda w: w in CAP_NAMES,

@@ -130,7 +130,7 @@ def protect_system(ctx: Context, d: Directive) -> Result:
 
 
 # File systems whose mount point a bind mount may hang on or that are not the host's to
-# protect (network, FUSE, automount): strict leaves them to systemd.
+# protect (network, FUSE, automount, namespace files): strict leaves them to systemd.
 _REMOTE = ("nfs", "nfs4", "cifs", "smb3", "autofs", "9p", "ceph", "glusterfs", "nsfs")
 _OTHERS = ("/proc", "/sys", "/dev", *TMP_DIRS, *HOME_DIRS)  # other directives' domains
 

@@ -20,6 +20,9 @@ from autosandbox.synth.synthesize import Sandbox
 
 PATH_ROWS = frozenset(d.name for d in CATALOGUE if d.ladder[:1] in (("<paths>",), ("<names>",)))
 _HEX = re.compile(r"\\x([0-9a-fA-F]{2})")
+# Bounded by the start, a quote or a slash on each side: whole path components only.
+_BEFORE, _AFTER = r'(?<![^/"])', r'(?![^/"])'
+SPECIFIER = re.compile(_BEFORE + r"%[iI]" + _AFTER)  # as this module writes them
 
 
 def unescape(instance: str) -> str:
@@ -42,8 +45,7 @@ def generalize_word(word: str, instance: str) -> str:
     if not instance:
         return word
     for spec, text in _forms(instance):
-        # bounded by the start, a quote or a slash on each side: whole components only
-        word = re.sub(r'(?<![^/"])' + re.escape(text) + r'(?![^/"])', spec, word)
+        word = re.sub(_BEFORE + re.escape(text) + _AFTER, spec, word)
     return word
 
 

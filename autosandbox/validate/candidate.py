@@ -19,7 +19,7 @@ from autosandbox.errors import UserError
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.synth.catalogue import BY_NAME, COMPANIONS
 from autosandbox.synth.rules import NS_NAMES, Setting
-from autosandbox.synth.specifiers import PATH_ROWS
+from autosandbox.synth.specifiers import PATH_ROWS, SPECIFIER
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
 
@@ -37,7 +37,6 @@ _FAMILY = re.compile(r"^AF_[A-Z0-9]+$")
 _ERRNO = re.compile(r"^E[A-Z0-9]+$")
 _PORT = re.compile(r"^(?:(?:ipv4|ipv6):)?(?:tcp|udp):\d{1,5}(?:-\d{1,5})?$")
 _NAMESPACES = frozenset(NS_NAMES.values())
-_SPECIFIER = re.compile(r'(?<![^/"])%[iI](?![^/"])')  # as whole components only
 
 
 @dataclass
@@ -125,7 +124,7 @@ def _check_value(key: str, words: list[str], what: str, instance: bool = False) 
     instance of a template, a granted path may name the instance by its specifier, as whole
     components (synth/specifiers.py): elsewhere %i is empty and would widen the path."""
     if instance and key in PATH_ROWS:
-        words = [_SPECIFIER.sub("instance", w) for w in words]
+        words = [SPECIFIER.sub("instance", w) for w in words]
     if not words:
         if key != "CapabilityBoundingSet":  # `X=` resets what the unit itself sets
             raise UserError(f"{what}: an empty {key}= would reset the unit's own setting")

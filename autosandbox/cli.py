@@ -19,6 +19,7 @@ from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_targ
 from autosandbox.profile import Profile
 from autosandbox.provenance import default_label, describe, merge_profiles
 from autosandbox.report import summarize
+from autosandbox.reset import reset_unit
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.manager import (
@@ -28,7 +29,6 @@ from autosandbox.systemd.manager import (
     template_of,
 )
 from autosandbox.systemd.session import require_root
-from autosandbox.trace.unit import reset_unit
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
@@ -520,7 +520,9 @@ def reset(unit: str | None, all_runs: bool) -> None:
     tracefs instances, audit rules, an unfinished apply's drop-in (the previous file is put
     back), and kills helper processes (bpftrace, strace, the exercise) that survived,
     each verified by pid and start time. The unit is then restarted (or stopped, if the
-    run found it stopped). A run still alive is left alone.
+    run found it stopped), even if the kill came while the run had it stopped; owners,
+    modes and ACLs a killed trial changed are put back as the run found them. A run
+    still alive is left alone.
     """
     if (unit is None) == (not all_runs):
         raise UserError("give a UNIT or --all")

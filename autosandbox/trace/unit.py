@@ -13,7 +13,6 @@ import grp
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,6 @@ from pathlib import Path
 from autosandbox import interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
-from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
@@ -225,79 +223,6 @@ def _gid_of(info: ServiceInfo) -> int | None:
         return pwd.getpwnam(info.user).pw_gid if info.user else 0
     except KeyError:
         return None
-
-
-def reset_unit(unit: str | None) -> list[str]:
-    """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
-    by name), or with None every run on record whose owner is dead. Lines say what was done."""
-    require_root()
-    if unit is not None:
-        check_unit_name(unit)
-    runs = [r for r in runstate.runs() if r.pid != os.getpid()
-            and (unit is None or r.unit == unit)]
-    live = [r for r in runs if r.owner_alive()]
-    if unit is not None and live:
-        raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
-                        "let it finish or stop it, then reset")
-    done = [f"left alone: autosandbox (pid {r.pid}) is still running" for r in live]
-    dead = [r for r in runs if r not in live]
-    for r in dead:
-        if r.unit is None:
-            done += runstate.undo(r)
-    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
-    for name in units:
-        try:
-            done += _reset_one(name, [r for r in dead if r.unit == name])
-        except UserError as exc:
-            if unit is not None:
-                raise
-            done.append(f"{name}: {exc}")
-    done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
-    root = tracefs_root()
-    # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
-    # the host would look dead, so its instances are never swept from here
-    if root is not None and in_initial_pid_namespace():
-        for inst in root.glob("instances/autosandbox-*"):
-            m = re.search(r"-(\d+)-[^-]+$", inst.name)
-            if m is not None and not procs.alive(int(m.group(1)), None) and \
-                    runstate.remove_tracefs_instance(inst):
-                done.append(f"removed tracefs instance {inst}")
-    return done
-
-
-def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
-    """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
-    FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
-    from autosandbox.systemd.dropins import TRIAL_DROPIN
-    mgr = Manager()
-    mgr.info(unit)
-    with unit_lock(unit):
-        done: list[str] = []
-        # restarted only if a run changed it (or a drop-in of ours may have been loaded)
-        touched = any(e["kind"] in ("dropin", "changed") for r in dead for e in r.entries)
-        for r in dead:
-            done += runstate.undo(r)
-        for name in (TRACE_DROPIN, TRIAL_DROPIN):
-            if remove_dropin(dropin_path(unit, name)):
-                done.append(f"removed {dropin_path(unit, name)}")
-                touched = True
-        # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        state_dir = STATE_DIR / unit
-        if state_dir.is_dir():
-            shutil.rmtree(state_dir, ignore_errors=True)
-            done.append(f"removed {state_dir}")
-        if touched:
-            mgr.reload()
-            was_running = [e.get("was_running") for r in dead for e in r.entries
-                           if e["kind"] == "unit"]
-            state, _, _, _ = mgr.state(unit)
-            if was_running and not any(was_running):
-                done.append(f"stopped {unit} (it was stopped before): {mgr.stop(unit)}")
-                mgr.reset_failed(unit)
-            elif state in ("active", "activating", "reloading", "failed"):
-                mgr.reset_failed(unit)
-                done.append(f"restarted {unit}: {mgr.restart(unit)}")
-    return done
 
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,

@@ -20,6 +20,7 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
 from autosandbox.synth.synthesize import Sandbox
+from autosandbox.systemd import runstate
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -158,6 +159,7 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
                    [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
         validation: Validation | None = None
         try:
+            run.keep_for_reset()
             validation = run.loop(candidate, max_trials)
         finally:
             loaded = remove_dropin(dropin)  # written: systemd may have loaded it
@@ -188,6 +190,7 @@ class _Run:
         self.on_event = on_event
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
+        self.kept: Path | None = None  # the disk as found, for `reset` (keep_for_reset)
         self.noise_denials: set[DenialKey] = set()
         self.stock_stop: float | None = None
         self.stock_result: str | None = None
@@ -295,6 +298,8 @@ class _Run:
         after = self.before.again()
         if kind == "baseline":
             self.noise_paths = frozenset(c.path for c in self.before.changes(after))
+            if self.noise_paths:
+                self.keep_for_reset()
             self.noise_denials = {d.key() for d in denials}
             self.stock_stop = stop_s
             self.trials.append(t)
@@ -306,6 +311,17 @@ class _Run:
         t.health = verdict(t.health, denials, self.noise_denials, t.changes)
         self.trials.append(t)
         return t
+
+    def keep_for_reset(self) -> None:
+        """The disk as found, in the run's record: a kill between a trial's change and its
+        restore is put back by `reset` (less what the unit as found changes itself)."""
+        scratch = runstate.scratch_dir()
+        if scratch is None:
+            return
+        if self.kept is None:
+            self.kept = scratch / f"disk-{self.info.name}.json"
+            runstate.record("disk", unit=self.info.name, path=str(self.kept))
+        self.before.save(self.kept, self.noise_paths)
 
     def put_back(self) -> list[str]:
         """After the unit is restored: what differs from the snapshot, put back where we can."""

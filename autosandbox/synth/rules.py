@@ -173,7 +173,7 @@ def write_paths(ctx: Context, d: Directive) -> Result:
                 continue
             ev = a.evidence()
             if a.broad:
-                ev += f". Broad: granted because --allow-write names {a.path}"
+                ev += f". Broad: granted because {a.granted_by or f'--allow-write names {a.path}'}"
             out.append(Setting(d.name, [value], ev))
         return out
     for name, m in sorted(ctx.plan.managed.get(d.name, {}).items()):

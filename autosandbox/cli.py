@@ -19,6 +19,7 @@ from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_targ
 from autosandbox.profile import Profile
 from autosandbox.provenance import default_label, describe, merge_profiles
 from autosandbox.report import summarize
+from autosandbox.reset import reset_unit
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.manager import (
@@ -28,7 +29,6 @@ from autosandbox.systemd.manager import (
     template_of,
 )
 from autosandbox.systemd.session import require_root
-from autosandbox.trace.unit import reset_unit
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
@@ -296,6 +296,10 @@ def _write(path: Path, text: str) -> None:
 @click.option("--keep-partial", is_flag=True,
               help="If a signal cuts the trace, still save the profile so far (marked "
                    "partial; no drop-in, no validation, exit 130).")
+@click.option("--sessions", is_flag=True,
+              help="Learn a unit that opens users' login sessions (sshd, cron, vsftpd: its "
+                   "program calls pam_open_session) all the same. Refused without it: its "
+                   "sandbox would confine every session it starts, which no trace foresees.")
 @_template_option
 @_user_option
 @_health_options
@@ -307,7 +311,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           health_port: str | None, settle: str, max_trials: int,
           systemd_version: int | None, bpf: bool | None, keep_partial: bool,
           allow_write: tuple[str, ...], ip_allow: tuple[str, ...], template: bool,
-          user: bool) -> None:
+          user: bool, sessions: bool) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
 
     \b
@@ -345,6 +349,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
         checks=_checks(health_cmd, health_url, health_port, settle, exercise),
         max_trials=max_trials, fast={"auto": None, "fast": True, "full": False}[tracer],
         allow_write=allow_write, ip_allow=ip_allow, template=template,
+        sessions=sessions,
     )
     service = unit_target(unit, opts) if unit else None  # a .socket's or .timer's service
     with runstate.session(service.service if service else None, _RAW_ARGS):
@@ -515,7 +520,9 @@ def reset(unit: str | None, all_runs: bool) -> None:
     tracefs instances, audit rules, an unfinished apply's drop-in (the previous file is put
     back), and kills helper processes (bpftrace, strace, the exercise) that survived,
     each verified by pid and start time. The unit is then restarted (or stopped, if the
-    run found it stopped). A run still alive is left alone.
+    run found it stopped), even if the kill came while the run had it stopped; owners,
+    modes and ACLs a killed trial changed are put back as the run found them. A run
+    still alive is left alone.
     """
     if (unit is None) == (not all_runs):
         raise UserError("give a UNIT or --all")

@@ -8,10 +8,20 @@ from dataclasses import dataclass
 from autosandbox import interrupts
 from autosandbox.errors import UserError
 from autosandbox.report import ProgressLine
-from autosandbox.results import Result, result_for_profile, with_validation
+from autosandbox.results import (
+    Result,
+    for_every_instance,
+    result_for_profile,
+    with_validation,
+)
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
 from autosandbox.systemd.manager import Manager, template_of
-from autosandbox.systemd.session import existing_settings, unit_text
+from autosandbox.systemd.session import (
+    existing_settings,
+    session_programs,
+    sessions_refusal,
+    unit_text,
+)
 from autosandbox.trace.command import trace_command
 from autosandbox.trace.unit import Target, learn_target, trace_unit
 from autosandbox.validate.health import HealthChecks
@@ -33,6 +43,7 @@ class LearnOptions:
     allow_write: tuple[str, ...] = ()  # sensitive places the user lets it write (--allow-write)
     ip_allow: tuple[str, ...] = ()  # peers the user pins (--ip-allow)
     template: bool = False  # the result is for every instance (NAME@.service.d/)
+    sessions: bool = False  # learn a unit that opens users' login sessions all the same
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
@@ -66,9 +77,13 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
     """The service `learn NAME` traces (NAME may be its .socket or .timer), checked before
     anything starts."""
     _unit_duration(opts)
-    target = learn_target(Manager(), name)
+    mgr = Manager()
+    target = learn_target(mgr, name)
     if opts.template:
         template_of(target.service)  # an instance, or a one-line refusal
+    sessions = session_programs(mgr.info(target.service))
+    if sessions and not opts.sessions:
+        raise sessions_refusal(target.service, sessions[0])
     return target
 
 
@@ -88,12 +103,17 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
                         f"run started by hand in the window is traced too)")
     if not traced.started_ok and not traced.partial:
         # the unit is restored; a profile of a service that did not run teaches nothing
-        raise UserError(f"{unit} did not start or did not stay up under tracing: "
+        why = f" ({traced.failure})" if traced.failure else ""
+        raise UserError(f"{unit} did not start or did not stay up under tracing{why}: "
                         f"nothing was learned; see journalctl -u {unit}")
     if not traced.events and not traced.partial:
         # a tracer that could not write (a root of its own, a full /run) is no evidence
         raise UserError(f"the trace of {unit} is empty (its Exec lines reported nothing): "
                         f"nothing was learned; see journalctl -u {unit}")
+    # a program the unit started (a wrapper's sshd, say), seen only in the trace
+    sessions = sorted(p for p, bits in traced.profile.execs.items() if bits.get("sessions"))
+    if sessions and not opts.sessions:
+        raise sessions_refusal(unit, sessions[0])
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
     traced.profile.subject["unit_text"] = unit_text(traced.info, dropin)
@@ -101,6 +121,10 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
     result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
                                 opts.allow_write, opts.ip_allow)
     result.notes += traced.notes
+    if sessions:
+        result.notes.append(f"{sessions[0]} opens users' login sessions (--sessions): this "
+                            "sandbox confines every session it starts; test a login or a job "
+                            "under it before applying")
     if target.via is not None:
         result.notes.append(f"learned {unit}, which {target.via} starts; {target.via} was "
                             "left untouched")
@@ -111,6 +135,7 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         result.extra["template"] = template_of(unit)
         result.notes.append(f"for every instance of {template_of(unit)}: learned and "
                             f"validated on {unit}")
+        result = for_every_instance(result)  # the trials run the text that is installed
     if opts.validate and not traced.partial:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
@@ -118,4 +143,6 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
                               written=sorted(result.profile.written_paths()))
         interrupts.check()  # a stage that caught the signal must not hand on a result
         with_validation(result, validation)
+        if opts.template:  # paths a trial added; the same text for this instance
+            result = for_every_instance(result, validation)
     return result

@@ -44,7 +44,7 @@ FLAGS = (
     "wx_memory", "realtime", "personality", "namespaces", "mount", "module_load", "clock_set",
     "hostname_set", "keyring", "kernel_log", "proc_sys_write", "sys_write", "cgroup_write",
     "device_nodes", "setuid_bits_set", "sysv_ipc", "set_ids", "ptrace", "chroot", "bpf",
-    "perf", "raw_io", "reboot", "proc_other_pids", "suid_exec",
+    "perf", "raw_io", "reboot", "proc_other_pids", "suid_exec", "filecap_exec",
 )
 
 
@@ -201,6 +201,9 @@ class Profile:
     # Paths written by traced processes running as root (fsuid and fsgid 0, no supplementary
     # groups): with the facts, the evidence for CAP_DAC_OVERRIDE (trace/dac.py).
     root_writes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The host's mount points when tracing ended -> file system type (trace/facts.py): what
+    # ProtectSystem=strict must make read-only besides the root (synth/rules.py).
+    mounts: dict[str, str] = field(default_factory=dict)
     # Bookkeeping of the aggregation, not serialized: entries per directory, names seen per
     # group (hashes), failed paths left out past GROUP_LIMIT per directory.
     _children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -324,6 +327,8 @@ class Profile:
             for k, n in kinds.items():
                 if p in self.root_writes or len(self.root_writes) < ROOT_WRITES_MAX:
                     _counter_add(self.root_writes.setdefault(p, {}), k, n)
+        for m, fstype in other.mounts.items():  # every host's mounts are made read-only
+            self.mounts.setdefault(m, fstype)
         for mine_d, theirs_d in ((self.capabilities, other.capabilities),
                                  (self.flags, other.flags)):
             for k, ev in theirs_d.items():
@@ -384,6 +389,7 @@ class Profile:
             **({"provenance": self.provenance} if self.provenance else {}),
             **({"root_writes": dict(sorted(self.root_writes.items()))}
                if self.root_writes else {}),
+            **({"mounts": dict(sorted(self.mounts.items()))} if self.mounts else {}),
         }
 
     @classmethod
@@ -423,6 +429,7 @@ class Profile:
                 provenance=dict(data.get("provenance", {})),
                 root_writes={str(p): {str(k): int(n) for k, n in v.items()}
                              for p, v in data.get("root_writes", {}).items()},
+                mounts={str(m): str(t) for m, t in data.get("mounts", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"profile is malformed: {exc}") from None

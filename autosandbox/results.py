@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from autosandbox.errors import HealthError
 from autosandbox.profile import Profile
+from autosandbox.synth.specifiers import for_every_instance as for_every_instance_of
+from autosandbox.synth.subject import subject_of
 from autosandbox.synth.synthesize import Sandbox, synthesize
 from autosandbox.synth.target import target_for
 from autosandbox.systemd import analyze
@@ -88,25 +90,51 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     target = target_for(systemd_version, bpf)
     sandbox = synthesize(profile, target, keep=keep, allow_write=allow_write,
                          ip_allow=ip_allow)
-    dropin = sandbox.render()
     base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
+    result = Result(profile, sandbox, "", base, [], None, None)
     # checked under the unit's own name: specifiers (User=%i) resolve as in the real unit
-    name = str(profile.subject.get("unit") or "") if isinstance(stored_text, str) else None
-    before = set(analyze.verify(base, None, name))  # the unit's own warnings are not ours
-    warnings = [w for w in analyze.verify(base, dropin, name) if w not in before]
-    return Result(profile, sandbox, dropin, base, warnings,
-                  analyze.security(base, None, name), analyze.security(base, dropin, name))
+    result.before = analyze.security(base, None, _check_name(result))
+    return _checked(result, sandbox.render())
+
+
+def _check_name(result: Result) -> str | None:
+    """The name the drop-in is checked under: the unit's own, when its text is stored."""
+    return str(result.profile.subject.get("unit") or "") or None \
+        if isinstance(result.profile.subject.get("unit_text"), str) else None
+
+
+def _checked(result: Result, dropin: str) -> Result:
+    """`dropin` becomes the result's; its verify warnings and exposure follow it."""
+    name = _check_name(result)
+    before = set(analyze.verify(result.unit_text, None, name))  # the unit's own are not ours
+    result.dropin = dropin
+    result.verify_warnings = [w for w in analyze.verify(result.unit_text, dropin, name)
+                              if w not in before]
+    result.after = analyze.security(result.unit_text, dropin, name)
+    return result
+
+
+def for_every_instance(result: Result, validation: Validation | None = None) -> Result:
+    """--template: paths named after the instance learned on are written with its specifier
+    (synth/specifiers.py), so each instance gets its own; checked again as the instance.
+    After `validation`, its verdict heads the text as before (for the instance validated on,
+    the specifier expands to the very paths the trials ran with)."""
+    instance = subject_of(result.profile).instance
+    sandbox, changed = for_every_instance_of(result.sandbox, instance or "")
+    if not changed:
+        return result
+    result.sandbox = sandbox
+    result.notes.append(f"paths named after {instance} are written for every instance: "
+                        + ", ".join(changed))
+    if validation is not None:
+        return _checked(result, render_validated(replace(validation, sandbox=sandbox)))
+    return _checked(result, sandbox.render())
 
 
 def with_validation(result: Result, validation: Validation) -> Result:
     """The validated (possibly relaxed) drop-in replaces the learned one; scores follow it."""
     result.sandbox = validation.sandbox
-    result.dropin = render_validated(validation)
-    name = str(result.profile.subject.get("unit") or "") or None
-    before = set(analyze.verify(result.unit_text, None, name))
-    result.verify_warnings = [w for w in analyze.verify(result.unit_text, result.dropin, name)
-                              if w not in before]
-    result.after = analyze.security(result.unit_text, result.dropin, name)
+    _checked(result, render_validated(validation))
     result.notes += validation.notes
     result.extra["validation"] = {
         "healthy": validation.healthy,

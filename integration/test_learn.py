@@ -214,6 +214,63 @@ def test_sigkill_then_reset(install_service):
     wait_for(lambda: run("curl -fsS localhost:8081/").returncode == 0, what="nginx answers")
 
 
+def _kill_in_second_stop(proc, svc):
+    """SIGKILL `proc` while the unit is in its second stop: the first is the restart that
+    puts it under our drop-in, the second leaves it stopped (the trace's end, or a trial's
+    stop before its start); the stop job then finishes without us."""
+    episodes, was = 0, None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        state = svc.prop("ActiveState")
+        if state == "deactivating" and was != "deactivating":
+            episodes += 1
+            if episodes == 2:
+                proc.kill()
+                proc.communicate(timeout=30)
+                return
+        was = state
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=30)
+    pytest.fail(f"no second stop seen (exit {proc.returncode}): {err[-500:]}")
+
+
+@pytest.mark.parametrize("what", ["learn", "validate"])
+def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, drop_in,
+                                                              tmp_path, what):
+    """Seen in CI (VM, signal trial 3): learn killed at a moment it had the unit stopped;
+    `reset` removed everything else but left the service dead."""
+    svc = install_service("as-pyapp")
+    drop_in(svc.unit, "50-slow-stop", "[Service]\nExecStop=/bin/sleep 2\n", runtime=False)
+    svc.start()
+    before = snapshot(svc.unit)
+    if what == "learn":
+        proc = spawn_learn(svc.unit, "--duration", "3s", "--no-validate")
+    else:
+        cand = tmp_path / "cand.conf"
+        cand.write_text("[Service]\nProtectHome=yes\n")
+        env = dict(os.environ, PYTHONPATH=str(SRC))
+        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "validate", svc.unit,
+                                 str(cand), "--settle", "1s", "--max-trials", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd="/tmp")
+    _kill_in_second_stop(proc, svc)
+    log = Path("/var/log/as-pyapp/app.log")
+    if what == "validate":
+        # as a trial's sandbox can (UMask=, a chown): the run recorded the disk as found
+        mode = log.stat().st_mode & 0o7777
+        log.chmod(0o600)
+    began = time.monotonic()
+    reset = autosandbox("reset", svc.unit, check_rc=0)
+    print(f"reset took {time.monotonic() - began:.1f}s: {reset.stderr}")
+    assert f"restarted {svc.unit}" in reset.stderr, reset.stderr
+    if what == "validate":
+        assert f"put back {log} as found (since changed: mode {mode:04o} -> 0600)" \
+            in reset.stderr
+        assert log.stat().st_mode & 0o7777 == mode
+    assert snapshot(svc.unit) == before, reset.stderr
+    wait_for(lambda: run("curl -fsS localhost:8082/").returncode == 0, what="as-pyapp answers")
+
+
 def test_unit_with_its_own_filter_and_strict_can_be_learned(install_service):
     svc = install_service("as-pyapp")
     own = Path(f"/etc/systemd/system/{svc.unit}.d/10-own.conf")

@@ -119,6 +119,23 @@ def handlers_installed(pid: int) -> bool:
     return bool(caught >> (signal.SIGTERM - 1) & 1)
 
 
+def stopped_or_ended(pid: int) -> str:
+    """After SIGSTOP: "stopped", or "ended" if the process had already exited (a zombie not
+    yet reaped: poll() said running an instant before, and a signal to it does nothing)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "ended"
+        if state == "Z":
+            return "ended"
+        if state in ("T", "t"):
+            return "stopped"
+        time.sleep(0.005)
+    return "stopped"
+
+
 def journal_kinds(pid: int) -> set[str] | None:
     """The kinds of what run `pid` has put on record so far (runstate.py), None: no record."""
     for path in Path("/run/autosandbox/runs").glob(f"{pid}-*.jsonl"):
@@ -321,7 +338,9 @@ def one_trial(index: int, work: Path, vm: bool) -> None:
     result: dict[str, object] = {"trial": index, "what": what, "signal": sig.name,
                                  "delay": round(delay, 2), "twice": twice}
     wrong = []
-    if proc.poll() is not None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGSTOP)  # frozen while we read its record (below)
+    if proc.poll() is not None or stopped_or_ended(proc.pid) == "ended":
         result["finished_first"] = True  # the signal came too late: a normal end
         out, err = proc.communicate()
         if proc.returncode != 0:
@@ -332,7 +351,6 @@ def one_trial(index: int, work: Path, vm: bool) -> None:
     else:
         # Frozen while we read its record: what it had done when the signal came is exact.
         invocation = _invocation()
-        proc.send_signal(signal.SIGSTOP)
         kinds = journal_kinds(proc.pid)
         untouched = what in ("learn-unit", "validate") and kinds is not None \
             and not kinds & {"dropin", "changed"}

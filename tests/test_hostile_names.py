@@ -68,7 +68,7 @@ def test_hostile_names_cannot_inject(names: list[str]) -> None:
             assert unitfile.path_value(path) is not None
         # Every line is a comment, a section, or an assignment of a known directive.
         keys = {k for k, _ in unitfile.parse(text)}
-        allowed = {"ProtectSystem", "ReadWritePaths", "ProtectHome", "PrivateTmp",
+        allowed = {"ProtectSystem", "ReadWritePaths", "ReadOnlyPaths", "ProtectHome", "PrivateTmp",
                    "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
                    "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
                    "ProtectHostname", "ProtectProc", "ProcSubset", "PrivateNetwork",

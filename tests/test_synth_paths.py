@@ -335,3 +335,33 @@ def test_a_file_named_after_the_service_is_not_a_directory_of_its_own() -> None:
     sb = synth(p)
     [rw] = [s for s in sb.settings if s.directive == "ReadWritePaths"]
     assert rw.values == ["-/run/haproxy.pid"] and "RuntimeDirectory" not in rw.evidence
+
+
+@pytest.mark.parametrize("setting", ["PrivateTmp=false", "PrivateTmp=no"])
+def test_a_unit_that_keeps_tmp_shared_keeps_it_writable_under_strict(setting: str) -> None:
+    # Debian's mariadb.service sets PrivateTmp=false; its temporary tables go to /tmp. Kept
+    # shared and not granted, strict made /tmp read-only: 8 restarts, then strict relaxed.
+    p = unit_profile(unit_lines=[setting])
+    touch(p, "/tmp/#sql-temptable-1.MAI", "create", "write", "delete")
+    touch(p, "/var/tmp/own/data", "create", "write")
+    touch(p, "/var/tmp/own", "mkdir", fact=Fact("dir", 0, 0, 0o755))
+    sb = synth(p)
+    text = verified(p, sb)
+    assert sb.values("ProtectSystem") == ["strict"]
+    assert sb.values("ReadWritePaths") == ["/tmp", "/var/tmp/own"]  # its own dir, not /var/tmp
+    assert sb.values("PrivateTmp") is None and sb.withheld == []
+    [why] = [o.why for o in sb.omitted if o.directive == "PrivateTmp"]
+    assert why == f"/tmp is shared with other processes: the unit sets {setting}"
+    assert f"granted because the unit sets {setting}" in " ".join(text.replace("#", " ").split())
+
+
+def test_evidence_of_sharing_alone_never_grants_tmp() -> None:
+    # the service read a file in /tmp it did not make: /tmp stays shared, but writing there
+    # under strict is the user's call (--allow-write), not the traced service's
+    p = unit_profile()
+    touch(p, "/tmp/other-users-file", "read", fact=Fact("file", 1000, 1000, 0o644))
+    touch(p, "/tmp/mine", "create", "write")
+    sb = synth(p)
+    assert sb.values("PrivateTmp") is None
+    assert "/tmp" not in (sb.values("ReadWritePaths") or [])
+    assert [w.path for w in sb.withheld] == ["/tmp"]

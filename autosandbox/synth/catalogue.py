@@ -115,7 +115,7 @@ CATALOGUE: tuple[Directive, ...] = (
     D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
       ("<caps>", ""), rule="capabilities"),
     D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
-      ("yes", ""), blocked_by=("suid_exec",)),
+      ("yes", ""), blocked_by=("suid_exec", "filecap_exec")),
     D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
       blocked_by=("setuid_bits_set",)),
     D("RestrictNamespaces", 233, "creating namespaces", ("yes", "<namespaces>", ""),
@@ -146,4 +146,8 @@ COMPANIONS: dict[str, str] = {
     "SocketBindAllow": "SocketBindDeny",
     "SystemCallErrorNumber": "SystemCallFilter",
     "RuntimeDirectoryPreserve": "RuntimeDirectory",
+    "ReadOnlyPaths": "ProtectSystem",  # the separate file systems strict must cover
 }
+# Companions that hold only with their row at its tightest value: relaxing the row drops them
+# (ProtectSystem=full leaves /run writable by design).
+TIGHTEST_ONLY = frozenset({"ReadOnlyPaths"})

@@ -19,7 +19,10 @@ Every path is first resolved through the symlinks the profile's facts record (an
    directory is a ReadWritePaths= entry, with the reason. Writes below the unit's own
    declared *Directory= are covered by it.
 5. /tmp and /var/tmp stay private (PrivateTmp=) unless the service read files there it did
-   not create, or talked to sockets there: then /tmp is shared and the writes are listed.
+   not create, or talked to sockets there: then /tmp is shared and the writes are listed
+   (withheld, as broad places are). A unit that sets PrivateTmp=false itself keeps it: there
+   the places it wrote below /tmp and /var/tmp are granted, the directories themselves
+   included, or strict would make its shared /tmp read-only.
 6. Entries below another entry are dropped. Nothing is generalized further than that.
 """
 
@@ -65,6 +68,7 @@ class Anchor:
     count: int = 0
     missing_ok: bool = False
     note: str = ""  # why a directory of the service's own stayed a ReadWritePaths= entry
+    granted_by: str = ""  # why a broad place is granted (default: --allow-write names it)
 
     @property
     def broad(self) -> bool:
@@ -178,12 +182,24 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
         if w.kinds & {"create", "mkdir", "rename"}:
             plan.created.setdefault(w.path, (w.example, frozenset(w.kinds)))
     _tmp_shared(plan, profile, view)
+    kept_shared = _unit_shares_tmp(subject)
+    if kept_shared:
+        plan.tmp_shared.insert(0, kept_shared)
     declared = subject.declared_paths()
     for w in writes:
-        if any(under(w.path, t) for t in TMP_DIRS):
+        tmp = next((t for t in TMP_DIRS if under(w.path, t)), None)
+        if tmp is not None:
             plan.tmp_writes.append(w.literal)
             if not plan.tmp_shared:
                 continue  # PrivateTmp= gives the service its own
+            if kept_shared:
+                # the unit's own choice, not the service's evidence: under strict its shared
+                # /tmp would turn read-only (mariadb: PrivateTmp=false, its temporary tables)
+                _place(plan, w, subject, view, made_dirs, (*allowed, tmp))
+                if tmp in plan.anchors and tmp not in allowed:
+                    plan.anchors[tmp].granted_by = f"{kept_shared} (strict would make its " \
+                        "shared /tmp read-only)"
+                continue
         if any(under(w.path, h) for h in HOME_DIRS):
             plan.home_writes.append(w.literal)
         own = next(((d, directive) for d, directive in declared if under(w.path, d)), None)
@@ -195,6 +211,14 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
     _managed(plan, subject, view)
     _drop_covered(plan)
     return plan
+
+
+def _unit_shares_tmp(subject: Subject) -> str | None:
+    """The unit itself keeps /tmp shared (PrivateTmp= off, which the sandbox never loosens)."""
+    value = subject.settings.get("PrivateTmp", "").strip()
+    if value.lower() in ("no", "false", "off", "0"):
+        return f"the unit sets PrivateTmp={value}"
+    return None
 
 
 def _tmp_shared(plan: WritePlan, profile: Profile, view: FileView) -> None:

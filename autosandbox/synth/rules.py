@@ -34,6 +34,7 @@ FLAG_TEXT: dict[str, str] = {
     "chroot": "chroot", "bpf": "bpf()", "perf": "perf events", "raw_io": "raw I/O ports",
     "reboot": "reboot/kexec", "proc_other_pids": "other processes in /proc",
     "suid_exec": "executing setuid/setgid binaries",
+    "filecap_exec": "executing binaries with file capabilities",
 }
 NS_NAMES = {"CLONE_NEWNS": "mnt", "CLONE_NEWUTS": "uts", "CLONE_NEWIPC": "ipc",
             "CLONE_NEWUSER": "user", "CLONE_NEWPID": "pid", "CLONE_NEWNET": "net",
@@ -114,7 +115,51 @@ def protect_system(ctx: Context, d: Directive) -> Result:
             for k, v in sorted(plan.covered.items()))
     if plan.withheld:
         ev += f"; {_plural(len(plan.withheld), 'place')} withheld (see Withheld)"
-    return [Setting(d.name, ["strict"], ev)]
+    out: Result = [Setting(d.name, ["strict"], ev)]
+    covered, left = separate_mounts(ctx)
+    if covered:
+        values = [v for v in (unitfile.path_value(m, "-") for m in covered) if v]
+        why = ("systemd 252 leaves separate file systems writable under ProtectSystem=strict "
+               "when ProtectKernelTunables=, ProtectControlGroups= or ProtectProc= is set "
+               "(measured: /run in a VM and a container); read-only as strict means, the "
+               "paths made writable below excepted")
+        if left:
+            why += "; left as systemd leaves it: " + "; ".join(left)
+        out.append(Setting("ReadOnlyPaths", values, why))
+    return out
+
+
+# File systems whose mount point a bind mount may hang on or that are not the host's to
+# protect (network, FUSE, automount, namespace files): strict leaves them to systemd.
+_REMOTE = ("nfs", "nfs4", "cifs", "smb3", "autofs", "9p", "ceph", "glusterfs", "nsfs")
+_OTHERS = ("/proc", "/sys", "/dev", *TMP_DIRS, *HOME_DIRS)  # other directives' domains
+
+
+def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
+    """The host's mount points besides / that ProtectSystem=strict must cover (the topmost
+    of each tree), and those left writable with the reason: one the service creates files
+    directly in (a pid file in /run), or one below a path it may write."""
+    writable = [ctx.view.resolve(p) for p in ctx.plan.writable()]
+    text = ctx.profile.subject.get("unit_text")
+    if isinstance(text, str):  # the unit's own grants (every line, not only the last)
+        for value in unitfile.values_of(text, "ReadWritePaths"):
+            writable += [ctx.view.resolve(w.lstrip("-+")) for w in unitfile.split_words(value)]
+    writable += [path for path, _ in ctx.subject.declared_paths()]
+    created_in = {w.path: w.examples[0] if w.examples else w.path
+                  for w in ctx.plan.withheld.values()}
+    covered: list[str] = []
+    left: list[str] = []
+    for m, fstype in sorted(ctx.profile.mounts.items()):
+        if (m == "/" or any(under(m, o) for o in _OTHERS) or fstype in _REMOTE
+                or fstype.startswith("fuse") or any(under(m, c) for c in covered)):
+            continue
+        if any(under(m, w) for w in writable):
+            continue  # a grant covers it: the more specific path decides
+        if m in created_in:
+            left.append(f"{m} (it writes {created_in[m]} there)")
+            continue
+        covered.append(m)
+    return covered, left
 
 
 def write_paths(ctx: Context, d: Directive) -> Result:
@@ -128,7 +173,7 @@ def write_paths(ctx: Context, d: Directive) -> Result:
                 continue
             ev = a.evidence()
             if a.broad:
-                ev += f". Broad: granted because --allow-write names {a.path}"
+                ev += f". Broad: granted because {a.granted_by or f'--allow-write names {a.path}'}"
             out.append(Setting(d.name, [value], ev))
         return out
     for name, m in sorted(ctx.plan.managed.get(d.name, {}).items()):

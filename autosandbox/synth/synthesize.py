@@ -163,9 +163,11 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
     return sb
 
 
-# Lists a drop-in only adds to: what the unit already allows stays allowed either way.
+# Lists a drop-in only adds to: what the unit already allows stays allowed either way
+# (ReadOnlyPaths= covers no path the unit makes writable: synth/rules.py separate_mounts).
 ADDITIVE = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
-                      "RuntimeDirectory", "DeviceAllow", "RuntimeDirectoryPreserve"})
+                      "RuntimeDirectory", "DeviceAllow", "RuntimeDirectoryPreserve",
+                      "ReadOnlyPaths"})
 
 
 def _may_override(row: str, item: Setting, keep: dict[str, str]) -> bool:

@@ -15,6 +15,8 @@ from autosandbox.errors import UserError
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 BUS_NAME = "org.freedesktop.systemd1"
+# A unit in one of these states has (or is getting) processes: "running" as found
+RUNNING = ("active", "reloading", "activating")
 EXEC_KINDS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
               "ExecStopPost")
 # ExecStartEx flags -> the command-line prefix systemd.service(5) documents for them.
@@ -67,7 +69,7 @@ class ServiceInfo:
 
     @property
     def running(self) -> bool:
-        return self.active_state in ("active", "reloading", "activating")
+        return self.active_state in RUNNING
 
 
 def check_unit_name(name: str) -> None:
@@ -207,7 +209,10 @@ class Manager:
         if name not in self.changed:
             from autosandbox.systemd import runstate  # runstate's undo comes before ours
 
-            runstate.record("changed", unit=name)  # before the job: `reset` after a kill
+            # before the job, with the state it was found in: `reset` after a kill brings it
+            # back to that, even from a moment we had it stopped (a restart between trials)
+            state = _dbus(f"read the state of {name}", lambda: str(self.unit(name).ActiveState))
+            runstate.record("changed", unit=name, was_running=state in RUNNING)
             self.changed.add(name)
 
     def reset_failed(self, name: str) -> None:

@@ -146,6 +146,16 @@ def runs() -> list[Run]:
     return out
 
 
+def found_running(runs: list[Run], unit: str) -> bool | None:
+    """Whether `unit` was running when the earliest of these runs first changed it (None: no
+    run recorded it), which is the state `reset` brings it back to."""
+    for run in sorted(runs, key=lambda r: r.start if r.start is not None else -1):
+        for e in run.entries:
+            if "was_running" in e and unit in (e.get("unit"), e.get("name")):
+                return bool(e["was_running"])
+    return None
+
+
 def undo(run: Run) -> list[str]:
     """Remove what a dead run left (the caller restarts its unit). Lines say what was done."""
     done: list[str] = []

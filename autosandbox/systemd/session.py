@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import UserError
+from autosandbox.linux.elf import opens_sessions
 from autosandbox.systemd import analyze
 from autosandbox.systemd.dropins import APPLIED_DROPIN
 from autosandbox.systemd.manager import ServiceInfo
@@ -74,3 +75,19 @@ def unit_text(info: ServiceInfo, exclude: Path) -> str:
     if not slot:
         parts += [analyze.SLOT_BEGIN, analyze.SLOT_END]
     return "\n".join(parts)
+
+
+def session_programs(info: ServiceInfo) -> list[str]:
+    """The unit's sandboxed programs (not `+` lines) that open users' login sessions."""
+    return [e.path for e in info.exec_lines
+            if "privileged" not in e.flags and opens_sessions(e.path)]
+
+
+def sessions_refusal(unit: str, program: str) -> UserError:
+    """sshd, cron, vsftpd: the sandbox of the unit would be that of every session it opens
+    (an admin's `apt upgrade` over ssh under ProtectSystem=strict, a user's authorized_keys
+    under ProtectHome=yes), and a trace sees only the sessions of its window."""
+    return UserError(f"{unit} opens users' login sessions ({program} calls pam_open_session): "
+                     "a sandbox on it confines every session it starts (a login shell, a cron "
+                     "job, an upload to a home directory), which no trace can foresee; nothing "
+                     "was changed (--sessions learns it anyway)")

@@ -1,32 +1,23 @@
 """Facts about the host, read when tracing ends, so that synthesis is a pure function of the
 profile: what each path the service touched is (lstat, not followed), who owns it, its mode,
-where a symlink leads, and whether an executed binary is a 32-bit ELF. What processes running
-as root wrote, against these facts, shows the DAC capabilities they needed (trace/dac.py)."""
+where a symlink leads, whether an executed binary is a 32-bit ELF and whether it opens
+login sessions. What processes running as root wrote, against these facts, shows the DAC
+capabilities they needed (trace/dac.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
 
+from autosandbox.linux.elf import is_elf32, opens_sessions
+from autosandbox.linux.mounts import host_mounts
 from autosandbox.profile import Fact, Profile
 from autosandbox.trace.dac import infer_root_writes
-
-ELF_MAGIC = b"\x7fELF"
-ELFCLASS32 = 1
 
 
 def fact(path: str) -> Fact:
     """What lstat says of `path` now; a symlink also says where it resolves."""
     return Fact.of_host(path)
-
-
-def is_elf32(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(5)
-    except OSError:
-        return False
-    return head[:4] == ELF_MAGIC and len(head) == 5 and head[4] == ELFCLASS32
 
 
 def _ancestors(path: str) -> Iterable[str]:
@@ -45,7 +36,8 @@ def _is_file_path(path: str) -> bool:
 
 def record_facts(profile: Profile) -> None:
     """Fill profile.facts for every path, failed path, executed binary, PathGroup directory,
-    unix socket file and every ancestor of a written path; mark 32-bit executables; add the
+    unix socket file and every ancestor of a written path; mark 32-bit and session-opening
+    executables; add the
     capabilities root's writes needed by these facts, each with its evidence."""
     wanted: set[str] = set()
     wanted.update(p for p in profile.paths if _is_file_path(p))
@@ -61,8 +53,10 @@ def record_facts(profile: Profile) -> None:
     for path in sorted(wanted):
         if path not in facts:
             facts[path] = fact(path)
+    profile.mounts = host_mounts()
     for path, bits in profile.execs.items():
         bits["elf32"] = is_elf32(path)
+        bits["sessions"] = opens_sessions(path)
     for cap, evidence in infer_root_writes(profile).items():
         for text in evidence:
             profile.add_cap(cap, text)

@@ -145,7 +145,9 @@ class Recorder:
         self.groups: dict[int, frozenset[int]] = {}
         self.pids: set[int] = set()
         self.userns: set[int] = set()  # pids living in a user namespace of their own
-        self.chrooted: set[int] = set()  # pids whose "/" is not ours
+        # pids whose "/" is not ours -> that root on our side ("" if unknown). Their absolute
+        # names are taken below it; what -y prints (fds, the cwd) is already on our side.
+        self.chrooted: dict[int, str] = {}
         self.fs_ids: set[int] = set()  # pids that set their fsuid/fsgid apart
         self.split_ids: set[int] = set()  # pids whose real, effective, saved uids may differ
         # capabilities a socket option shows once the socket is used (capabilities.CapRule)
@@ -347,8 +349,8 @@ class Recorder:
         return path
 
     def literal(self, sc: Syscall, dirfd: int | None, index: int) -> str | None:
-        """The path argument made absolute, as written (no `..` folded: a symlink before it
-        decides where it leads)."""
+        """The path argument made absolute on our side, as written (no `..` folded: a
+        symlink before it decides where it leads)."""
         if index >= len(sc.args):
             return None
         tok = sc.args[index]
@@ -358,7 +360,7 @@ class Recorder:
         if path is None:
             return None
         if path.startswith("/"):
-            return path
+            return self._ours(sc.pid, path)
         base = self._base(sc, dirfd)
         if base is None:
             return None
@@ -373,9 +375,19 @@ class Recorder:
             return None
         return self.kernel_path(sc.pid, path, follow)
 
+    def _ours(self, pid: int, path: str) -> str:
+        """An absolute name a process used, as a path on our side: below its chroot."""
+        root = self.chrooted.get(pid)
+        if not root or root == "/":
+            return path
+        return root + ("" if path == "/" else _normalize(path))
+
     def kernel_path(self, pid: int, path: str, follow: bool) -> str:
-        if pid in self.chrooted:  # its links lead elsewhere than ours: as it named them
-            self._note("paths of a chrooted process are recorded as it named them", path)
+        if pid in self.chrooted:
+            # Its absolute links lead below its root, not ours: `..` folded, links kept.
+            if not self.chrooted[pid]:
+                self._note("paths of a chroot whose directory is not known are recorded as "
+                           "named", path)
             return _normalize(path)
         seen = _as_seen_by(pid, path)
         head, _, tail = seen.rpartition("/")
@@ -473,7 +485,11 @@ class Recorder:
         if sc.name == "chdir" and sc.ok and path is not None:
             self.cwd[sc.pid] = path
         if sc.name == "chroot" and sc.ok:
-            self.chrooted.add(sc.pid)
+            # `path` is on our side (through any chroot it was already in)
+            if path == "/":
+                self.chrooted.pop(sc.pid, None)
+            else:
+                self.chrooted[sc.pid] = path or ""
         self._record(sc, path, kind, literal)
 
     def _open(self, sc: Syscall, dirfd: int | None, index: int) -> None:
@@ -494,6 +510,8 @@ class Recorder:
                 return False
             if not path.startswith("/"):
                 path = os.path.join(dir_path or self.cwd.get(pid, self.root_cwd), path)
+            else:
+                path = self._ours(pid, path)
             sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
             if errno is not None:
                 errs = self.profile.failed_syscalls.setdefault("openat", {})
@@ -554,6 +572,10 @@ class Recorder:
                              "setgid": bool(mode & stat.S_ISGID)}
             if mode & (stat.S_ISUID | stat.S_ISGID):
                 p.add_flag("suid_exec", path)
+            if _file_capabilities(path):
+                # squid's pinger (cap_net_raw+ep): under NoNewPrivileges= it loses them and
+                # logs "Open icmp_sock: (1) Operation not permitted" to its own log file
+                p.add_flag("filecap_exec", path)
 
     def _chmod_bits(self, sc: Syscall, path: str | None, mode_index: int) -> None:
         if not sc.ok or mode_index >= len(sc.args):
@@ -774,7 +796,7 @@ class Recorder:
             if sc.pid in self.userns or USERNS_FLAG in text:
                 self.userns.add(child)
             if sc.pid in self.chrooted:
-                self.chrooted.add(child)
+                self.chrooted[child] = self.chrooted[sc.pid]
             for inherited in (self.fs_ids, self.split_ids):
                 if sc.pid in inherited:
                     inherited.add(child)
@@ -904,6 +926,14 @@ def _as_seen_by(pid: int, path: str) -> str:
 
 _AT_FLAGS_INDEX = {"newfstatat": 3, "fstatat64": 3, "statx": 2, "fchownat": 4, "utimensat": 3,
                    "fchmodat2": 3, "faccessat2": 3, "execveat": 4}
+
+
+def _file_capabilities(path: str) -> bool:
+    """Whether an executable carries file capabilities (the security.capability xattr)."""
+    try:
+        return bool(os.getxattr(path, "security.capability"))
+    except OSError:  # none, or a file system without xattrs
+        return False
 
 
 def _proc_uids(pid: int) -> tuple[int, ...] | None:

@@ -13,7 +13,6 @@ import grp
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,6 @@ from pathlib import Path
 from autosandbox import interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
-from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
@@ -38,6 +36,7 @@ from autosandbox.systemd.dropins import (
     unit_state_dir,
     write_dropin,
 )
+from autosandbox.systemd.journal import journal_cursor, journal_lines, why_it_failed
 from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
@@ -75,6 +74,7 @@ class UnitTraceResult:
     partial: bool = False  # cut by a signal and kept (--keep-partial)
     events: int = 0  # trace lines of the sandboxed Exec lines: 0 is a failed trace
     runs: int | None = None  # runs its timer started while traced (scheduled learning)
+    failure: str | None = None  # systemd's account of a start that failed under tracing
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,16 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
     lines += unitfile.comment("strace needs ptrace(), which the unit's own filter may forbid; "
                               "the unit's filter is kept in the learned drop-in")
     lines.append("SystemCallFilter=")
-    if existing_settings(info, dropin_path(info.name, TRACE_DROPIN)).get(
-            "CapabilityBoundingSet"):
+    own = existing_settings(info, dropin_path(info.name, TRACE_DROPIN))
+    if own.get("NoExecPaths"):
+        # Seen: redis-server.service (NoExecPaths=/, ExecPaths=/usr/bin/redis-server ...)
+        # failed at every start with "Failed to locate executable /bin/sh: Permission denied".
+        lines += unitfile.comment(
+            "the unit mounts paths noexec (NoExecPaths=): the shim's shell and strace may run "
+            "while learning; the learned drop-in keeps the unit's own lists")
+        needed = sorted({os.path.realpath(p) for p in ("/bin/sh", strace)})
+        lines.append("ExecPaths=" + " ".join(v for v in map(unitfile.path_value, needed) if v))
+    if own.get("CapabilityBoundingSet"):
         # Only where the unit sets its own: a first assignment replaces the full set.
         lines += unitfile.comment(
             "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
@@ -217,79 +225,6 @@ def _gid_of(info: ServiceInfo) -> int | None:
         return None
 
 
-def reset_unit(unit: str | None) -> list[str]:
-    """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
-    by name), or with None every run on record whose owner is dead. Lines say what was done."""
-    require_root()
-    if unit is not None:
-        check_unit_name(unit)
-    runs = [r for r in runstate.runs() if r.pid != os.getpid()
-            and (unit is None or r.unit == unit)]
-    live = [r for r in runs if r.owner_alive()]
-    if unit is not None and live:
-        raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
-                        "let it finish or stop it, then reset")
-    done = [f"left alone: autosandbox (pid {r.pid}) is still running" for r in live]
-    dead = [r for r in runs if r not in live]
-    for r in dead:
-        if r.unit is None:
-            done += runstate.undo(r)
-    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
-    for name in units:
-        try:
-            done += _reset_one(name, [r for r in dead if r.unit == name])
-        except UserError as exc:
-            if unit is not None:
-                raise
-            done.append(f"{name}: {exc}")
-    done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
-    root = tracefs_root()
-    # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
-    # the host would look dead, so its instances are never swept from here
-    if root is not None and in_initial_pid_namespace():
-        for inst in root.glob("instances/autosandbox-*"):
-            m = re.search(r"-(\d+)-[^-]+$", inst.name)
-            if m is not None and not procs.alive(int(m.group(1)), None) and \
-                    runstate.remove_tracefs_instance(inst):
-                done.append(f"removed tracefs instance {inst}")
-    return done
-
-
-def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
-    """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
-    FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
-    from autosandbox.systemd.dropins import TRIAL_DROPIN
-    mgr = Manager()
-    mgr.info(unit)
-    with unit_lock(unit):
-        done: list[str] = []
-        # restarted only if a run changed it (or a drop-in of ours may have been loaded)
-        touched = any(e["kind"] in ("dropin", "changed") for r in dead for e in r.entries)
-        for r in dead:
-            done += runstate.undo(r)
-        for name in (TRACE_DROPIN, TRIAL_DROPIN):
-            if remove_dropin(dropin_path(unit, name)):
-                done.append(f"removed {dropin_path(unit, name)}")
-                touched = True
-        # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        state_dir = STATE_DIR / unit
-        if state_dir.is_dir():
-            shutil.rmtree(state_dir, ignore_errors=True)
-            done.append(f"removed {state_dir}")
-        if touched:
-            mgr.reload()
-            was_running = [e.get("was_running") for r in dead for e in r.entries
-                           if e["kind"] == "unit"]
-            state, _, _, _ = mgr.state(unit)
-            if was_running and not any(was_running):
-                done.append(f"stopped {unit} (it was stopped before): {mgr.stop(unit)}")
-                mgr.reset_failed(unit)
-            elif state in ("active", "activating", "reloading", "failed"):
-                mgr.reset_failed(unit)
-                done.append(f"restarted {unit}: {mgr.restart(unit)}")
-    return done
-
-
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
                on_progress: Callable[[Progress], None] | None = None,
                fast: bool | None = None, keep_partial: bool = False,
@@ -362,6 +297,8 @@ class _UnitTrace:
         self.exercise_ok = False
         self.exercise_runs = 0
         self.started_ok = True
+        self.failure: str | None = None
+        self.cursor: str | None = None
         self.cut = False
         self.begun = time.monotonic()
         self.state_dir = STATE_DIR / self.unit
@@ -451,13 +388,17 @@ class _UnitTrace:
             self.info, {e: s.fifo for e, s in self.streams.items()}, self.strace, self.gates,
             kernel_opens=self.open_tracer is not None, fast=self.systracer is not None))
         self.mgr.reload()
+        self.cursor = journal_cursor()
         # scheduled: its timer starts it (no run off schedule); the window opens now
         state = "active" if self.plan.scheduled else self.mgr.restart(self.unit)
         self.begun = time.monotonic()  # --duration counts traced time, not the start-up
         if state != "active" and self.info.type != "oneshot":
-            self.started_ok = False
-            self.notes.append(f"{self.unit} did not start under strace (state {state}); "
-                              "see journalctl -u " + self.unit)
+            self._failed(f"{self.unit} did not start under strace (state {state})")
+
+    def _failed(self, what: str) -> None:
+        self.started_ok = False
+        self.failure = why_it_failed(journal_lines(self.unit, self.cursor))
+        self.notes.append(f"{what}: {self.failure or 'see journalctl -u ' + self.unit}")
 
     def _window(self) -> None:
         duration = self.plan.duration
@@ -470,8 +411,7 @@ class _UnitTrace:
                 break
             if st in ("failed", "inactive") and self.info.type != "oneshot" and \
                     not self.plan.scheduled:
-                self.notes.append(f"{self.unit} stopped while it was traced ({st}/{sub})")
-                self.started_ok = False
+                self._failed(f"{self.unit} stopped while it was traced ({st}/{sub})")
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
 
@@ -578,7 +518,8 @@ class _UnitTrace:
         if self.plan.scheduled:
             profile.subject["runs"] = self.runs
         return UnitTraceResult(profile, info, self.notes, self.started_ok, partial=self.cut,
-                               events=events, runs=self.runs if self.plan.scheduled else None)
+                               events=events, runs=self.runs if self.plan.scheduled else None,
+                               failure=self.failure)
 
     def _add_kernel_evidence(self, profile: Profile, pids: set[int], outside: set[int]) -> None:
         """Audit's failed accesses and the capabilities the kernel granted, of our pids."""

@@ -19,14 +19,15 @@ from autosandbox.errors import UserError
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.synth.catalogue import BY_NAME, COMPANIONS
 from autosandbox.synth.rules import NS_NAMES, Setting
+from autosandbox.synth.specifiers import PATH_ROWS, SPECIFIER
 from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
 
 ALLOWED = frozenset({*BY_NAME, *COMPANIONS})
-LISTS = frozenset({"ReadWritePaths", "StateDirectory", "CacheDirectory", "LogsDirectory",
-                   "RuntimeDirectory", "DeviceAllow", "IPAddressAllow", "SocketBindAllow",
-                   "SystemCallFilter", "RestrictAddressFamilies", "CapabilityBoundingSet",
-                   "RestrictNamespaces"})
+LISTS = frozenset({"ReadWritePaths", "ReadOnlyPaths", "StateDirectory", "CacheDirectory",
+                   "LogsDirectory", "RuntimeDirectory", "DeviceAllow", "IPAddressAllow",
+                   "SocketBindAllow", "SystemCallFilter", "RestrictAddressFamilies",
+                   "CapabilityBoundingSet", "RestrictNamespaces"})
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _RAW_WORD = re.compile(r'"[^"]*"|\'[^\']*\'|[^\s"\']+')
 _RAW_VALUE = re.compile(r'^(?:(?:"[^"]*"|\'[^\']*\'|[^\s"\']+)(?:\s+|$))*$')
@@ -85,6 +86,7 @@ def _ip_word(w: str) -> bool:
 # take a value of their ladder.
 _EACH_WORD: dict[str, Callable[[str], bool]] = {
     "ReadWritePaths": _rw_path,
+    "ReadOnlyPaths": _rw_path,
     **dict.fromkeys(("StateDirectory", "CacheDirectory", "LogsDirectory", "RuntimeDirectory"),
                     _dir_name),
     "CapabilityBoundingSet": lambda w: w in CAP_NAMES,
@@ -117,8 +119,12 @@ def _refused(key: str, words: list[str]) -> str | None:
     return value  # off the ladder, or a companion never written by autosandbox
 
 
-def _check_value(key: str, words: list[str], what: str) -> None:
-    """Each word exactly as autosandbox renders it for this directive, or refuse."""
+def _check_value(key: str, words: list[str], what: str, instance: bool = False) -> None:
+    """Each word exactly as autosandbox renders it for this directive, or refuse. For an
+    instance of a template, a granted path may name the instance by its specifier, as whole
+    components (synth/specifiers.py): elsewhere %i is empty and would widen the path."""
+    if instance and key in PATH_ROWS:
+        words = [SPECIFIER.sub("instance", w) for w in words]
     if not words:
         if key != "CapabilityBoundingSet":  # `X=` resets what the unit itself sets
             raise UserError(f"{what}: an empty {key}= would reset the unit's own setting")
@@ -147,7 +153,7 @@ def _section(line: str, section: str, where: str) -> str:
 
 
 def _setting(line: str, section: str, singles: set[str], comments: list[str],
-             where: str) -> Setting:
+             where: str, instance: bool = False) -> Setting:
     """One assignment, if it is a catalogue directive written as autosandbox writes it."""
     key, sep, value = line.partition("=")
     key = key.strip()
@@ -163,7 +169,7 @@ def _setting(line: str, section: str, singles: set[str], comments: list[str],
             raise UserError(f"{where}: {key}= is set twice")
         singles.add(key)
     words = _raw_words(value.strip(), f"{where} ({key}=)")
-    _check_value(key, words, f"{where} ({key}=)")
+    _check_value(key, words, f"{where} ({key}=)", instance)
     return Setting(key, words, " ".join(comments) or "from the candidate file")
 
 
@@ -189,7 +195,8 @@ def read_candidate(text: str, unit: str) -> Candidate:
         elif line.startswith("["):
             section = _section(line, section, where)
         else:
-            sb.settings.append(_setting(line, section, singles, comments, where))
+            sb.settings.append(_setting(line, section, singles, comments, where,
+                                        instance="@" in unit))
         comments = []
     if not sb.settings:
         raise UserError("the drop-in sets nothing: expected a [Service] section of sandboxing "

@@ -3,12 +3,9 @@ where auditd runs. Each denial names what broke as precisely as the source allow
 
 from __future__ import annotations
 
-import contextlib
 import re
-import shutil
 from dataclasses import dataclass
 
-from autosandbox import commands
 from autosandbox.linux.audit import AuditEvent, SeccompKill
 
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
@@ -31,7 +28,7 @@ _CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bcho
 class Denial:
     kind: str  # erofs, eacces, eperm, eafnosupport
     path: str | None
-    source: str  # journal, audit
+    source: str  # journal, audit, seccomp, log (the service's own log files)
     text: str
     syscall: str | None = None  # audit names the failing call (a journal line, some)
     family: str | None = None  # and, for socket(), the refused family
@@ -65,28 +62,6 @@ def seccomp_denials(kills: list[SeccompKill], pids: set[int]) -> list[Denial]:
     return [Denial("eperm", None, "seccomp",
                    f"{k.syscall}() killed by the system call filter ({k.exe})", k.syscall)
             for k in kills if k.pid in pids]
-
-
-def journal_cursor() -> str | None:
-    if shutil.which("journalctl") is None:
-        return None
-    cp = commands.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager", "-q"],
-                      check=False)
-    m = re.search(r"-- cursor: (\S+)", cp.stdout)
-    return m.group(1) if m else None
-
-
-def journal_lines(unit: str, cursor: str | None) -> list[str]:
-    if shutil.which("journalctl") is None:
-        return []
-    # journald reads a service's stdout/stderr streams on its own time: a unit that failed at
-    # start had its error line still queued when it was read at once (haproxy's first failed
-    # candidate showed no denial). --sync returns once what was queued before it is written.
-    with contextlib.suppress(commands.ToolTimeout):
-        commands.run(["journalctl", "--sync"], check=False, timeout=30)
-    args = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-q"]
-    args += [f"--after-cursor={cursor}"] if cursor else ["-n", "200"]
-    return commands.run(args, check=False).stdout.splitlines()
 
 
 def _paths_nearest(line: str) -> list[str]:

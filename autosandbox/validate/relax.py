@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from autosandbox import unitfile
-from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
+from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS, TIGHTEST_ONLY
 from autosandbox.synth.paths import under
 from autosandbox.synth.rules import Setting
 from autosandbox.synth.sensitive import withheld
@@ -80,7 +80,8 @@ def relax_row(sb: Sandbox, row: str, trial: int, why: str) -> Relaxation | None:
         sb.settings.insert(idx, Setting(row, nxt.split(), f"{first.evidence}. Relaxed in "
                                                           f"trial {trial} from {current}: {why}"))
         # a companion (SystemCallErrorNumber=) still applies to the looser value
-        sb.settings[idx + 1:idx + 1] = [s for s in members if s.directive != row]
+        sb.settings[idx + 1:idx + 1] = [s for s in members
+                                        if s.directive != row and s.directive not in TIGHTEST_ONLY]
     else:
         for s in members:
             sb.settings.remove(s)

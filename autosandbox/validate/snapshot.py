@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import json
 import os
 import pwd
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from autosandbox import unitfile
 
@@ -110,6 +112,24 @@ class Snapshot:
     def changes(self, later: Snapshot, ignore: frozenset[str] = frozenset()) -> list[Change]:
         return [Change(p, e, later.entries[p]) for p, e in self.entries.items()
                 if p not in ignore and p in later.entries and later.entries[p] != e]
+
+    def save(self, path: str | Path, ignore: frozenset[str] = frozenset()) -> None:
+        """Kept for `reset` after a kill (root-only, replaced whole: never half written)."""
+        data = {p: [e.kind, e.uid, e.gid, e.mode, [[n, v.hex()] for n, v in e.acl]]
+                for p, e in self.entries.items() if p not in ignore}
+        tmp = f"{path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Snapshot:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return cls({p: Entry(str(k), int(u), int(g), int(m),
+                             tuple((str(n), bytes.fromhex(v)) for n, v in acl))
+                    for p, (k, u, g, m, acl) in data.items()})
 
 
 def restore(changes: Iterable[Change]) -> list[str]:

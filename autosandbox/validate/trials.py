@@ -20,6 +20,7 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
 from autosandbox.synth.synthesize import Sandbox
+from autosandbox.systemd import runstate
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -28,14 +29,13 @@ from autosandbox.systemd.dropins import (
     unit_lock,
     write_dropin,
 )
+from autosandbox.systemd.journal import journal_cursor, journal_lines
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     Denial,
     audit_denials,
-    journal_cursor,
-    journal_lines,
     parse_denials,
     seccomp_denials,
 )
@@ -50,6 +50,7 @@ from autosandbox.validate.relax import (
     restriction_rows,
     subset,
 )
+from autosandbox.validate.service_logs import LogWatch
 from autosandbox.validate.snapshot import (
     Change,
     Snapshot,
@@ -155,9 +156,10 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
                             f"({dropin}): run 'autosandbox reset {unit}' first")
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
-                   [*allow_write, *candidate.allow_write], on_event)
+                   [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
         validation: Validation | None = None
         try:
+            run.keep_for_reset()
             validation = run.loop(candidate, max_trials)
         finally:
             loaded = remove_dropin(dropin)  # written: systemd may have loaded it
@@ -180,13 +182,15 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
 class _Run:
     def __init__(self, mgr: Manager, info: ServiceInfo, checks: HealthChecks, dropin: Path,
                  before: Snapshot, allow_write: Sequence[str],
-                 on_event: Callable[[str], None] | None) -> None:
+                 on_event: Callable[[str], None] | None, logs: LogWatch | None = None) -> None:
         self.mgr, self.info, self.checks, self.dropin = mgr, info, checks, dropin
+        self.logs = logs if logs is not None else LogWatch(())
         self.before = before
         self.allow_write = allow_write
         self.on_event = on_event
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
+        self.kept: Path | None = None  # the disk as found, for `reset` (keep_for_reset)
         self.noise_denials: set[DenialKey] = set()
         self.stock_stop: float | None = None
         self.stock_result: str | None = None
@@ -278,8 +282,12 @@ class _Run:
                         f"autosandbox-trial-{os.getpid()}-{len(self.trials) + 1}"))
             cgroup = info.control_group or f"/system.slice/{info.name}"
             sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
+            marks = self.logs.mark()
             health, stop_s = self._cycle(checks)
         denials = parse_denials(journal_lines(info.name, cursor))
+        for path, lines in self.logs.appended(marks).items():
+            denials += [dataclasses.replace(d, text=f"{path}: {d.text}")
+                        for d in parse_denials(lines, "log")]
         if rules is not None:
             denials = audit_denials(rules.events(), sampler.pids) + denials
             names = syscall_names()
@@ -290,6 +298,8 @@ class _Run:
         after = self.before.again()
         if kind == "baseline":
             self.noise_paths = frozenset(c.path for c in self.before.changes(after))
+            if self.noise_paths:
+                self.keep_for_reset()
             self.noise_denials = {d.key() for d in denials}
             self.stock_stop = stop_s
             self.trials.append(t)
@@ -301,6 +311,17 @@ class _Run:
         t.health = verdict(t.health, denials, self.noise_denials, t.changes)
         self.trials.append(t)
         return t
+
+    def keep_for_reset(self) -> None:
+        """The disk as found, in the run's record: a kill between a trial's change and its
+        restore is put back by `reset` (less what the unit as found changes itself)."""
+        scratch = runstate.scratch_dir()
+        if scratch is None:
+            return
+        if self.kept is None:
+            self.kept = scratch / f"disk-{self.info.name}.json"
+            runstate.record("disk", unit=self.info.name, path=str(self.kept))
+        self.before.save(self.kept, self.noise_paths)
 
     def put_back(self) -> list[str]:
         """After the unit is restored: what differs from the snapshot, put back where we can."""

@@ -108,7 +108,9 @@ def audit_denials(since: float, exes: set[str], seen: list[int] | None = None) -
     `seen` gets the number of records of any program (proof that the rules worked)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(since))
     day = time.strftime("%x", time.localtime(since))
-    cp = subprocess.run(["ausearch", "-i", "-k", AUDIT_KEY, "-ts", day, stamp],
+    # --input-logs: without it ausearch reads stdin whenever stdin is not a terminal (under
+    # ssh, in CI), and found nothing at all there
+    cp = subprocess.run(["ausearch", "--input-logs", "-i", "-k", AUDIT_KEY, "-ts", day, stamp],
                         capture_output=True, text=True, check=False)
     out = []
     for event in cp.stdout.split("----"):

@@ -1,0 +1,127 @@
+"""`autosandbox reset`: undo what killed runs left, from their records (systemd/runstate.py).
+
+Here, above the pipeline's stages, because a killed run may have been in any of them: a trace's
+drop-in and FIFOs, a trial's drop-in and the disk it may have changed, an unfinished apply.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from autosandbox import procs
+from autosandbox.errors import UserError
+from autosandbox.linux import audit
+from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
+from autosandbox.systemd import runstate
+from autosandbox.systemd.dropins import (
+    STATE_DIR,
+    TRACE_DROPIN,
+    TRIAL_DROPIN,
+    dropin_path,
+    remove_dropin,
+    unit_lock,
+)
+from autosandbox.systemd.manager import RUNNING, Manager, check_unit_name
+from autosandbox.systemd.session import require_root
+from autosandbox.validate.snapshot import Snapshot, restore
+
+
+def reset_unit(unit: str | None) -> list[str]:
+    """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
+    by name), or with None every run on record whose owner is dead. Lines say what was done."""
+    require_root()
+    if unit is not None:
+        check_unit_name(unit)
+    runs = [r for r in runstate.runs() if r.pid != os.getpid()
+            and (unit is None or r.unit == unit)]
+    live = [r for r in runs if r.owner_alive()]
+    if unit is not None and live:
+        raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
+                        "let it finish or stop it, then reset")
+    done = [f"left alone: autosandbox (pid {r.pid}) is still running" for r in live]
+    dead = [r for r in runs if r not in live]
+    for r in dead:
+        if r.unit is None:
+            done += runstate.undo(r)
+    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
+    for name in units:
+        try:
+            done += _reset_one(name, [r for r in dead if r.unit == name])
+        except UserError as exc:
+            if unit is not None:
+                raise
+            done.append(f"{name}: {exc}")
+    done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
+    root = tracefs_root()
+    # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
+    # the host would look dead, so its instances are never swept from here
+    if root is not None and in_initial_pid_namespace():
+        for inst in root.glob("instances/autosandbox-*"):
+            m = re.search(r"-(\d+)-[^-]+$", inst.name)
+            if m is not None and not procs.alive(int(m.group(1)), None) and \
+                    runstate.remove_tracefs_instance(inst):
+                done.append(f"removed tracefs instance {inst}")
+    return done
+
+
+def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
+    """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
+    FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
+    mgr = Manager()
+    mgr.info(unit)
+    with unit_lock(unit):
+        done: list[str] = []
+        # restarted only if a run changed it (or a drop-in of ours may have been loaded)
+        touched = any(e["kind"] in ("dropin", "changed") for r in dead for e in r.entries)
+        # read before undo removes the run's scratch directory they are kept in
+        disks = [d for r in dead for d in _disk_snapshots(r)]
+        for r in dead:
+            done += runstate.undo(r)
+        for name in (TRACE_DROPIN, TRIAL_DROPIN):
+            if remove_dropin(dropin_path(unit, name)):
+                done.append(f"removed {dropin_path(unit, name)}")
+                touched = True
+        # the killed run's FIFOs (its strace went with it: a FIFO without reader)
+        state_dir = STATE_DIR / unit
+        if state_dir.is_dir():
+            shutil.rmtree(state_dir, ignore_errors=True)
+            done.append(f"removed {state_dir}")
+        if touched:
+            mgr.reload()
+            found = runstate.found_running(dead, unit)
+            state, _, _, _ = mgr.state(unit)
+            if found is False:
+                done.append(f"stopped {unit} (it was stopped before): {mgr.stop(unit)}")
+                mgr.reset_failed(unit)
+            elif found or state in (*RUNNING, "failed"):
+                # running when found: started again even if the kill came while we had it
+                # stopped (between a trial's stop and start, or the trace's end and restore)
+                mgr.reset_failed(unit)
+                done.append(f"restarted {unit}: {mgr.restart(unit)}")
+        # after the unit is as found again (its own directories set up by its own start):
+        # what a killed trial left changed on disk (owners, modes, ACLs) goes back
+        for before in disks:
+            changes = before.changes(before.again())
+            failed = restore(changes)
+            done += [f"put back {c.path} as found (since changed: {c.line().split(': ', 1)[1]})"
+                     for c in changes
+                     if not any(f.startswith(f"{c.path}: ") for f in failed)] + failed
+    return done
+
+
+def _disk_snapshots(run: runstate.Run) -> list[Snapshot]:
+    out = []
+    for e in run.entries:
+        path = str(e.get("path", ""))
+        if e["kind"] == "disk" and path.startswith(f"{run.scratch}/"):
+            try:
+                out.append(Snapshot.load(path))
+            except FileNotFoundError:
+                continue  # killed between recording it and writing it: nothing changed yet
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read what {path} recorded of the disk: {exc}") from None
+    return out
+
+

@@ -1,0 +1,55 @@
+"""What `reset` brings a unit back to after a killed run: the state the earliest run found."""
+
+from pathlib import Path
+
+from autosandbox.systemd.runstate import Run, found_running
+
+
+def _run(start: int, *entries: dict[str, object]) -> Run:
+    return Run(Path(f"/nonexistent/{start}.jsonl"), 100 + start, start, "a.service",
+               [dict(e) for e in entries])
+
+
+def test_the_first_record_of_the_unit_wins_over_later_ones() -> None:
+    # a trace found it running, then had it stopped: the kill came while it was stopped
+    run = _run(5, {"kind": "unit", "name": "a.service", "was_running": True},
+               {"kind": "changed", "unit": "a.service", "was_running": False})
+    assert found_running([run], "a.service") is True
+
+
+def test_a_validate_run_records_through_the_manager() -> None:
+    run = _run(5, {"kind": "changed", "unit": "a.service", "was_running": False})
+    assert found_running([run], "a.service") is False
+
+
+def test_the_earliest_run_is_the_state_as_found() -> None:
+    # a second run started on a unit the first (killed) one had left stopped
+    first = _run(3, {"kind": "changed", "unit": "a.service", "was_running": True})
+    second = _run(9, {"kind": "changed", "unit": "a.service", "was_running": False})
+    assert found_running([second, first], "a.service") is True
+
+
+def test_other_units_and_old_records_say_nothing() -> None:
+    run = _run(5, {"kind": "changed", "unit": "b.service", "was_running": False},
+               {"kind": "changed", "unit": "a.service"},  # recorded by an older version
+               {"kind": "dropin", "path": "/run/systemd/system/a.service.d/x.conf"})
+    assert found_running([run], "a.service") is None
+
+
+def test_the_disk_as_found_survives_the_run_and_is_put_back(tmp_path: Path) -> None:
+    from autosandbox.validate.snapshot import Snapshot, restore
+
+    kept, noisy = tmp_path / "kept", tmp_path / "noisy"
+    kept.write_text("x")
+    noisy.write_text("y")
+    kept.chmod(0o640)
+    noisy.chmod(0o640)
+    before = Snapshot.take([str(kept), str(noisy)])
+    before.save(tmp_path / "disk.json", frozenset({str(noisy)}))  # the unit changes it itself
+    kept.chmod(0o666)
+    noisy.chmod(0o600)
+    loaded = Snapshot.load(tmp_path / "disk.json")
+    changes = loaded.changes(loaded.again())
+    assert [c.line() for c in changes] == [f"{kept}: mode 0640 -> 0666"]
+    assert restore(changes) == []
+    assert kept.stat().st_mode & 0o777 == 0o640 and noisy.stat().st_mode & 0o777 == 0o600

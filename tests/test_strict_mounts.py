@@ -1,0 +1,80 @@
+"""ProtectSystem=strict and the host's separate file systems: systemd 252 leaves them
+writable when ProtectKernelTunables=, ProtectControlGroups= or ProtectProc= is set (measured
+in the integration VM and container: `systemd-run -p ProtectSystem=strict -p
+ProtectKernelTunables=yes touch /run/x` succeeds, and the service could write
+/run/systemd/system/). Synthesis covers them with ReadOnlyPaths=, from the mounts recorded at
+trace time; hand-built profiles, nothing here reads the host."""
+
+from __future__ import annotations
+
+from autosandbox.linux.mounts import parse_mountinfo
+from autosandbox.profile import Fact
+from autosandbox.synth.synthesize import Sandbox
+from autosandbox.validate.candidate import parse_candidate
+from autosandbox.validate.relax import relax_row
+from tests.synth_profiles import synth, touch, unit_profile
+
+MOUNTS = {"/": "ext4", "/run": "tmpfs", "/run/lock": "tmpfs", "/boot": "ext4", "/proc": "proc",
+          "/sys": "sysfs", "/dev": "devtmpfs", "/dev/shm": "tmpfs", "/tmp": "tmpfs",
+          "/home": "ext4", "/mnt/nfs": "nfs4", "/media/usb": "fuseblk", "/srv/data": "xfs"}
+DIR = Fact("dir", 0, 0, 0o755)
+
+
+def _ro(sb: Sandbox) -> list[str]:
+    return sb.values("ReadOnlyPaths") or []
+
+
+def test_every_local_separate_file_system_is_covered() -> None:
+    p = unit_profile("web.service")
+    p.mounts = dict(MOUNTS)
+    sb = synth(p)
+    assert sb.values("ProtectSystem") == ["strict"]
+    # the topmost of each tree; not the API file systems, /tmp, homes, network or FUSE
+    assert _ro(sb) == ["-/boot", "-/run", "-/srv/data"]
+
+
+def test_a_grant_inside_a_file_system_is_more_specific_one_of_it_excludes_it() -> None:
+    p = unit_profile("web.service")
+    p.mounts = dict(MOUNTS)
+    touch(p, "/srv/data/upload/x", "create", "write")
+    p.facts["/srv/data/upload"] = DIR
+    sb = synth(p)
+    assert "/srv/data/upload" in (sb.values("ReadWritePaths") or [])
+    assert "-/srv/data" in _ro(sb)  # read-only but for the grant below it (systemd: the
+    # more specific path decides)
+    p2 = unit_profile("web.service", unit_lines=("ReadWritePaths=-/srv/data",))
+    p2.mounts = dict(MOUNTS)
+    assert "-/srv/data" not in _ro(synth(p2))  # the unit's own grant of all of it stays
+
+
+def test_one_it_creates_files_directly_in_is_left_and_said() -> None:
+    p = unit_profile("nginx.service")
+    p.mounts = dict(MOUNTS)
+    touch(p, "/run/nginx.pid", "create", "write", "delete")
+    p.facts["/run"] = DIR
+    sb = synth(p)
+    assert _ro(sb) == ["-/boot", "-/run/lock", "-/srv/data"]  # only /run itself is left
+    ro = next(s for s in sb.settings if s.directive == "ReadOnlyPaths")
+    assert "/run (it writes /run/nginx.pid there)" in ro.evidence
+
+
+def test_relaxing_protect_system_drops_them() -> None:
+    p = unit_profile("web.service")
+    p.mounts = dict(MOUNTS)
+    sb = synth(p)
+    rel = relax_row(sb, "ProtectSystem", 3, "bisection")
+    assert rel is not None and sb.values("ProtectSystem") == ["full"]
+    assert sb.values("ReadOnlyPaths") is None  # full leaves /run writable by design
+
+
+def test_the_candidate_reader_takes_them() -> None:
+    text = "[Service]\nProtectSystem=strict\nReadOnlyPaths=-/run -/boot\n"
+    assert parse_candidate(text, "web.service").values("ReadOnlyPaths") == ["-/run", "-/boot"]
+
+
+def test_mountinfo() -> None:
+    line = ("36 35 98:0 /mnt1 /mnt/my\\040disk rw,noatime master:1 - ext3 /dev/root "
+            "rw,errors=continue\n"
+            "37 35 0:25 / /run rw,nosuid shared:5 - tmpfs tmpfs rw\n"
+            "38 37 0:26 / /run rw - tmpfs tmpfs rw\n")  # mounted over: the last one is seen
+    assert parse_mountinfo(line) == {"/mnt/my disk": "ext3", "/run": "tmpfs"}

@@ -130,3 +130,20 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
     finally:
         target.unlink(missing_ok=True)
         run(["systemctl", "daemon-reload"])
+
+
+def test_a_unit_whose_stops_end_two_ways_as_found_is_validated(install_service, drop_in):
+    """Seen on Debian's varnish: its stop Result as found is not always the same, so the
+    baseline itself "failed" (second stop: exit-code, as found: success) and validation was
+    refused. Here ExecStop= fails every other time."""
+    svc = install_service("as-pyapp")
+    flag = "/var/lib/as-pyapp/stop-flag"
+    drop_in(svc.unit, "50-two-way-stop",
+            f"[Service]\nExecStop=/bin/sh -c 'if [ -e {flag} ]; then rm {flag}; "
+            f"else touch {flag}; exit 1; fi'\n", runtime=False)
+    svc.start()
+    dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+    rc, out, err = _validate(svc.unit, dropin, "--max-trials", "3")
+    base = out["trials"][0]
+    assert base["kind"] == "baseline" and base["healthy"], base
+    assert rc == 0 and out["healthy"], err

@@ -5,11 +5,14 @@ Services: integration/services/as-kinds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,34 @@ def test_a_socket_learns_the_service_it_starts(kinds) -> None:  # type: ignore[n
     assert _hello(8091).startswith(b"hello")
     assert autosandbox("revert", "as-sock.service").returncode == 0
     assert not (UNIT_DIR / "as-sock.service.d").exists()
+
+
+def test_a_service_its_socket_starts_again_at_once_is_validated(kinds) -> None:  # type: ignore[no-untyped-def]
+    """Seen on Debian's rsyslog (journald writes to syslog.socket all the time): each stop of
+    a trial was followed at once by a start from its socket, and validation took that for a
+    stop that hung ("stop took over 300s"), so even the unit as found was refused."""
+    kinds.start("as-sock.socket")
+    stop = threading.Event()
+
+    def traffic() -> None:  # a client that never pauses, as journald on a busy host
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                _hello(8091)
+            time.sleep(0.02)
+
+    client = threading.Thread(target=traffic, daemon=True)
+    client.start()
+    try:
+        out = learned(autosandbox("learn", "as-sock.socket", "--exercise", EXERCISE_SOCK,
+                                  *QUICK))
+    finally:
+        stop.set()
+        client.join(30)
+    assert out["validated"], out["notes"]
+    base = out["validation"]["trials"][0]
+    assert base["kind"] == "baseline" and base["healthy"], base
+    no_trace_left("as-sock.socket", "as-sock.service")
+    assert _hello(8091).startswith(b"hello")
 
 
 @pytest.mark.vm

@@ -180,6 +180,11 @@ class Manager:
             str(u.ActiveState), str(u.SubState), int(u.MainPID),
             int(getattr(u, "NRestarts", 0))))
 
+    def invocation(self, name: str) -> str:
+        """The unit's current run (a new one each time it starts; empty when it never ran)."""
+        u = self.unit(name)
+        return _dbus(f"read the state of {name}", lambda: bytes(u.InvocationID).hex())
+
     def reload(self) -> None:
         began = time.monotonic()
         log.debug("systemd: daemon-reload")

@@ -103,7 +103,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
         # after the unit is as found again (its own directories set up by its own start):
         # what a killed trial left changed on disk (owners, modes, ACLs) goes back
         for before in disks:
-            changes = before.changes(before.again())
+            # a file that was not there is the service's own work: left, as apply leaves it
+            changes = [c for c in before.changes(before.again()) if c.before.kind != "missing"]
             failed = restore(changes)
             done += [f"put back {c.path} as found (since changed: {c.line().split(': ', 1)[1]})"
                      for c in changes
@@ -112,6 +113,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
 
 
 def _disk_snapshots(run: runstate.Run) -> list[Snapshot]:
+    if any(e["kind"] == "apply-done" for e in run.entries):
+        return []  # installed and found healthy: what its drop-in does on disk is wanted
     out = []
     for e in run.entries:
         path = str(e.get("path", ""))

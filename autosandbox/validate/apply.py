@@ -100,6 +100,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
     mgr, info, target, state = _installed(unit, template)
     with unit_lock(unit), terminate_as_interrupt(), _undo_if_interrupted() as undo:
         disk = _watch(info, text, target)
+        disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
         first = not (state / "state.json").exists()
         undo.arm(mgr, info, target, before, state if first else None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autosandbox import unitfile
+from autosandbox.systemd import runstate
 
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 MAX_PATHS = 4000
@@ -106,6 +107,7 @@ class Change:
 @dataclass
 class Snapshot:
     entries: dict[str, Entry] = field(default_factory=dict)
+    kept: Path | None = field(default=None, compare=False)  # in the run's record (reset)
 
     @classmethod
     def take(cls, paths: Iterable[str]) -> Snapshot:
@@ -117,6 +119,18 @@ class Snapshot:
     def changes(self, later: Snapshot, ignore: frozenset[str] = frozenset()) -> list[Change]:
         return [Change(p, e, later.entries[p]) for p, e in self.entries.items()
                 if p not in ignore and p in later.entries and later.entries[p] != e]
+
+    def keep_for_reset(self, unit: str, ignore: frozenset[str] = frozenset()) -> None:
+        """Into the current run's record (again, with `ignore` once known): a run killed
+        before it put the disk back leaves it to `reset`."""
+        scratch = runstate.scratch_dir()
+        if scratch is None:
+            return
+        kept = scratch / f"disk-{unit}.json"
+        if self.kept != kept:
+            self.kept = kept
+            runstate.record("disk", unit=unit, path=str(kept))
+        self.save(kept, ignore)
 
     def save(self, path: str | Path, ignore: frozenset[str] = frozenset()) -> None:
         """Kept for `reset` after a kill (root-only, replaced whole: never half written)."""

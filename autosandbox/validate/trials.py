@@ -20,7 +20,6 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
 from autosandbox.synth.synthesize import Sandbox
-from autosandbox.systemd import runstate
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -190,7 +189,6 @@ class _Run:
         self.on_event = on_event
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
-        self.kept: Path | None = None  # the disk as found, for `reset` (keep_for_reset)
         self.noise_denials: set[DenialKey] = set()
         self.stock_stop: float | None = None
         # every stop Result the unit as found ended with (a unit may end its stops one way
@@ -324,13 +322,7 @@ class _Run:
     def keep_for_reset(self) -> None:
         """The disk as found, in the run's record: a kill between a trial's change and its
         restore is put back by `reset` (less what the unit as found changes itself)."""
-        scratch = runstate.scratch_dir()
-        if scratch is None:
-            return
-        if self.kept is None:
-            self.kept = scratch / f"disk-{self.info.name}.json"
-            runstate.record("disk", unit=self.info.name, path=str(self.kept))
-        self.before.save(self.kept, self.noise_paths)
+        self.before.keep_for_reset(self.info.name, self.noise_paths)
 
     def put_back(self) -> list[str]:
         """After the unit is restored: what differs from the snapshot, put back where we can."""

@@ -596,8 +596,8 @@ class _UnitTrace:
         left = [c for c in traced if not cgroup_gone(c)]
         if left:
             self.notes.append(f"{len(left)} traced instance(s) still served a connection "
-                              f"{limit:.0f}s after the window: left running, their trace "
-                              "ends here")
+                              f"{limit:.0f}s after the window: left running (never "
+                              "stopped)")
 
     def _stop_all(self, discard: bool) -> None:
         tracer, systracer, rules = self.tracer, self.systracer, self.audit_rules
@@ -642,9 +642,17 @@ class _UnitTrace:
             "duration_s": round(time.monotonic() - self.begun, 3)})
         profile.add_source("strace")
         streams = self.all_streams()
+        if self.per_conn:
+            # an instance still serving a connection still feeds its recorder: left out
+            live = [(e, s) for e, s in streams if not s.drained(2)]
+            for _, stream in live:
+                shutil.rmtree(stream.dir, ignore_errors=True)
+            streams = [x for x in streams if x not in live]
+            if live:
+                self.notes.append(f"the trace of {len(live)} instance(s) still serving a "
+                                  "connection was left out of the profile")
         for _, stream in streams:
-            # each recorder's profile is whole (a traced instance still serving: cut here)
-            stream.close(timeout=2 if self.per_conn else 10)
+            stream.close(timeout=10)  # each recorder's profile is whole
         if self.open_tracer is not None:
             add_kernel_opens(profile, self.open_tracer, [s.recorder for _, s in streams])
         # per connection: each instance's profile merged into the template's

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -274,6 +275,52 @@ def test_a_trial_is_judged_by_the_instances_it_started(kinds, tmp_path) -> None:
     refused(autosandbox("validate", ECHO_TEMPLATE, str(bad)), "needs a check that connects")
     with socket.create_connection(("127.0.0.1", 8092), timeout=10) as conn:
         assert _echo(conn, b"ok") == b"ok\n"
+
+
+def _tracer(pid: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^TracerPid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_a_per_connection_learn_cut_by_a_signal_or_killed(kinds) -> None:  # type: ignore[no-untyped-def]
+    """SIGINT: the template's trace drop-in goes, a traced instance serving a connection keeps
+    serving it, nothing is learned. SIGKILL: `reset NAME@.service` removes what was left,
+    restarts nothing; the socket listens throughout."""
+    kinds.start("as-echo.socket")
+    dropin = RUN_DIR / "as-echo@.service.d" / "zz-autosandbox-trace.conf"
+    for how in ("interrupt", "kill"):
+        proc = spawn_learn("as-echo.socket", "--duration", "5m", "-q")
+        try:
+            wait_for(dropin.exists, timeout=120, interval=0.05, what="the trace drop-in")
+            with socket.create_connection(("127.0.0.1", 8092), timeout=10) as conn:
+                assert _echo(conn, b"traced") == b"traced\n"  # an instance under the trace
+                [name] = wait_for(_echo_instances, timeout=30, what="the traced instance")
+                pid = unit_property(name, "MainPID")
+                assert _tracer(pid) != 0  # started in the window: under strace
+                if how == "interrupt":
+                    proc.send_signal(signal.SIGINT)
+                    out, err = proc.communicate(timeout=120)
+                    assert proc.returncode == 130 and out == "", err
+                else:
+                    proc.kill()
+                    proc.communicate(timeout=30)
+                    assert dropin.exists()
+                    cp = autosandbox("reset", ECHO_TEMPLATE)
+                    assert cp.returncode == 0, cp.stderr
+                assert not dropin.exists() and not dropin.parent.exists()
+                assert unit_property(name, "MainPID") == pid  # never stopped or restarted
+                assert _echo(conn, b"still") == b"still\n"
+                # our strace let go of it (the restore, or reset after a kill)
+                wait_for(lambda p=pid: _tracer(p) == 0, timeout=30, what="strace detached")
+                assert _echo(conn, b"untraced") == b"untraced\n"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert unit_property("as-echo.socket", "ActiveState") == "active"
+        with socket.create_connection(("127.0.0.1", 8092), timeout=10) as conn:
+            assert _echo(conn, b"new") == b"new\n"  # untraced again
+    assert not Path("/run/autosandbox/as-echo@.service").exists()
 
 
 def test_a_timer_is_learned_from_its_own_runs(kinds) -> None:  # type: ignore[no-untyped-def]

@@ -141,15 +141,22 @@ def running_instances(slice_cgroup: str, prefix: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def cgroup_gone(cgroup: str) -> bool:
-    """No process is left in the control group (or it was removed)."""
-    for root in (CGROUP_ROOT, CGROUP_ROOT / "systemd"):
+def cgroup_procs(cgroup: str) -> set[int]:
+    """The pids in a control group and its children: cgroup v2, or the hierarchy systemd
+    keeps in hybrid and v1 setups (name=systemd, unified)."""
+    pids: set[int] = set()
+    for root in (CGROUP_ROOT, CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified"):
         d = root / cgroup.lstrip("/")
         if d.is_dir():
-            with contextlib.suppress(OSError):
-                if any(f.read_text().strip() for f in d.rglob("cgroup.procs")):
-                    return False
-    return True
+            for f in d.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids |= {int(x) for x in f.read_text().split()}
+    return pids
+
+
+def cgroup_gone(cgroup: str) -> bool:
+    """No process is left in the control group (or it was removed)."""
+    return not cgroup_procs(cgroup)
 
 
 @dataclass

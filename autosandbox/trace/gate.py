@@ -81,6 +81,17 @@ def proc_ids(pid: int) -> tuple[int, int] | None:
     return None if uid is None or gid is None else (uid, gid)
 
 
+def proc_tracer(pid: int) -> int:
+    """The pid tracing `pid` (0: none, or gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def slice_cgroup(slice_name: str, unit: str) -> str:
     """The control group systemd gives `unit` in `slice_name` ("a-b.slice" nests in a.slice)."""
     return f"{slice_path(slice_name)}/{unit}"

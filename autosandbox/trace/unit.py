@@ -42,6 +42,7 @@ from autosandbox.systemd.instances import (
     Instances,
     accepting_socket,
     cgroup_gone,
+    cgroup_procs,
     is_template,
     prefix_of,
     running_instances,
@@ -62,7 +63,13 @@ from autosandbox.trace.command import (
     strace_options,
 )
 from autosandbox.trace.facts import record_facts
-from autosandbox.trace.gate import GateServer, instance_shim_script, shim_script, slice_cgroup
+from autosandbox.trace.gate import (
+    GateServer,
+    instance_shim_script,
+    proc_tracer,
+    shim_script,
+    slice_cgroup,
+)
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
@@ -276,6 +283,23 @@ def reset_unit(unit: str | None) -> list[str]:
     return done
 
 
+def detach_strace(cgroups: list[str], strace: str) -> int:
+    """SIGKILL to our strace (that binary, in the same control group) tracing a process of
+    each control group; the kernel detaches its tracees, which run on (strace writing to a
+    file ignores SIGTERM and SIGPIPE, and sets no PTRACE_O_EXITKILL). How many."""
+    ours = os.path.realpath(strace)
+    done = 0
+    for cgroup in cgroups:
+        pids = cgroup_procs(cgroup)
+        for tracer in {proc_tracer(p) for p in pids} & pids:
+            with contextlib.suppress(OSError):
+                if os.path.realpath(f"/proc/{tracer}/exe") == ours:
+                    os.kill(tracer, signal.SIGKILL)
+                    log.debug("detached strace %d from %s", tracer, cgroup)
+                    done += 1
+    return done
+
+
 def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
     FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
@@ -298,8 +322,15 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
-        if touched and is_template(unit):
-            mgr.reload()
+        if is_template(unit):
+            if touched:
+                mgr.reload()
+            # instances a killed run traced serve on; our strace lets go of them
+            strace = shutil.which("strace")
+            slice_cg = slice_of(mgr, unit)
+            if strace and detach_strace(sorted(running_instances(slice_cg, prefix_of(unit))),
+                                        strace):
+                done.append(f"detached strace from instances of {unit} (they run on)")
         elif touched:
             mgr.reload()
             was_running = [e.get("was_running") for r in dead for e in r.entries
@@ -604,12 +635,19 @@ class _UnitTrace:
         _each(self._stop_exercise,
               lambda: _restore(self.mgr, self.info, self.dropin, self.was_running, self.notes,
                                self.plan.scheduled, self.per_conn),
+              self._detach_instances,
               lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
               self._close_gates,
               lambda: self.open_tracer.close() if self.open_tracer is not None else None,
               lambda: systracer.__exit__(None, None, None) if systracer else None,
               lambda: rules.__exit__(None, None, None) if rules else None,
               lambda: self._discard_streams() if discard else None)
+
+    def _detach_instances(self) -> None:
+        """Per connection: an instance still serving is never stopped, but our strace lets
+        go of it (detach_strace: the instance runs on untraced)."""
+        if self.per_conn and self.gates is not None:
+            detach_strace(list(self.gates.instances), self.strace)
 
     def _stop_exercise(self) -> None:
         proc = self.exercise_proc

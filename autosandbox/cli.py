@@ -217,8 +217,8 @@ def _user_option(f: Any) -> Any:
 
 
 def _unit_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        check_unit_name(value)
+    if value is not None and not value.endswith("@.service"):
+        check_unit_name(value)  # a template: only one an Accept=yes socket starts (apply.py)
     return value
 
 
@@ -324,7 +324,9 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     A .socket or .timer learns the service it starts (the socket or timer is left as it
     is); a timer's service is not restarted: the runs the timer starts within --duration are
     traced. An instance (NAME@INST.service) is learned for itself, or with --template for
-    every instance (NAME@.service.d/).
+    every instance (NAME@.service.d/). An Accept=yes socket, its template NAME@.service or
+    one of its instances learn the template from every instance started within --duration
+    (nothing is restarted; the checks must connect through the socket).
     A validated result is kept as /var/lib/autosandbox/UNIT/learned.conf for `apply`; one
     that is not validated as unvalidated.conf, which `apply` installs only with --force.
     """

@@ -79,6 +79,10 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
     _unit_duration(opts)
     mgr = Manager()
     target = learn_target(mgr, name)
+    if opts.template and target.per_connection:
+        raise UserError(f"{name} is started per connection by {target.via}: learn "
+                        f"{target.service} (it is learned for every instance) without "
+                        "--template")
     if opts.template:
         template_of(target.service)  # an instance, or a one-line refusal
     sessions = session_programs(mgr.info(target.service))
@@ -94,9 +98,14 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
     try:
         traced = trace_unit(unit, duration, opts.exercise, on_progress=progress,
                             fast=opts.fast, keep_partial=opts.keep_partial,
-                            scheduled=target.scheduled)
+                            scheduled=target.scheduled,
+                            per_connection=target.per_connection)
     finally:
         progress.done()
+    if target.per_connection and not traced.instances and not traced.partial:
+        raise UserError(f"no connection to {target.via} started an instance of {unit} within "
+                        "--duration: nothing was learned (instances already running are not "
+                        "traced; --exercise can open connections)")
     if target.scheduled and not traced.runs and not traced.partial:
         raise UserError(f"{target.via} started no run of {unit} within --duration: nothing "
                         f"was learned (systemctl list-timers {target.via} shows the next; a "
@@ -128,6 +137,13 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
     if target.via is not None:
         result.notes.append(f"learned {unit}, which {target.via} starts; {target.via} was "
                             "left untouched")
+    if target.asked is not None:
+        result.notes.append(f"{target.asked} is one of the instances {target.via} starts per "
+                            f"connection: learned their template {unit} instead")
+    if traced.instances is not None:
+        result.notes.append(f"{traced.instances} instance(s) of {unit} started by "
+                            f"{target.via} were traced (none stopped or restarted) and "
+                            "their profiles merged")
     if traced.runs is not None:
         result.notes.append(f"{traced.runs} run(s) of {unit} started by {target.via} were "
                             "traced (no run off its schedule)")
@@ -140,7 +156,8 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
         validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say,
-                              written=sorted(result.profile.written_paths()))
+                              written=sorted(result.profile.written_paths()),
+                              per_connection=target.via if target.per_connection else None)
         interrupts.check()  # a stage that caught the signal must not hand on a result
         with_validation(result, validation)
         if opts.template:  # paths a trial added; the same text for this instance

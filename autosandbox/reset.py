@@ -23,8 +23,10 @@ from autosandbox.systemd.dropins import (
     remove_dropin,
     unit_lock,
 )
+from autosandbox.systemd.instances import is_template, prefix_of, running_instances, slice_of
 from autosandbox.systemd.manager import RUNNING, Manager, check_unit_name
 from autosandbox.systemd.session import require_root
+from autosandbox.trace.unit import detach_strace
 from autosandbox.validate.snapshot import Snapshot, restore
 
 
@@ -32,7 +34,7 @@ def reset_unit(unit: str | None) -> list[str]:
     """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
     by name), or with None every run on record whose owner is dead. Lines say what was done."""
     require_root()
-    if unit is not None:
+    if unit is not None and not is_template(unit):
         check_unit_name(unit)
     runs = [r for r in runstate.runs() if r.pid != os.getpid()
             and (unit is None or r.unit == unit)]
@@ -70,7 +72,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
     FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
     mgr = Manager()
-    mgr.info(unit)
+    if not is_template(unit):  # a template's instances are never restarted: only files go
+        mgr.info(unit)
     with unit_lock(unit):
         done: list[str] = []
         # restarted only if a run changed it (or a drop-in of ours may have been loaded)
@@ -88,7 +91,16 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
-        if touched:
+        if is_template(unit):
+            if touched:
+                mgr.reload()
+            # instances a killed run traced serve on; our strace lets go of them
+            strace = shutil.which("strace")
+            slice_cg = slice_of(mgr, unit)
+            if strace and detach_strace(sorted(running_instances(slice_cg, prefix_of(unit))),
+                                        strace):
+                done.append(f"detached strace from instances of {unit} (they run on)")
+        elif touched:
             mgr.reload()
             found = runstate.found_running(dead, unit)
             state, _, _, _ = mgr.state(unit)

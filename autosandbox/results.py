@@ -141,10 +141,14 @@ def with_validation(result: Result, validation: Validation) -> Result:
         "restarts": validation.restarts,
         "trials": [t.to_json() for t in validation.trials],
     }
+    cycle = ("each: the checks' connections through "
+             f"{validation.per_connection}, every instance they started ended cleanly"
+             if validation.per_connection else "each: start, workload, reload, stop, start")
     if validation.healthy:
         result.unvalidated = None
-        result.notes.append(f"validated: healthy in {validation.restarts} restart(s), the "
-                            "baseline included (each: start, workload, reload, stop, start)")
+        result.notes.append(f"validated: healthy in {validation.restarts} "
+                            f"{'trial' if validation.per_connection else 'restart'}(s), the "
+                            f"baseline included ({cycle})")
     else:
         result.exit_code = HealthError.exit_code
         result.unvalidated = (f"NOT VALIDATED: no healthy sandbox found in "

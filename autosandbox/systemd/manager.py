@@ -87,6 +87,8 @@ def check_learnable_name(name: str) -> None:
     """`learn` takes a service, or the .socket or .timer that starts one."""
     if name.endswith((".socket", ".timer")) and _ANY_UNIT.match(name) and "@." not in name:
         return
+    if name.endswith("@.service") and _SERVICE.match(name):
+        return  # a template: learn_target takes it when an Accept=yes socket starts it
     check_unit_name(name)
 
 

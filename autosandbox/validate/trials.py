@@ -29,6 +29,13 @@ from autosandbox.systemd.dropins import (
     unit_lock,
     write_dropin,
 )
+from autosandbox.systemd.instances import (
+    accepted,
+    prefix_of,
+    slice_of,
+    template_info,
+    template_socket,
+)
 from autosandbox.systemd.journal import journal_cursor, journal_lines
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
@@ -40,6 +47,7 @@ from autosandbox.validate.denials import (
     seccomp_denials,
 )
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
+from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.relax import (
     LOOKUPS,
     Evidence,
@@ -76,6 +84,7 @@ class Trial:
     log: list[str] = field(default_factory=list)  # what relaxation refused, and why
     stop_s: float | None = None
     disk: list[Change] = field(default_factory=list)
+    instances: int | None = None  # per connection: instances the trial started
 
     def to_json(self) -> dict[str, object]:
         return {"trial": self.number, "kind": self.kind, "rows": self.rows,
@@ -84,6 +93,7 @@ class Trial:
                              "text": d.text} for d in self.denials],
                 "changes": self.changes, "log": self.log,
                 "stop_s": None if self.stop_s is None else round(self.stop_s, 2),
+                "instances": self.instances,
                 "relaxed": [r.to_json() for r in self.relaxed]}
 
     def line(self) -> str:
@@ -91,6 +101,8 @@ class Trial:
                 "baseline": "the unit as found, no sandbox",
                 "bisect": f"bisect with {len(self.rows or [])} rows"}[self.kind]
         out = f"trial {self.number} ({what}): {self.health.summary()}"
+        if self.instances is not None:
+            out += f" ({self.instances} instance(s) started)"
         for r in self.relaxed:
             out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({r.why[:100]})"
         for line in self.log:
@@ -105,7 +117,7 @@ class Validation:
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)
     unit: str = ""
-
+    per_connection: str | None = None  # the Accept=yes socket of a template
     @property
     def restarts(self) -> int:
         """Trials run, the baseline included (each one a full life cycle of the unit)."""
@@ -141,14 +153,21 @@ def _sandbox_settings(sb: Sandbox) -> dict[str, list[str]]:
 
 def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: int = 12,
              on_event: Callable[[str], None] | None = None, written: Sequence[str] = (),
-             allow_write: Sequence[str] = ()) -> Validation:
+             allow_write: Sequence[str] = (), per_connection: str | None = None) -> Validation:
     """`written`: paths the profile saw written (watched on disk with the unit's directories);
     `allow_write`: the user's --allow-write paths (relaxation never grants others that
-    synth/sensitive.py withholds)."""
+    synth/sensitive.py withholds). `per_connection`: `unit` is a template started by this
+    Accept=yes socket: the candidate goes to the template's drop-in, nothing is restarted,
+    each trial's checks drive connections through the socket (perconn.py)."""
     require_root()
-    check_unit_name(unit)
     mgr = Manager()
-    info = mgr.info(unit)
+    per_connection = per_connection or template_socket(mgr, unit)
+    if per_connection:
+        require_connections(checks, unit, per_connection)
+        info = template_info(mgr, unit)
+    else:
+        check_unit_name(unit)
+        info = mgr.info(unit)
     dropin = dropin_path(unit, TRIAL_DROPIN)
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
@@ -157,6 +176,7 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
                    [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
+        run.per_connection = per_connection
         validation: Validation | None = None
         try:
             run.keep_for_reset()
@@ -165,7 +185,9 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
             loaded = remove_dropin(dropin)  # written: systemd may have loaded it
             if loaded:
                 mgr.reload()
-            if not loaded and unit not in mgr.changed:
+            if per_connection:
+                pass  # its instances end with their connections; the socket listens on
+            elif not loaded and unit not in mgr.changed:
                 pass  # interrupted before the first trial: the unit runs as it was found
             elif info.running:
                 mgr.reset_failed(unit)
@@ -176,6 +198,13 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
             left = run.put_back()
         if left:
             validation.notes += [f"on disk after validation: {x}" for x in left]
+        if per_connection:
+            validation.per_connection = per_connection
+            counts = [t.instances or 0 for t in validation.trials]
+            validation.notes.append(
+                f"{sum(counts)} instance(s) of {unit} started through {per_connection} in "
+                f"{len(counts)} trial(s) ({', '.join(map(str, counts))}); the socket and "
+                "instances already running were left alone")
         return validation
 
 
@@ -197,6 +226,7 @@ class _Run:
         self.reloads = any(e.kind == "ExecReload" for e in info.exec_lines)
         user = info.user.strip()
         self.may_be_root = not info.dynamic_user and user in ("", "root", "0")
+        self.per_connection: str | None = None
 
     def say(self, text: str) -> None:
         if self.on_event is not None:
@@ -265,7 +295,8 @@ class _Run:
         else:
             write_dropin(self.dropin, sb.render())
         mgr.reload()
-        mgr.reset_failed(info.name)
+        if not self.per_connection:
+            mgr.reset_failed(info.name)
         cursor = journal_cursor()
         since = time.time()
         checks = self.checks
@@ -281,10 +312,23 @@ class _Run:
                     rules = stack.enter_context(audit.AuditRules(
                         f"autosandbox-trial-{os.getpid()}-{len(self.trials) + 1}"))
             cgroup = info.control_group or f"/system.slice/{info.name}"
+            instances = None
+            if self.per_connection:
+                cgroup = slice_of(mgr, info.name)  # its instances' slice
             sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
             marks = self.logs.mark()
-            health, stop_s = self._cycle(checks)
-        denials = parse_denials(journal_lines(info.name, cursor))
+            sock = self.per_connection
+            if sock:
+                health, out = connection_trial(checks, info.name, sock, cursor,
+                                               lambda: accepted(mgr, sock))
+                stop_s, instances = None, len(out.started)
+                for unit in out.started:  # a failed instance is no lasting state of ours
+                    if out.ended.get(unit, "success") != "success":
+                        mgr.reset_failed(unit)
+            else:
+                health, stop_s = self._cycle(checks)
+        journal_unit = f"{prefix_of(info.name)}@*.service" if self.per_connection else info.name
+        denials = parse_denials(journal_lines(journal_unit, cursor))
         for path, lines in self.logs.appended(marks).items():
             denials += [dataclasses.replace(d, text=f"{path}: {d.text}")
                         for d in parse_denials(lines, "log")]
@@ -294,7 +338,8 @@ class _Run:
             if names is not None:
                 denials = seccomp_denials(audit.seccomp_kills(since, names),
                                           sampler.pids) + denials
-        t = Trial(len(self.trials) + 1, kind, rows, health, denials, stop_s=stop_s)
+        t = Trial(len(self.trials) + 1, kind, rows, health, denials, stop_s=stop_s,
+                  instances=instances)
         after = self.before.again()
         if kind == "baseline":
             self.noise_paths = frozenset(c.path for c in self.before.changes(after))
@@ -443,4 +488,10 @@ def render_validated(v: Validation) -> str:
     unit = v.unit or v.sandbox.subject
     status = (f"validated on {unit} in {v.restarts} restart(s), the baseline included"
               if v.healthy else f"NOT validated on {unit} after {v.restarts} restart(s)")
+    if v.per_connection:
+        started = sum(t.instances or 0 for t in v.trials)
+        status = (f"validated on {unit} in {v.restarts} trial(s) through {v.per_connection} "
+                  f"({started} instances), the baseline included" if v.healthy else
+                  f"NOT validated on {unit} after {v.restarts} trial(s) through "
+                  f"{v.per_connection}")
     return unitfile.join_lines([*unitfile.comment(f"autosandbox: {status}."), text.rstrip("\n")])

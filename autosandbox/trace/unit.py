@@ -30,15 +30,23 @@ from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    STATE_DIR,
     TRACE_DROPIN,
     dropin_path,
     remove_dropin,
+    state_dir_of,
     unit_lock,
     unit_state_dir,
     write_dropin,
 )
-from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
+from autosandbox.systemd.manager import (
+    ExecLine,
+    Manager,
+    ServiceInfo,
+    check_unit_name,
+    current_scope,
+    use_scope,
+    user_scope,
+)
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
     Progress,
@@ -126,7 +134,7 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
                               "the unit's filter is kept in the learned drop-in")
     lines.append("SystemCallFilter=")
     if existing_settings(info, dropin_path(info.name, TRACE_DROPIN)).get(
-            "CapabilityBoundingSet"):
+            "CapabilityBoundingSet") and not current_scope().is_user:
         # Only where the unit sets its own: a first assignment replaces the full set.
         lines += unitfile.comment(
             "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
@@ -158,7 +166,7 @@ def unit_cgroup(mgr: Manager, info: ServiceInfo) -> str:
     if info.control_group:
         return info.control_group
     slice_name = str(getattr(mgr.unit(info.name), "Slice", "") or "system.slice")
-    return slice_cgroup(slice_name, info.name)
+    return mgr.cgroup_root() + slice_cgroup(slice_name, info.name)
 
 
 def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
@@ -194,6 +202,9 @@ def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
 
 
 def _uid_of(info: ServiceInfo) -> int:
+    scope = current_scope()
+    if scope.uid is not None:  # a user's manager runs its units as that user
+        return scope.uid
     if info.dynamic_user:
         return 65534
     if not info.user:
@@ -207,6 +218,8 @@ def _uid_of(info: ServiceInfo) -> int:
 def _gid_of(info: ServiceInfo) -> int | None:
     """The group systemd runs the unit as (Group=, else User='s primary group, else root's);
     None when unknown: synthesis then proves nothing about ownership with it."""
+    if current_scope().uid is not None:
+        return current_scope().gid
     if info.dynamic_user:
         return None
     try:
@@ -223,8 +236,9 @@ def reset_unit(unit: str | None) -> list[str]:
     require_root()
     if unit is not None:
         check_unit_name(unit)
+    uid = current_scope().uid
     runs = [r for r in runstate.runs() if r.pid != os.getpid()
-            and (unit is None or r.unit == unit)]
+            and (unit is None or (r.unit == unit and r.manager_uid == uid))]
     live = [r for r in runs if r.owner_alive()]
     if unit is not None and live:
         raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
@@ -234,14 +248,21 @@ def reset_unit(unit: str | None) -> list[str]:
     for r in dead:
         if r.unit is None:
             done += runstate.undo(r)
-    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
-    for name in units:
+    units = sorted({(r.manager_uid or -1, r.unit) for r in dead if r.unit}
+                   | ({(uid or -1, unit)} if unit else set()))
+    scope = current_scope()
+    for owner, name in units:
         try:
-            done += _reset_one(name, [r for r in dead if r.unit == name])
+            if owner != (scope.uid or -1):  # reset --all: each run in its own manager
+                use_scope(user_scope(f"{owner}@"))
+            done += _reset_one(name, [r for r in dead if r.unit == name
+                                      and (r.manager_uid or -1) == owner])
         except UserError as exc:
             if unit is not None:
                 raise
-            done.append(f"{name}: {exc}")
+            done.append(f"{name}{' of uid ' + str(owner) if owner >= 0 else ''}: {exc}")
+        finally:
+            use_scope(scope)
     done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
     root = tracefs_root()
     # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
@@ -272,7 +293,7 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
                 done.append(f"removed {dropin_path(unit, name)}")
                 touched = True
         # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        state_dir = STATE_DIR / unit
+        state_dir = state_dir_of(unit)
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
@@ -314,13 +335,13 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
-                            f" run 'autosandbox reset {unit}' first")
+                            f" run 'autosandbox reset {unit}{current_scope().flag()}' first")
         try:
             plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled)
             return _UnitTrace(mgr, info, strace, dropin, plan).run()
         except BaseException:
             # also when cut after the restore, while the profile is built: its FIFOs go too
-            shutil.rmtree(STATE_DIR / unit, ignore_errors=True)
+            shutil.rmtree(state_dir_of(unit), ignore_errors=True)
             raise
 
 
@@ -364,11 +385,11 @@ class _UnitTrace:
         self.started_ok = True
         self.cut = False
         self.begun = time.monotonic()
-        self.state_dir = STATE_DIR / self.unit
+        self.state_dir = state_dir_of(self.unit)
 
     def run(self) -> UnitTraceResult:
         runstate.record("unit", name=self.unit, was_running=self.was_running)
-        runstate.record("dir", path=str(STATE_DIR / self.unit))
+        runstate.record("dir", path=str(state_dir_of(self.unit)))
         fast = self._fast()
         self.state_dir = unit_state_dir(self.unit)
         discard = False
@@ -556,7 +577,8 @@ class _UnitTrace:
             "gid": _gid_of(info), "group": info.group or None,
             "dynamic_user": info.dynamic_user, "type": info.type, "cwd": self.cwd,
             "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
-            "duration_s": round(time.monotonic() - self.begun, 3)})
+            "duration_s": round(time.monotonic() - self.begun, 3),
+            **current_scope().to_json()})
         profile.add_source("strace")
         for stream in self.streams.values():
             stream.close(timeout=10)  # each recorder's profile is whole
@@ -605,8 +627,8 @@ def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -
     unit = info.name
     if any(e.kind == "ExecReload" for e in info.exec_lines):
         try:
-            cp = subprocess.run(["systemctl", "reload", unit], capture_output=True, text=True,
-                                timeout=120, check=False)
+            cp = subprocess.run([*current_scope().systemctl(), "reload", unit],
+                                capture_output=True, text=True, timeout=120, check=False)
             if cp.returncode != 0:
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
                 notes.append(f"reloading {unit} while it was traced failed: {why[:120]}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from autosandbox import commands
 from autosandbox.linux.audit import AuditEvent, SeccompKill
+from autosandbox.systemd.manager import current_scope
 
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
@@ -84,7 +85,8 @@ def journal_lines(unit: str, cursor: str | None) -> list[str]:
     # candidate showed no denial). --sync returns once what was queued before it is written.
     with contextlib.suppress(commands.ToolTimeout):
         commands.run(["journalctl", "--sync"], check=False, timeout=30)
-    args = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-q"]
+    args = ["journalctl", *current_scope().journal_match(unit), "-o", "cat", "--no-pager",
+            "-q"]
     args += [f"--after-cursor={cursor}"] if cursor else ["-n", "200"]
     return commands.run(args, check=False).stdout.splitlines()
 

@@ -94,8 +94,10 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     name = str(profile.subject.get("unit") or "") if isinstance(stored_text, str) else None
     before = set(analyze.verify(base, None, name))  # the unit's own warnings are not ours
     warnings = [w for w in analyze.verify(base, dropin, name) if w not in before]
+    user = profile.subject.get("manager") == "user"  # scored as systemd --user scores it
     return Result(profile, sandbox, dropin, base, warnings,
-                  analyze.security(base, None, name), analyze.security(base, dropin, name))
+                  analyze.security(base, None, name, user),
+                  analyze.security(base, dropin, name, user))
 
 
 def with_validation(result: Result, validation: Validation) -> Result:
@@ -106,7 +108,8 @@ def with_validation(result: Result, validation: Validation) -> Result:
     before = set(analyze.verify(result.unit_text, None, name))
     result.verify_warnings = [w for w in analyze.verify(result.unit_text, result.dropin, name)
                               if w not in before]
-    result.after = analyze.security(result.unit_text, result.dropin, name)
+    result.after = analyze.security(result.unit_text, result.dropin, name,
+                                    result.profile.subject.get("manager") == "user")
     result.notes += validation.notes
     result.extra["validation"] = {
         "healthy": validation.healthy,

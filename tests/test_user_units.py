@@ -146,3 +146,15 @@ def test_the_directories_writing_creates_are_removed_with_it(tmp_path: Path) -> 
     assert dropins.remove_file(target, made)
     assert not (tmp_path / "a/b").exists() and (tmp_path / "a" / "keep").exists()
     assert not dropins.remove_file(target, made)
+
+
+def test_a_user_unit_is_scored_as_its_manager_scores_it() -> None:
+    from autosandbox.results import result_for_profile
+
+    p, _ = _user_profile()
+    user = result_for_profile(p)
+    p.subject["manager"] = "system"  # the same file, scored as a system unit
+    system = result_for_profile(p)
+    assert user.before is not None and user.after is not None and system.after is not None
+    assert user.after.exposure < user.before.exposure
+    assert user.after.exposure != system.after.exposure  # --user scores differently

@@ -16,15 +16,22 @@ from autosandbox.linux import audit
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    STATE_DIR,
     TRACE_DROPIN,
     TRIAL_DROPIN,
     dropin_path,
     remove_dropin,
+    state_dir_of,
     unit_lock,
 )
 from autosandbox.systemd.instances import is_template, prefix_of, running_instances, slice_of
-from autosandbox.systemd.manager import RUNNING, Manager, check_unit_name
+from autosandbox.systemd.manager import (
+    RUNNING,
+    Manager,
+    check_unit_name,
+    current_scope,
+    use_scope,
+    user_scope,
+)
 from autosandbox.systemd.session import require_root
 from autosandbox.trace.unit import detach_strace
 from autosandbox.validate.snapshot import Snapshot, restore
@@ -36,8 +43,9 @@ def reset_unit(unit: str | None) -> list[str]:
     require_root()
     if unit is not None and not is_template(unit):
         check_unit_name(unit)
+    uid = current_scope().uid
     runs = [r for r in runstate.runs() if r.pid != os.getpid()
-            and (unit is None or r.unit == unit)]
+            and (unit is None or (r.unit == unit and r.manager_uid == uid))]
     live = [r for r in runs if r.owner_alive()]
     if unit is not None and live:
         raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
@@ -47,14 +55,21 @@ def reset_unit(unit: str | None) -> list[str]:
     for r in dead:
         if r.unit is None:
             done += runstate.undo(r)
-    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
-    for name in units:
+    units = sorted({(r.manager_uid or -1, r.unit) for r in dead if r.unit}
+                   | ({(uid or -1, unit)} if unit else set()))
+    scope = current_scope()
+    for owner, name in units:
         try:
-            done += _reset_one(name, [r for r in dead if r.unit == name])
+            if owner != (scope.uid or -1):  # reset --all: each run in its own manager
+                use_scope(user_scope(f"{owner}@"))
+            done += _reset_one(name, [r for r in dead if r.unit == name
+                                      and (r.manager_uid or -1) == owner])
         except UserError as exc:
             if unit is not None:
                 raise
-            done.append(f"{name}: {exc}")
+            done.append(f"{name}{' of uid ' + str(owner) if owner >= 0 else ''}: {exc}")
+        finally:
+            use_scope(scope)
     done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
     root = tracefs_root()
     # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
@@ -87,7 +102,7 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
                 done.append(f"removed {dropin_path(unit, name)}")
                 touched = True
         # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        state_dir = STATE_DIR / unit
+        state_dir = state_dir_of(unit)
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")

@@ -28,10 +28,10 @@ from autosandbox.linux import audit
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    STATE_DIR,
     TRACE_DROPIN,
     dropin_path,
     remove_dropin,
+    state_dir_of,
     unit_lock,
     unit_state_dir,
     write_dropin,
@@ -48,7 +48,13 @@ from autosandbox.systemd.instances import (
     template_info,
 )
 from autosandbox.systemd.journal import journal_cursor, journal_lines, why_it_failed
-from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
+from autosandbox.systemd.manager import (
+    ExecLine,
+    Manager,
+    ServiceInfo,
+    check_unit_name,
+    current_scope,
+)
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
     Progress,
@@ -158,7 +164,7 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
             "while learning; the learned drop-in keeps the unit's own lists")
         needed = sorted({os.path.realpath(p) for p in ("/bin/sh", strace)})
         lines.append("ExecPaths=" + " ".join(v for v in map(unitfile.path_value, needed) if v))
-    if own.get("CapabilityBoundingSet"):
+    if own.get("CapabilityBoundingSet") and not current_scope().is_user:
         # Only where the unit sets its own: a first assignment replaces the full set.
         lines += unitfile.comment(
             "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
@@ -194,7 +200,7 @@ def unit_cgroup(mgr: Manager, info: ServiceInfo) -> str:
     if info.control_group:
         return info.control_group
     slice_name = str(getattr(mgr.unit(info.name), "Slice", "") or "system.slice")
-    return slice_cgroup(slice_name, info.name)
+    return mgr.cgroup_root() + slice_cgroup(slice_name, info.name)
 
 
 def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
@@ -230,6 +236,9 @@ def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
 
 
 def _uid_of(info: ServiceInfo) -> int:
+    scope = current_scope()
+    if scope.uid is not None:  # a user's manager runs its units as that user
+        return scope.uid
     if info.dynamic_user:
         return 65534
     if not info.user:
@@ -243,6 +252,8 @@ def _uid_of(info: ServiceInfo) -> int:
 def _gid_of(info: ServiceInfo) -> int | None:
     """The group systemd runs the unit as (Group=, else User='s primary group, else root's);
     None when unknown: synthesis then proves nothing about ownership with it."""
+    if current_scope().uid is not None:
+        return current_scope().gid
     if info.dynamic_user:
         return None
     try:
@@ -297,14 +308,14 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
-                            f" run 'autosandbox reset {unit}' first")
+                            f" run 'autosandbox reset {unit}{current_scope().flag()}' first")
         try:
             plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled,
                          per_connection)
             return _UnitTrace(mgr, info, strace, dropin, plan).run()
         except BaseException:
             # also when cut after the restore, while the profile is built: its FIFOs go too
-            shutil.rmtree(STATE_DIR / unit, ignore_errors=True)
+            shutil.rmtree(state_dir_of(unit), ignore_errors=True)
             raise
 
 
@@ -357,7 +368,7 @@ class _UnitTrace:
         self.cursor: str | None = None
         self.cut = False
         self.begun = time.monotonic()
-        self.state_dir = STATE_DIR / self.unit
+        self.state_dir = state_dir_of(self.unit)
 
     def all_streams(self) -> list[tuple[ExecLine, TraceStream]]:
         return [*self.streams.items(), *list(self.instance_streams)]
@@ -365,7 +376,7 @@ class _UnitTrace:
     def run(self) -> UnitTraceResult:
         if not self.per_conn:  # a template is never restarted, by us or by `reset`
             runstate.record("unit", name=self.unit, was_running=self.was_running)
-        runstate.record("dir", path=str(STATE_DIR / self.unit))
+        runstate.record("dir", path=str(state_dir_of(self.unit)))
         fast = self._fast()
         self.state_dir = unit_state_dir(self.unit)
         discard = False
@@ -607,7 +618,8 @@ class _UnitTrace:
             "gid": _gid_of(info), "group": info.group or None,
             "dynamic_user": info.dynamic_user, "type": info.type, "cwd": self.cwd,
             "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
-            "duration_s": round(time.monotonic() - self.begun, 3)})
+            "duration_s": round(time.monotonic() - self.begun, 3),
+            **current_scope().to_json()})
         profile.add_source("strace")
         streams = self.all_streams()
         if self.per_conn:
@@ -675,8 +687,8 @@ def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -
     unit = info.name
     if any(e.kind == "ExecReload" for e in info.exec_lines):
         try:
-            cp = subprocess.run(["systemctl", "reload", unit], capture_output=True, text=True,
-                                timeout=120, check=False)
+            cp = subprocess.run([*current_scope().systemctl(), "reload", unit],
+                                capture_output=True, text=True, timeout=120, check=False)
             if cp.returncode != 0:
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
                 notes.append(f"reloading {unit} while it was traced failed: {why[:120]}")

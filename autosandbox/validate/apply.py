@@ -13,10 +13,23 @@ from pathlib import Path
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd import runstate
-from autosandbox.systemd.dropins import APPLIED_DROPIN, dropin_path, unit_lock
+from autosandbox.systemd.dropins import (
+    APPLIED_DROPIN,
+    dropin_path,
+    missing_dirs,
+    remove_file,
+    unit_lock,
+    write_file,
+)
 from autosandbox.systemd.instances import accepted, template_info, template_socket
 from autosandbox.systemd.journal import journal_cursor
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, template_of
+from autosandbox.systemd.manager import (
+    Manager,
+    ServiceInfo,
+    check_unit_name,
+    current_scope,
+    template_of,
+)
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import read_candidate
 from autosandbox.validate.health import Health, HealthChecks, judge
@@ -40,15 +53,12 @@ class Applied:
 
 
 def _state_dir(unit: str) -> Path:
-    return BACKUP_ROOT / unit
+    return BACKUP_ROOT / current_scope().key(unit)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".autosandbox-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    """(in a user's home: as that user, dropins.write_file)"""
+    write_file(path, data, 0o644)
 
 
 def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
@@ -124,7 +134,10 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
         disk = _watch(info, text, target)
         before = target.read_bytes() if target.exists() else None
         first = not (state / "state.json").exists()
-        undo.arm(mgr, info, target, before, state if first else None)
+        created = missing_dirs(target)  # removed again with our file (revert, roll-back)
+        if not first:
+            created = json.loads((state / "state.json").read_text()).get("created", [])
+        undo.arm(mgr, info, target, before, state if first else None, created)
         backup: Path | None = None
         if first:
             state.mkdir(parents=True, exist_ok=True)
@@ -132,7 +145,8 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                 backup = state / "previous.conf"
                 _write_bytes(backup, before)  # the file we replace, byte for byte
             (state / "state.json").write_text(json.dumps(
-                {"unit": unit, "had_previous": before is not None, "path": str(target)}))
+                {"unit": unit, "had_previous": before is not None, "path": str(target),
+                 "created": created}))
         elif (state / "previous.conf").exists():
             backup = state / "previous.conf"
         _write_bytes(target, text.encode("utf-8"))
@@ -144,9 +158,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                             health.state)
         if not health.healthy:
             if before is None:
-                target.unlink()
-                with contextlib.suppress(OSError):
-                    target.parent.rmdir()
+                remove_file(target, created)
             else:
                 _write_bytes(target, before)
             if first:
@@ -172,9 +184,10 @@ class _Undo:
 
     def __init__(self) -> None:
         self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, Path | None] | None = None
+        self.created: list[str] = []
 
     def arm(self, mgr: Manager, info: ServiceInfo, target: Path, before: bytes | None,
-            state: Path | None) -> None:
+            state: Path | None, created: list[str]) -> None:
         saved = None
         scratch = runstate.scratch_dir()
         if scratch is not None and before is not None:
@@ -183,8 +196,9 @@ class _Undo:
         mode = target.stat().st_mode & 0o7777 if before is not None else 0o644
         runstate.record("apply", unit=info.name, target=str(target),
                         before=str(saved) if saved else None, mode=mode,
-                        state=str(state) if state else None)
+                        state=str(state) if state else None, created=created)
         self.armed = (mgr, info, target, before, state)
+        self.created = created
 
     def disarm(self) -> None:
         """Installed and healthy: nothing to put back any more."""
@@ -196,10 +210,7 @@ class _Undo:
             return
         mgr, info, target, before, state = self.armed
         if before is None:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+            remove_file(target, self.created)
         else:
             _write_bytes(target, before)
         if state is not None:  # this apply made the backup: it goes too
@@ -241,10 +252,7 @@ def revert(unit: str, template: bool = False) -> list[str]:
             _write_bytes(target, (state / "previous.conf").read_bytes())
             done.append(f"restored the previous {target}")
         else:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+            remove_file(target, meta.get("created", []))
             done.append(f"removed {target}")
         for name in ("state.json", "previous.conf"):
             with contextlib.suppress(FileNotFoundError):

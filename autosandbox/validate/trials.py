@@ -37,7 +37,7 @@ from autosandbox.systemd.instances import (
     template_socket,
 )
 from autosandbox.systemd.journal import journal_cursor, journal_lines
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
+from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, current_scope
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
@@ -171,8 +171,9 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
     dropin = dropin_path(unit, TRIAL_DROPIN)
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
+            again = f"autosandbox reset {unit}{current_scope().flag()}"
             raise UserError(f"a trial drop-in from an earlier run is still installed "
-                            f"({dropin}): run 'autosandbox reset {unit}' first")
+                            f"({dropin}): run '{again}' first")
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
                    [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
@@ -244,7 +245,7 @@ class _Run:
         problems: list[str] = []
         if self.reloads:
             try:
-                cp = commands.run(["systemctl", "reload", unit], check=False,
+                cp = commands.run([*current_scope().systemctl(), "reload", unit], check=False,
                                   timeout=max(checks.ready, 30))
                 failed = cp.returncode != 0
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
@@ -279,7 +280,8 @@ class _Run:
         if state not in ("inactive", "failed"):
             stock = f"{self.stock_stop:.1f}s" if self.stock_stop is not None else "-"
             problems.append(f"stop took over {limit:.0f}s (as found: {stock}); killed")
-            commands.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False)
+            commands.run([*current_scope().systemctl(), "kill", "--signal=SIGKILL", unit],
+                         check=False)
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
         if self.stock_result is None:
@@ -406,7 +408,7 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
             or syscall_names() is None or len(r.trials) >= max_trials):
         return False
     k = _try(r, _killing(sb), None, "seccomp")
-    ev = Evidence(r.may_be_root, r.allow_write)
+    ev = Evidence(r.may_be_root, r.allow_write, home=_own_home())
     k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
                                   k.number, ev)
     k.log += ev.log
@@ -416,7 +418,8 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
 
 def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> None:
     """Relax a failed candidate with the evidence of its trial: disk changes, denials."""
-    ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
+    ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk),
+                  home=_own_home())
     t.relaxed = relax_disk(sb, t.disk, t.number, ev)
     t.relaxed += relax_by_evidence(sb, [d for d in t.denials
                                         if d.key() not in r.noise_denials],
@@ -495,3 +498,9 @@ def render_validated(v: Validation) -> str:
                   f"NOT validated on {unit} after {v.restarts} trial(s) through "
                   f"{v.per_connection}")
     return unitfile.join_lines([*unitfile.comment(f"autosandbox: {status}."), text.rstrip("\n")])
+
+
+def _own_home() -> str | None:
+    """A user's manager: its user's home is the service's own place (sensitive.withheld)."""
+    scope = current_scope()
+    return scope.home if scope.is_user else None

@@ -94,6 +94,11 @@ def um() -> Iterator[UserManager]:
             "ExecStart=/bin/sh -c 'date > %h/www/started; exec python3 -m http.server "
             f"{PORT} --bind 127.0.0.1 --directory %h/www'\n")
         (units / OTHER).write_text("[Service]\nExecStart=/bin/sleep infinity\n")
+        # a per-connection socket of the user's (never started: only refused)
+        (units / "as-uecho.socket").write_text(
+            f"[Socket]\nListenStream=127.0.0.1:{PORT + 1}\nAccept=yes\n")
+        (units / "as-uecho@.service").write_text(
+            "[Service]\nExecStart=/bin/cat\nStandardInput=socket\n")
         run(["chown", "-R", f"{USER}:{USER}", str(m.home)], check=True)
         assert m.ctl("daemon-reload").returncode == 0
         assert m.ctl("start", SERVICE, OTHER).returncode == 0
@@ -189,6 +194,8 @@ def test_user_units_refused_before_anything_changes(um: UserManager) -> None:
 
     refused("--user", "-M", f"{USER}@", f"user@{um.uid}.service", words=("user manager",))
     refused("--user", "-M", f"{USER}@", "as-usvc.socket", words=("not a service",))
+    for name in ("as-uecho@.service", "as-uecho@1.service"):
+        refused("--user", "-M", f"{USER}@", name, words=("Accept=yes", "not supported"))
     refused("--user", SERVICE, words=("-M USER@",))
     refused("-M", f"{USER}@", SERVICE, words=("--user",))
     refused("--user", "-M", "root@", SERVICE, words=("root",))

@@ -43,11 +43,16 @@ def accepting_socket(mgr: Manager, name: str) -> str | None:
         return None
     sock = f"{prefix_of(name)}.socket"
     try:
-        if mgr.unit(sock).LoadState != "loaded":
+        if mgr.unit(sock).LoadState != "loaded" or not mgr.accepts(sock):
             return None
-        return sock if mgr.accepts(sock) else None
     except UserError:
         return None
+    if mgr.scope.is_user:
+        # instances are found by PID 1's journal records and the system's slices
+        raise UserError(f"{name} is started per connection by {sock} (Accept=yes) of "
+                        f"{mgr.scope.user}'s manager: a user's per-connection services are "
+                        "not supported; nothing was done")
+    return sock
 
 
 def template_socket(mgr: Manager, name: str) -> str | None:

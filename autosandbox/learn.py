@@ -15,6 +15,7 @@ from autosandbox.results import (
     with_validation,
 )
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
+from autosandbox.systemd.instances import template_info
 from autosandbox.systemd.manager import Manager, template_of
 from autosandbox.systemd.session import (
     existing_settings,
@@ -85,7 +86,10 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
                         "--template")
     if opts.template:
         template_of(target.service)  # an instance, or a one-line refusal
-    sessions = session_programs(mgr.info(target.service))
+    # a per-connection template is read from a probe instance (systemd loads no bare template)
+    info = template_info(mgr, target.service) if target.per_connection else \
+        mgr.info(target.service)
+    sessions = session_programs(info)
     if sessions and not opts.sessions:
         raise sessions_refusal(target.service, sessions[0])
     return target

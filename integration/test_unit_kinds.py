@@ -1,7 +1,7 @@
 """Every kind of unit an admin runs (issue #16): template instances with specifiers,
 socket activation (Accept=no, and Accept=yes: a template learned from every instance),
 timers, and the kinds that are refused in one line before anything changes (RootDirectory=,
-user units, a unit with nothing in its sandbox).
+--user without -M USER@, a unit with nothing in its sandbox).
 Services: integration/services/as-kinds."""
 
 from __future__ import annotations

@@ -419,6 +419,7 @@ class _UnitTrace:
             stream = TraceStream(recorder, fifo_dir=self.state_dir)
             os.chmod(stream.dir, 0o711)
             self.streams[e] = stream
+            self.recorders.append(recorder)
         # Short: bpftrace 0.17 refuses string literals over 64 bytes, and the BPF program
         # matches the gates by this path (a longer unit name falls back to strace's opens).
         gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=self.state_dir))
@@ -634,7 +635,8 @@ class _UnitTrace:
         for _, stream in streams:
             stream.close(timeout=10)  # each recorder's profile is whole
         if self.open_tracer is not None:
-            add_kernel_opens(profile, self.open_tracer, [s.recorder for _, s in streams])
+            add_kernel_opens(profile, self.open_tracer, [s.recorder for _, s in streams],
+                             partial=self.cut)
         # per connection: each instance's profile merged into the template's
         pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams])
         events = sum(s.events for e, s in streams if "privileged" not in e.flags)

@@ -120,6 +120,14 @@ class Snapshot:
         return [Change(p, e, later.entries[p]) for p, e in self.entries.items()
                 if p not in ignore and p in later.entries and later.entries[p] != e]
 
+    def changes_beyond(self, later: Snapshot, own: dict[str, Entry]) -> list[Change]:
+        """What changed but the unit's own doing: `own` is how the unit as found left the
+        paths it changes itself (the baseline trial). Only that very outcome is excused, and
+        anything else on such a path is shown against it: a pid file the stock unit recreates
+        does not hide the mode a candidate's UMask= gives it."""
+        return [Change(c.path, own[c.path], c.after) if c.path in own else c
+                for c in self.changes(later) if own.get(c.path) != c.after]
+
     def keep_for_reset(self, unit: str, ignore: frozenset[str] = frozenset()) -> None:
         """Into the current run's record (again, with `ignore` once known): a run killed
         before it put the disk back leaves it to `reset`."""

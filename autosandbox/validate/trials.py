@@ -60,6 +60,7 @@ from autosandbox.validate.relax import (
 from autosandbox.validate.service_logs import LogWatch
 from autosandbox.validate.snapshot import (
     Change,
+    Entry,
     Snapshot,
     directories_of,
     paths_to_watch,
@@ -219,6 +220,9 @@ class _Run:
         self.on_event = on_event
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
+        # ...and how each looked after the baseline: only that outcome is the unit's own (a
+        # pid file the stock unit recreates is not a licence for a candidate's UMask= on it)
+        self.noise_after: dict[str, Entry] = {}
         self.noise_denials: set[DenialKey] = set()
         self.stock_stop: float | None = None
         # every stop Result the unit as found ended with (a unit may end its stops one way
@@ -351,14 +355,15 @@ class _Run:
                   instances=instances)
         after = self.before.again()
         if kind == "baseline":
-            self.noise_paths = frozenset(c.path for c in self.before.changes(after))
+            self.noise_after = {c.path: c.after for c in self.before.changes(after)}
+            self.noise_paths = frozenset(self.noise_after)
             if self.noise_paths:
                 self.keep_for_reset()
             self.noise_denials = {d.key() for d in denials}
             self.stock_stop = stop_s
             self.trials.append(t)
             return t
-        changes = self.before.changes(after, self.noise_paths)
+        changes = self.before.changes_beyond(after, self.noise_after)
         t.disk = changes
         t.changes = [c.line() for c in changes]
         t.log += restore(changes)

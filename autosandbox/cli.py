@@ -27,6 +27,8 @@ from autosandbox.systemd.manager import (
     check_unit_name,
     looks_like_unit,
     template_of,
+    use_scope,
+    user_scope,
 )
 from autosandbox.systemd.session import require_root
 from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
@@ -212,13 +214,35 @@ def _template_option(f: Any) -> Any:
 
 
 def _user_option(f: Any) -> Any:
-    return click.option("--user", is_flag=True, hidden=True,
-                        help="User units: not supported yet (refused).")(f)
+    f = click.option("-M", "--machine", metavar="USER@",
+                     help="With --user: the user whose manager it is (a name or a uid, "
+                          "like systemctl --user -M USER@); no other machine.")(f)
+    return click.option("--user", is_flag=True,
+                        help="A unit of a user's service manager (systemctl --user), with "
+                             "-M USER@; as root. Its drop-ins go to the user's own unit "
+                             "directories.")(f)
+
+
+def _use_manager(user: bool, machine: str | None, unit: str | None = None) -> str:
+    """Pick the manager this run works on, before anything else; the unit name is checked
+    again against it. Returns what to add to a command line that names this unit."""
+    if machine is not None and not user:
+        raise UserError(f"-M {machine}: only with --user (a user's manager on this host); "
+                        "other machines are not supported")
+    if user:
+        if machine is None:
+            raise UserError("--user needs -M USER@ and root (strace, its FIFOs and our state "
+                            "are root's): sudo autosandbox ... --user -M USER@ UNIT")
+        use_scope(user_scope(machine))
+        if unit is not None:
+            check_unit_name(unit)
+        return f" --user -M {machine}"
+    return ""
 
 
 def _unit_arg(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        check_unit_name(value)
+    if value is not None and not value.endswith("@.service"):
+        check_unit_name(value)  # a template: only one an Accept=yes socket starts (apply.py)
     return value
 
 
@@ -311,7 +335,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
           health_port: str | None, settle: str, max_trials: int,
           systemd_version: int | None, bpf: bool | None, keep_partial: bool,
           allow_write: tuple[str, ...], ip_allow: tuple[str, ...], template: bool,
-          user: bool, sessions: bool) -> None:
+          user: bool, machine: str | None, sessions: bool) -> None:
     """Trace a command or a unit and print the tightest drop-in for it.
 
     \b
@@ -324,14 +348,16 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     A .socket or .timer learns the service it starts (the socket or timer is left as it
     is); a timer's service is not restarted: the runs the timer starts within --duration are
     traced. An instance (NAME@INST.service) is learned for itself, or with --template for
-    every instance (NAME@.service.d/).
+    every instance (NAME@.service.d/). An Accept=yes socket, its template NAME@.service or
+    one of its instances learn the template from every instance started within --duration
+    (nothing is restarted; the checks must connect through the socket).
     A validated result is kept as /var/lib/autosandbox/UNIT/learned.conf for `apply`; one
     that is not validated as unvalidated.conf, which `apply` installs only with --force.
     """
+    flag = _use_manager(user, machine)
     unit = _learn_target(target)
-    if user:
-        raise UserError("user units (--user) are not supported yet: learn a system service; "
-                        "nothing was done")
+    if user and unit is None:
+        raise UserError("--user learns a unit of a user's manager: give a NAME.service")
     if template and unit is None:
         raise UserError("--template needs a unit (NAME@INSTANCE.service)")
     if unit is not None:
@@ -365,7 +391,7 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     if unit:
         # a validated learn is what `apply UNIT` installs; another only with --force
         kept = save_learned(str(unit), result.dropin, result.validated, template)
-        how = f"{unit} --template" if template else unit
+        how = f"{unit} --template{flag}" if template else f"{unit}{flag}"
         if kept is not None:
             result.notes.append(f"kept for 'autosandbox apply {how}': {kept}"
                                 if result.validated else
@@ -387,11 +413,12 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
 @click.option("--allow-write", "allow_write", multiple=True, metavar="PATH",
               help="Let relaxation make PATH writable on evidence although it is a sensitive "
                    "or shared place that is otherwise withheld. Repeatable.")
+@_user_option
 @_health_options
 def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
                  exercise: str | None, quiet: bool, allow_write: tuple[str, ...],
                  health_cmd: str | None, health_url: str | None, health_port: str | None,
-                 settle: str, max_trials: int) -> None:
+                 settle: str, max_trials: int, user: bool, machine: str | None) -> None:
     """Prove a drop-in on a unit by trial and error.
 
     \b
@@ -407,6 +434,7 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
     over the directives finds the one that broke it and relaxes it one step. The unit is
     restored as it was found. Exit 3 if no healthy candidate was found.
     """
+    _use_manager(user, machine, unit)
     _check_writable(output)
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     candidate = parse_candidate(_read(dropin), unit)
@@ -445,10 +473,12 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
               help="Install a drop-in that was not validated on UNIT (it is still "
                    "health-checked and rolled back if unhealthy).")
 @_template_option
+@_user_option
 @_health_options
 def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | None,
               force: bool, template: bool, health_cmd: str | None, health_url: str | None,
-              health_port: str | None, settle: str, max_trials: int) -> None:
+              health_port: str | None, settle: str, max_trials: int, user: bool,
+              machine: str | None) -> None:
     """Install a drop-in for good, health-check, roll back by itself if unhealthy.
 
     Installs DROPIN (default: the one `learn` kept for UNIT) as
@@ -457,8 +487,11 @@ def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | Non
     Only what autosandbox writes is accepted (one [Service] section of sandboxing
     directives); a drop-in not validated on UNIT only with --force. With --template, UNIT is
     an instance: the drop-in goes to NAME@.service.d/ and UNIT is the one health-checked
-    (other instances get it at their next start).
+    (other instances get it at their next start). With --user -M USER@ the drop-in goes to
+    ~USER/.config/systemd/user/UNIT.d/, owned by USER (`revert` removes every directory it
+    made there).
     """
+    _use_manager(user, machine, unit)
     if template:
         template_of(unit)
     text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=force,
@@ -476,8 +509,10 @@ def apply_cmd(unit: str, dropin: Path | None, as_json: bool, exercise: str | Non
 @main.command("revert")
 @click.argument("unit", callback=_unit_arg)
 @_template_option
-def revert_cmd(unit: str, template: bool) -> None:
+@_user_option
+def revert_cmd(unit: str, template: bool, user: bool, machine: str | None) -> None:
     """Remove the drop-in `apply` installed and restore the file it replaced, byte for byte."""
+    _use_manager(user, machine, unit)
     if template:
         template_of(unit)
     with runstate.session(unit, _RAW_ARGS):
@@ -491,8 +526,11 @@ def revert_cmd(unit: str, template: bool) -> None:
 @click.argument("dropin", required=False, type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path))
 @_template_option
-def diff_cmd(unit: str, dropin: Path | None, template: bool) -> None:
+@_user_option
+def diff_cmd(unit: str, dropin: Path | None, template: bool, user: bool,
+             machine: str | None) -> None:
     """Show what applying DROPIN (default: the learned one) would change for UNIT."""
+    _use_manager(user, machine, unit)
     if template:
         template_of(unit)
     text = _read(dropin) if dropin else load_learned(unit, unvalidated_ok=True,
@@ -511,7 +549,8 @@ def _read(path: Path) -> str:
 @click.argument("unit", required=False, callback=_unit_arg)
 @click.option("--all", "all_runs", is_flag=True,
               help="Every killed run on record: of units and of commands.")
-def reset(unit: str | None, all_runs: bool) -> None:
+@_user_option
+def reset(unit: str | None, all_runs: bool, user: bool, machine: str | None) -> None:
     """Undo what a killed autosandbox left behind (SIGKILL, a crash, a power cut of /run).
 
     
@@ -526,6 +565,7 @@ def reset(unit: str | None, all_runs: bool) -> None:
     """
     if (unit is None) == (not all_runs):
         raise UserError("give a UNIT or --all")
+    _use_manager(user, machine, unit)
     done = reset_unit(unit)
     for line in done or [f"nothing to reset for {unit or 'any run'}"]:
         click.echo(line, err=True)

@@ -15,6 +15,7 @@ from autosandbox.results import (
     with_validation,
 )
 from autosandbox.systemd.dropins import TRACE_DROPIN, dropin_path
+from autosandbox.systemd.instances import template_info
 from autosandbox.systemd.manager import Manager, template_of
 from autosandbox.systemd.session import (
     existing_settings,
@@ -79,9 +80,16 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
     _unit_duration(opts)
     mgr = Manager()
     target = learn_target(mgr, name)
+    if opts.template and target.per_connection:
+        raise UserError(f"{name} is started per connection by {target.via}: learn "
+                        f"{target.service} (it is learned for every instance) without "
+                        "--template")
     if opts.template:
         template_of(target.service)  # an instance, or a one-line refusal
-    sessions = session_programs(mgr.info(target.service))
+    # a per-connection template is read from a probe instance (systemd loads no bare template)
+    info = template_info(mgr, target.service) if target.per_connection else \
+        mgr.info(target.service)
+    sessions = session_programs(info)
     if sessions and not opts.sessions:
         raise sessions_refusal(target.service, sessions[0])
     return target
@@ -94,9 +102,14 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
     try:
         traced = trace_unit(unit, duration, opts.exercise, on_progress=progress,
                             fast=opts.fast, keep_partial=opts.keep_partial,
-                            scheduled=target.scheduled)
+                            scheduled=target.scheduled,
+                            per_connection=target.per_connection)
     finally:
         progress.done()
+    if target.per_connection and not traced.instances and not traced.partial:
+        raise UserError(f"no connection to {target.via} started an instance of {unit} within "
+                        "--duration: nothing was learned (instances already running are not "
+                        "traced; --exercise can open connections)")
     if target.scheduled and not traced.runs and not traced.partial:
         raise UserError(f"{target.via} started no run of {unit} within --duration: nothing "
                         f"was learned (systemctl list-timers {target.via} shows the next; a "
@@ -128,6 +141,13 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
     if target.via is not None:
         result.notes.append(f"learned {unit}, which {target.via} starts; {target.via} was "
                             "left untouched")
+    if target.asked is not None:
+        result.notes.append(f"{target.asked} is one of the instances {target.via} starts per "
+                            f"connection: learned their template {unit} instead")
+    if traced.instances is not None:
+        result.notes.append(f"{traced.instances} instance(s) of {unit} started by "
+                            f"{target.via} were traced (none stopped or restarted) and "
+                            "their profiles merged")
     if traced.runs is not None:
         result.notes.append(f"{traced.runs} run(s) of {unit} started by {target.via} were "
                             "traced (no run off its schedule)")
@@ -140,7 +160,8 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
         say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
         validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say,
-                              written=sorted(result.profile.written_paths()))
+                              written=sorted(result.profile.written_paths()),
+                              per_connection=target.via if target.per_connection else None)
         interrupts.check()  # a stage that caught the signal must not hand on a result
         with_validation(result, validation)
         if opts.template:  # paths a trial added; the same text for this instance

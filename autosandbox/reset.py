@@ -16,15 +16,24 @@ from autosandbox.linux import audit
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    STATE_DIR,
     TRACE_DROPIN,
     TRIAL_DROPIN,
     dropin_path,
     remove_dropin,
+    state_dir_of,
     unit_lock,
 )
-from autosandbox.systemd.manager import RUNNING, Manager, check_unit_name
+from autosandbox.systemd.instances import is_template, prefix_of, running_instances, slice_of
+from autosandbox.systemd.manager import (
+    RUNNING,
+    Manager,
+    check_unit_name,
+    current_scope,
+    use_scope,
+    user_scope,
+)
 from autosandbox.systemd.session import require_root
+from autosandbox.trace.unit import detach_strace
 from autosandbox.validate.snapshot import Snapshot, restore
 
 
@@ -32,10 +41,11 @@ def reset_unit(unit: str | None) -> list[str]:
     """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
     by name), or with None every run on record whose owner is dead. Lines say what was done."""
     require_root()
-    if unit is not None:
+    if unit is not None and not is_template(unit):
         check_unit_name(unit)
+    uid = current_scope().uid
     runs = [r for r in runstate.runs() if r.pid != os.getpid()
-            and (unit is None or r.unit == unit)]
+            and (unit is None or (r.unit == unit and r.manager_uid == uid))]
     live = [r for r in runs if r.owner_alive()]
     if unit is not None and live:
         raise UserError(f"autosandbox (pid {live[0].pid}) is still working on {unit}: "
@@ -45,14 +55,21 @@ def reset_unit(unit: str | None) -> list[str]:
     for r in dead:
         if r.unit is None:
             done += runstate.undo(r)
-    units = sorted({r.unit for r in dead if r.unit} | ({unit} if unit else set()))
-    for name in units:
+    units = sorted({(r.manager_uid or -1, r.unit) for r in dead if r.unit}
+                   | ({(uid or -1, unit)} if unit else set()))
+    scope = current_scope()
+    for owner, name in units:
         try:
-            done += _reset_one(name, [r for r in dead if r.unit == name])
+            if owner != (scope.uid or -1):  # reset --all: each run in its own manager
+                use_scope(user_scope(f"{owner}@"))
+            done += _reset_one(name, [r for r in dead if r.unit == name
+                                      and (r.manager_uid or -1) == owner])
         except UserError as exc:
             if unit is not None:
                 raise
-            done.append(f"{name}: {exc}")
+            done.append(f"{name}{' of uid ' + str(owner) if owner >= 0 else ''}: {exc}")
+        finally:
+            use_scope(scope)
     done += [f"removed stale audit rule: {r}" for r in audit.sweep_stale_rules()]
     root = tracefs_root()
     # tracefs names the kernel's pids: in a container (another pid namespace) a live run on
@@ -70,7 +87,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
     FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
     mgr = Manager()
-    mgr.info(unit)
+    if not is_template(unit):  # a template's instances are never restarted: only files go
+        mgr.info(unit)
     with unit_lock(unit):
         done: list[str] = []
         # restarted only if a run changed it (or a drop-in of ours may have been loaded)
@@ -84,11 +102,20 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
                 done.append(f"removed {dropin_path(unit, name)}")
                 touched = True
         # the killed run's FIFOs (its strace went with it: a FIFO without reader)
-        state_dir = STATE_DIR / unit
+        state_dir = state_dir_of(unit)
         if state_dir.is_dir():
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
-        if touched:
+        if is_template(unit):
+            if touched:
+                mgr.reload()
+            # instances a killed run traced serve on; our strace lets go of them
+            strace = shutil.which("strace")
+            slice_cg = slice_of(mgr, unit)
+            if strace and detach_strace(sorted(running_instances(slice_cg, prefix_of(unit))),
+                                        strace):
+                done.append(f"detached strace from instances of {unit} (they run on)")
+        elif touched:
             mgr.reload()
             found = runstate.found_running(dead, unit)
             state, _, _, _ = mgr.state(unit)
@@ -103,7 +130,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
         # after the unit is as found again (its own directories set up by its own start):
         # what a killed trial left changed on disk (owners, modes, ACLs) goes back
         for before in disks:
-            changes = before.changes(before.again())
+            # a file that was not there is the service's own work: left, as apply leaves it
+            changes = [c for c in before.changes(before.again()) if c.before.kind != "missing"]
             failed = restore(changes)
             done += [f"put back {c.path} as found (since changed: {c.line().split(': ', 1)[1]})"
                      for c in changes
@@ -112,6 +140,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
 
 
 def _disk_snapshots(run: runstate.Run) -> list[Snapshot]:
+    if any(e["kind"] == "apply-done" for e in run.entries):
+        return []  # installed and found healthy: what its drop-in does on disk is wanted
     out = []
     for e in run.entries:
         path = str(e.get("path", ""))

@@ -93,7 +93,7 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
     base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
     result = Result(profile, sandbox, "", base, [], None, None)
     # checked under the unit's own name: specifiers (User=%i) resolve as in the real unit
-    result.before = analyze.security(base, None, _check_name(result))
+    result.before = analyze.security(base, None, _check_name(result), _user_manager(result))
     return _checked(result, sandbox.render())
 
 
@@ -110,8 +110,13 @@ def _checked(result: Result, dropin: str) -> Result:
     result.dropin = dropin
     result.verify_warnings = [w for w in analyze.verify(result.unit_text, dropin, name)
                               if w not in before]
-    result.after = analyze.security(result.unit_text, dropin, name)
+    result.after = analyze.security(result.unit_text, dropin, name, _user_manager(result))
     return result
+
+
+def _user_manager(result: Result) -> bool:
+    """Scored as systemd --user scores a unit of a user's manager."""
+    return result.profile.subject.get("manager") == "user"
 
 
 def for_every_instance(result: Result, validation: Validation | None = None) -> Result:
@@ -141,10 +146,14 @@ def with_validation(result: Result, validation: Validation) -> Result:
         "restarts": validation.restarts,
         "trials": [t.to_json() for t in validation.trials],
     }
+    cycle = ("each: the checks' connections through "
+             f"{validation.per_connection}, every instance they started ended cleanly"
+             if validation.per_connection else "each: start, workload, reload, stop, start")
     if validation.healthy:
         result.unvalidated = None
-        result.notes.append(f"validated: healthy in {validation.restarts} restart(s), the "
-                            "baseline included (each: start, workload, reload, stop, start)")
+        result.notes.append(f"validated: healthy in {validation.restarts} "
+                            f"{'trial' if validation.per_connection else 'restart'}(s), the "
+                            f"baseline included ({cycle})")
     else:
         result.exit_code = HealthError.exit_code
         result.unvalidated = (f"NOT VALIDATED: no healthy sandbox found in "

@@ -214,17 +214,17 @@ def test_sigkill_then_reset(install_service):
     wait_for(lambda: run("curl -fsS localhost:8081/").returncode == 0, what="nginx answers")
 
 
-def _kill_in_second_stop(proc, svc):
+def _kill_in_second_stop(proc, svc, nth=2):
     """SIGKILL `proc` while the unit is in its second stop: the first is the restart that
     puts it under our drop-in, the second leaves it stopped (the trace's end, or a trial's
-    stop before its start); the stop job then finishes without us."""
+    stop before its start); the stop job then finishes without us. `nth`: another stop."""
     episodes, was = 0, None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         state = svc.prop("ActiveState")
         if state == "deactivating" and was != "deactivating":
             episodes += 1
-            if episodes == 2:
+            if episodes == nth:
                 proc.kill()
                 proc.communicate(timeout=30)
                 return
@@ -234,7 +234,7 @@ def _kill_in_second_stop(proc, svc):
     pytest.fail(f"no second stop seen (exit {proc.returncode}): {err[-500:]}")
 
 
-@pytest.mark.parametrize("what", ["learn", "validate"])
+@pytest.mark.parametrize("what", ["learn", "validate", "apply"])
 def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, drop_in,
                                                               tmp_path, what):
     """Seen in CI (VM, signal trial 3): learn killed at a moment it had the unit stopped;
@@ -249,13 +249,18 @@ def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, d
         cand = tmp_path / "cand.conf"
         cand.write_text("[Service]\nProtectHome=yes\n")
         env = dict(os.environ, PYTHONPATH=str(SRC))
-        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "validate", svc.unit,
-                                 str(cand), "--settle", "1s", "--max-trials", "1"],
+        args = (["validate", svc.unit, str(cand), "--settle", "1s", "--max-trials", "1"]
+                if what == "validate" else
+                ["apply", "--force", svc.unit, str(cand), "--settle", "3s"])
+        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=env, cwd="/tmp")
-    _kill_in_second_stop(proc, svc)
+    # apply stops the unit once (its restart under the new drop-in): killed while it settles
+    _kill_in_second_stop(proc, svc, nth=1 if what == "apply" else 2)
+    if what == "apply":
+        time.sleep(1)
     log = Path("/var/log/as-pyapp/app.log")
-    if what == "validate":
+    if what != "learn":
         # as a trial's sandbox can (UMask=, a chown): the run recorded the disk as found
         mode = log.stat().st_mode & 0o7777
         log.chmod(0o600)
@@ -263,7 +268,7 @@ def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, d
     reset = autosandbox("reset", svc.unit, check_rc=0)
     print(f"reset took {time.monotonic() - began:.1f}s: {reset.stderr}")
     assert f"restarted {svc.unit}" in reset.stderr, reset.stderr
-    if what == "validate":
+    if what != "learn":
         assert f"put back {log} as found (since changed: mode {mode:04o} -> 0600)" \
             in reset.stderr
         assert log.stat().st_mode & 0o7777 == mode

@@ -4,7 +4,8 @@ it starts (an admin's `apt upgrade` over ssh under ProtectSystem=strict; seen in
 container: learned and validated on ssh.service, applied, and then root's login failed with
 "Could not open user 'root' authorized keys ... Permission denied" under ProtectHome=yes).
 One found only in the trace (behind a wrapper) is refused after it, the unit restored.
-Services: the image's ssh.service; integration/services/as-kinds (as-wrap.service)."""
+Services: the image's ssh.service; integration/services/as-kinds (as-wrap.service,
+as-sshd.socket)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,14 @@ def test_one_behind_a_wrapper_is_refused_after_the_trace(kinds) -> None:  # type
     assert unit_property(unit, "ActiveState") == "active"  # restored, running as found
     assert not Path(f"/var/lib/autosandbox/{unit}/learned.conf").exists()
     assert not Path(f"/var/lib/autosandbox/{unit}/unvalidated.conf").exists()
+
+
+def test_a_per_connection_session_opener_is_refused(kinds) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    # Accept=yes: its socket, its template and an instance all lead to the template, whose
+    # settings are read from a probe instance (systemd loads no bare template)
+    for name in ("as-sshd.socket", "as-sshd@.service", "as-sshd@1.service"):
+        refused(autosandbox("learn", "-q", name, "--duration", "3s"),
+                "as-sshd@.service opens users' login sessions", "/usr/sbin/sshd",
+                "--sessions")
+    no_trace_left("as-sshd@.service")
+    assert not Path("/var/lib/autosandbox/as-sshd@.service").exists()

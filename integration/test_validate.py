@@ -130,3 +130,48 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
     finally:
         target.unlink(missing_ok=True)
         run(["systemctl", "daemon-reload"])
+
+
+def test_a_unit_whose_stops_end_two_ways_as_found_is_validated(install_service, drop_in):
+    """Seen on Debian's varnish: its stop Result as found is not always the same, so the
+    baseline itself "failed" (second stop: exit-code, as found: success) and validation was
+    refused. Here ExecStop= fails every other time."""
+    svc = install_service("as-pyapp")
+    flag = "/var/lib/as-pyapp/stop-flag"
+    drop_in(svc.unit, "50-two-way-stop",
+            f"[Service]\nExecStop=/bin/sh -c 'if [ -e {flag} ]; then rm {flag}; "
+            f"else touch {flag}; exit 1; fi'\n", runtime=False)
+    svc.start()
+    dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+    rc, out, err = _validate(svc.unit, dropin, "--max-trials", "3")
+    base = out["trials"][0]
+    assert base["kind"] == "baseline" and base["healthy"], base
+    assert rc == 0 and out["healthy"], err
+
+
+def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(install_service,
+                                                                       drop_in):
+    """Seen on mosquitto in the VM: the stock unit changed its pid file in the baseline
+    trial, and that excused whatever a candidate did to it, so UMask=0077 was validated and
+    only apply saw the pid file made 0600. Only the baseline's own outcome is excused now.
+    Here each start recreates a file an admin had made 0640: the unit's own change is 0644."""
+    svc = install_service("as-pyapp")
+    marker = "/var/lib/as-pyapp/marker"
+    drop_in(svc.unit, "50-marker",
+            f"[Service]\nExecStartPost=/bin/sh -c 'rm -f {marker}; echo up > {marker}'\n",
+            runtime=False)
+    svc.start()
+    learned = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+    Path(marker).chmod(0o640)
+    text = re.sub(r"^UMask=.*\n", "", learned.read_text(), flags=re.M)
+    candidate = Path("/tmp/as-pyapp-umask.conf")
+    candidate.write_text(text.replace("[Service]\n", "[Service]\nUMask=0077\n", 1))
+    rc, out, err = _validate(svc.unit, candidate, "--max-trials", "4")
+    base, first = out["trials"][0], out["trials"][1]
+    assert base["kind"] == "baseline" and base["healthy"], base
+    assert not first["healthy"], first
+    assert f"changed on disk: {marker}: mode 0644 -> 0600" in first["problems"], first
+    assert [r["directive"] for r in first["relaxed"]] == ["UMask"], first
+    assert rc == 0 and out["healthy"], err
+    assert not re.search(r"^UMask=0077$", out["dropin"], re.M)
+    assert oct(Path(marker).stat().st_mode & 0o777) == "0o644"  # as the unit as found leaves it

@@ -265,3 +265,25 @@ def test_denial_on_a_name_in_a_directory_root_cannot_write(tmp_path: Path) -> No
     # root's own directory: a plain ownership/config problem, no capability
     os.chown(run, 0, 0)
     assert dac_capability(str(sock))[0] is None
+
+
+def test_opening_proc_kmsg_needs_cap_syslog() -> None:
+    # Debian's rsyslog (imklog): its learned sandbox had CapabilityBoundingSet= empty and
+    # the trial logged "imklog: cannot open kernel log (/proc/kmsg): Operation not permitted".
+    # The line is strace -f -y of an open of /proc/kmsg as root on this host.
+    line = '377 openat(AT_FDCWD</tmp>, "/proc/kmsg", O_RDONLY|O_CLOEXEC) = 3</proc/kmsg>'
+    profile = record([line])
+    assert profile.capabilities.get("CAP_SYSLOG") is not None
+    failed = '377 openat(AT_FDCWD</tmp>, "/proc/kmsg", O_RDONLY) = -1 EPERM (Operation not ' \
+        'permitted)'
+    assert "CAP_SYSLOG" not in record([failed]).capabilities
+    inside = ['377 unshare(CLONE_NEWUSER) = 0', line]  # its own user namespace: no need
+    assert "CAP_SYSLOG" not in record(inside).capabilities
+
+
+def test_rsyslogs_kmsg_denial_relaxes_to_cap_syslog() -> None:
+    line = "imklog: cannot open kernel log (/proc/kmsg): Operation not permitted."  # as logged
+    [dn] = parse_denials([line])
+    assert (dn.kind, dn.path) == ("eperm", "/proc/kmsg")
+    assert needed_capability(dn, may_be_root=True, have=set())[0] == "CAP_SYSLOG"
+    assert needed_capability(dn, may_be_root=False, have=set())[0] is None

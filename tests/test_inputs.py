@@ -72,8 +72,10 @@ def test_output_paths_are_checked_before_the_trace(tmp_path: Path, marker: Path)
 
 
 @pytest.mark.parametrize(("argv", "error"), [
-    (["learn", "usvc.service", "--user"], "(--user) are not supported"),
-    (["learn", "--user", "usvc.service"], "(--user) are not supported"),
+    (["learn", "usvc.service", "--user"], "--user needs -M USER@"),
+    (["learn", "--user", "usvc.service"], "--user needs -M USER@"),
+    (["learn", "usvc.service", "--user", "-M", "as-no-such-user@"], "no such user"),
+    (["learn", "-M", "root@", "usvc.service"], "only with --user"),
     (["learn", "usvc.service", "-x"], "no such option"),
 ])
 def test_unknown_options_are_options_wherever_they_stand(argv: list[str], error: str) -> None:

@@ -3,15 +3,26 @@ from the kernel, in every shape a program opens a file."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from autosandbox.errors import UserError
+from autosandbox.profile import Profile
 from autosandbox.trace import opens
-from autosandbox.trace.command import strace_options, trace_command
+from autosandbox.trace.command import (
+    add_kernel_opens,
+    kernel_open_sink,
+    strace_options,
+    trace_command,
+)
+from autosandbox.trace.opens import OpenTracer
+from autosandbox.trace.recorder import Recorder
 
 from .conftest import PYTHON
 
@@ -176,3 +187,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie awaits its reaper; its BPF programs went with its files
+
+
+@pytest.mark.skipif(not opens.available() or shutil.which("strace") is None,
+                    reason="needs root, bpftrace, strace and the syscall tracepoints of the host")
+def test_opens_no_trace_can_place_fail_the_learn() -> None:
+    """A unit's processes join through the gate (unit mode); if no recorder follows them, the
+    profile would miss every file they opened. Seen: a unit's line recorders left out of the
+    sink, and the VM zoo's mosquitto learned UMask=0077 with its pid file unseen."""
+    gate = Path(tempfile.mkdtemp(prefix="g-", dir="/tmp"))
+    try:
+        (gate / "gate-0").touch()
+        nobody = Recorder(Profile(), "/")  # follows no pid: the records have nowhere to go
+        tracer = OpenTracer(gate_prefix=f"{gate}/gate-", on_record=kernel_open_sink([nobody]))
+        try:
+            subprocess.run(["/bin/sh", "-c", f"read -r _ < '{gate}/gate-0'; exec strace "
+                            "-f -o /dev/null -- /bin/cat /etc/hostname"],
+                           stdout=subprocess.DEVNULL, check=True)
+        finally:
+            tracer.close()
+        profile = Profile()
+        with pytest.raises(UserError, match=r"opens or calls by the traced processes that could "
+                                            r"not be placed in their trace"):
+            add_kernel_opens(profile, tracer, [nobody])
+        assert tracer.unattributed >= 1  # /etc/hostname at least
+        assert not nobody.profile.paths
+        # a trace cut by a signal is kept marked partial: the warning says what it misses
+        add_kernel_opens(profile, tracer, [nobody], partial=True)
+        assert any("not placed in any process's trace" in w for w in profile.warnings)
+    finally:
+        shutil.rmtree(gate)

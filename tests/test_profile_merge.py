@@ -153,12 +153,12 @@ def test_merge_keeps_bounds_and_flags() -> None:
 
 def test_merge_is_simple_enough() -> None:
     """The lead's bound: Profile.merge's cyclomatic complexity under 15."""
-    r = subprocess.run([str(ROOT / ".venv/bin/ruff"), "check", "--select", "C901", "--config",
+    r = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "C901", "--config",
                         "lint.mccabe.max-complexity=14", "--output-format", "concise",
                         str(ROOT / "autosandbox/profile.py")],
                        capture_output=True, text=True, timeout=120)
     assert "`merge`" not in r.stdout and "`_merge_paths`" not in r.stdout, r.stdout
-    strict = subprocess.run([str(ROOT / ".venv/bin/ruff"), "check", "--select", "C901",
+    strict = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "C901",
                              "--config", "lint.mccabe.max-complexity=2", "--output-format",
                              "concise", str(ROOT / "autosandbox/profile.py")],
                             capture_output=True, text=True, timeout=120)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from autosandbox.linux.files import read_regular
+
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2
 SHT_DYNSYM = 11
@@ -19,23 +21,15 @@ SESSION_CALL = "pam_open_session"
 
 
 def is_elf32(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(5)
-    except OSError:
-        return False
+    head = read_regular(path, 5) or b""
     return head[:4] == ELF_MAGIC and len(head) == 5 and head[4] == ELFCLASS32
 
 
 def imported_functions(path: str) -> frozenset[str] | None:
     """Names of the undefined symbols in .dynsym (what it takes from shared libraries);
     None when the file is not an ELF file we can read (a script, no section headers)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SIZE + 1)
-    except OSError:
-        return None
-    if len(data) > MAX_SIZE or data[:4] != ELF_MAGIC or len(data) < 64:
+    data = read_regular(path, MAX_SIZE + 1)
+    if data is None or len(data) > MAX_SIZE or data[:4] != ELF_MAGIC or len(data) < 64:
         return None
     try:
         return _undefined_dynamic_symbols(data)

@@ -6,6 +6,13 @@ a profile decides it: either the generic rule "flag" (the tightest value, unless
 `blocked_by` flags or an access below `blocked_paths` was seen) or a named rule in rules.py,
 and which denials in a trial relax it one step (`relax_kinds`, `relax_paths`).
 Adding a directive is adding a row (and, for a new kind of decision, one rule).
+
+`user` says what a row does in a user's service manager (systemd --user), which runs
+unprivileged: "yes" as in the system's; USER_NS when it needs a namespace or drops
+capabilities, which such a manager can only do inside a user namespace of the service's own
+(PrivateUsers=yes: without it systemd 252 fails the start with "Failed to drop capabilities",
+or ignores a namespace it could not set up, measured in the integration container); any other
+text is why it is left out there; "only" rows are written for user managers alone.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Directive:
     # A row with neither is relaxed by its own evidence rule or by bisection only.
     relax_kinds: frozenset[str] = frozenset()
     relax_paths: tuple[str, ...] = ()
+    user: str = "yes"
 
     def relaxed_by(self, kind: str, path: str | None) -> bool:
         """Whether a denial of `kind` on `path` names this row."""
@@ -61,59 +69,74 @@ class Directive:
         return self.ladder[i + 1] if i + 1 < len(self.ladder) else None
 
 
+USER_NS = "needs PrivateUsers="
+_NO_CAPS = ("a user's manager runs without capabilities: it has none to take away, and "
+            "dropping them from the bounding set needs CAP_SETPCAP, which it lacks (the unit "
+            "would not start)")
+_NO_BPF = ("a user's manager cannot attach the BPF programs that enforce it (it would be "
+           "ignored)")
+_NO_EXEC_DIR = ("in a user's manager it names a directory below $XDG_CONFIG_HOME, "
+                "$XDG_CACHE_HOME or $XDG_RUNTIME_DIR, not the system's; left to ReadWritePaths=")
 D = Directive
 CATALOGUE: tuple[Directive, ...] = (
     # -- file system ---------------------------------------------------------------------
+    D("PrivateUsers", 232, "a user namespace of its own (only its user is mapped), in which a "
+      "user's manager may set up the namespaced directives", ("yes", ""), rule="private_users",
+      user="only"),
     D("ProtectSystem", 232, "mounts the whole file system read-only except /dev, /proc, /sys",
-      ("strict", "full", "yes", ""), rule="protect_system"),
+      ("strict", "full", "yes", ""), rule="protect_system", user=USER_NS),
     D("ReadWritePaths", 231, "paths left writable under ProtectSystem=strict",
-      ("<paths>", ""), rule="write_paths", grants=True),
+      ("<paths>", ""), rule="write_paths", grants=True, user=USER_NS),
     D("StateDirectory", 235, "/var/lib/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True),
+      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
     D("CacheDirectory", 235, "/var/cache/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True),
+      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
     D("LogsDirectory", 235, "/var/log/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True),
+      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
     D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
-      ("<names>", ""), rule="write_paths", grants=True),
+      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
     D("ProtectHome", 214, "/home, /root and /run/user",
-      ("yes", "read-only", ""), rule="protect_home", relax_paths=HOME_DIRS),
-    D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp"),
+      ("yes", "read-only", ""), rule="protect_home", relax_paths=HOME_DIRS, user=USER_NS),
+    D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp",
+      user=USER_NS),
     D("PrivateDevices", 209, "a private /dev with pseudo devices only",
-      ("yes", ""), blocked_by=("device_nodes",), relax_paths=("/dev/",)),
+      ("yes", ""), blocked_by=("device_nodes",), relax_paths=("/dev/",), user=USER_NS),
     D("DevicePolicy", 208, "access to device nodes (with DeviceAllow=)",
-      ("closed", ""), rule="devices"),
+      ("closed", ""), rule="devices", user=_NO_BPF),
     D("ProtectKernelTunables", 232, "/proc/sys, /sys and kernel variables read-only",
       ("yes", ""), blocked_by=("proc_sys_write", "sys_write"),
       relax_kinds=frozenset({"erofs"}), relax_paths=("/proc/sys/", "/sys/"),
       blocked_paths=("/proc/kallsyms", "/proc/kcore", "/proc/sysrq-trigger", "/proc/latency_stats",
-                     "/proc/timer_list", "/proc/acpi", "/proc/fs", "/proc/irq", "/proc/scsi")),
+                     "/proc/timer_list", "/proc/acpi", "/proc/fs", "/proc/irq", "/proc/scsi"),
+      user=USER_NS),
     D("ProtectKernelModules", 232, "loading kernel modules; hides /usr/lib/modules",
       ("yes", ""), blocked_by=("module_load",),
-      blocked_paths=("/usr/lib/modules", "/lib/modules")),
+      blocked_paths=("/usr/lib/modules", "/lib/modules"), user=USER_NS),
     D("ProtectKernelLogs", 244, "the kernel log ring buffer", ("yes", ""),
-      blocked_by=("kernel_log",), blocked_paths=("/dev/kmsg", "/proc/kmsg")),
+      blocked_by=("kernel_log",), blocked_paths=("/dev/kmsg", "/proc/kmsg"), user=USER_NS),
     D("ProtectControlGroups", 232, "the cgroup hierarchy read-only", ("yes", ""),
-      blocked_by=("cgroup_write",)),
-    D("ProtectClock", 245, "setting the system clock", ("yes", ""), blocked_by=("clock_set",)),
+      blocked_by=("cgroup_write",), user=USER_NS),
+    D("ProtectClock", 245, "setting the system clock", ("yes", ""), blocked_by=("clock_set",),
+      user=USER_NS),
     D("ProtectHostname", 242, "changing the host name", ("yes", ""),
-      blocked_by=("hostname_set",)),
+      blocked_by=("hostname_set",), user=USER_NS),
     D("ProtectProc", 247, "other users' processes in /proc", ("invisible", ""),
-      blocked_by=("proc_other_pids",)),
-    D("ProcSubset", 247, "non-process files in /proc", ("pid", ""), rule="proc_subset"),
+      blocked_by=("proc_other_pids",), user=USER_NS),
+    D("ProcSubset", 247, "non-process files in /proc", ("pid", ""), rule="proc_subset",
+      user=USER_NS),
     # -- network -------------------------------------------------------------------------
     D("PrivateNetwork", 33, "all networking but a private loopback", ("yes", ""),
-      rule="private_network"),
+      rule="private_network", user=USER_NS),
     D("RestrictAddressFamilies", 211, "socket address families",
       ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule="address_families",
       relax_kinds=frozenset({"eafnosupport"})),
     D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
-      ("any", ""), rule="ip_addresses"),
+      ("any", ""), rule="ip_addresses", user=_NO_BPF),
     D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",
-      ("any", ""), rule="socket_bind", feature="BPF_FRAMEWORK"),
+      ("any", ""), rule="socket_bind", feature="BPF_FRAMEWORK", user=_NO_BPF),
     # -- privileges ----------------------------------------------------------------------
     D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
-      ("<caps>", ""), rule="capabilities"),
+      ("<caps>", ""), rule="capabilities", user=_NO_CAPS),
     D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
       ("yes", ""), blocked_by=("suid_exec", "filecap_exec")),
     D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
@@ -126,9 +149,10 @@ CATALOGUE: tuple[Directive, ...] = (
     D("MemoryDenyWriteExecute", 231, "writable and executable memory", ("yes", ""),
       blocked_by=("wx_memory",)),
     D("PrivateIPC", 248, "the host's SysV IPC and POSIX message queues", ("yes", ""),
-      blocked_by=("sysv_ipc",), blocked_paths=("/dev/mqueue",)),
+      blocked_by=("sysv_ipc",), blocked_paths=("/dev/mqueue",), user=USER_NS),
     D("RemoveIPC", 232, "IPC objects left behind by the service's user", ("yes", ""),
-      blocked_by=("sysv_ipc",)),
+      blocked_by=("sysv_ipc",),
+      user="it removes the IPC objects of a system user when its service stops"),
     D("UMask", 1, "permissions of created files", ("0077", "0027", ""), rule="umask"),
     # -- system calls --------------------------------------------------------------------
     D("SystemCallArchitectures", 209, "system calls of foreign architectures", ("native", ""),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from autosandbox.linux.files import read_regular
 from autosandbox.profile import Fact, Profile
 from autosandbox.synth.sensitive import canonical
 
@@ -93,9 +94,5 @@ class FileView:
             return 1 if bits["elf32"] else 2
         if self.facts is not None:
             return None
-        try:
-            with open(path, "rb") as f:
-                head = f.read(5)
-        except OSError:
-            return None
-        return head[4] if head[:4] == b"\x7fELF" else None
+        head = read_regular(path, 5) or b""
+        return head[4] if head[:4] == b"\x7fELF" and len(head) == 5 else None

@@ -244,12 +244,13 @@ def _place(plan: WritePlan, w: _Write, subject: Subject, view: FileView, made_di
     """Rules 1-3 for one write: the entry that makes it writable, or why it is withheld."""
     anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
     example = w.example
-    reason = sensitive.withheld(anchor, allowed)
+    reason = sensitive.withheld(anchor, allowed, subject.home)
     if reason is None:
         _add(plan.anchors, anchor, why, example, w.count)
         return
     if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
-            and view.kind(w.path) == "file" and sensitive.withheld(w.path, allowed) is None):
+            and view.kind(w.path) == "file"
+            and sensitive.withheld(w.path, allowed, subject.home) is None):
         _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
              "(the file itself, not the directory)", example, w.count, missing_ok=True)
         return

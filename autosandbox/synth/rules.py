@@ -504,6 +504,13 @@ def syscall_filter(ctx: Context, d: Directive) -> Result:
                     "a call outside the list fails with EPERM instead of killing the service")]
 
 
+def private_users(ctx: Context, d: Directive) -> Result:
+    """Only for a user's manager (catalogue: user="only"), whose namespaced rows need it."""
+    return [Setting(d.name, [d.tightest],
+                    "a user's manager sets up the namespaces and capability limits below only "
+                    "inside a user namespace of the service's own; only its user is mapped")]
+
+
 RULES: dict[str, Rule] = {
     "flag": flag_rule, "protect_system": protect_system, "write_paths": write_paths,
     "protect_home": protect_home, "private_tmp": private_tmp, "devices": devices,
@@ -511,4 +518,5 @@ RULES: dict[str, Rule] = {
     "address_families": address_families, "ip_addresses": ip_addresses,
     "socket_bind": socket_bind, "capabilities": capabilities, "namespaces": namespaces,
     "umask": umask, "architectures": architectures, "syscall_filter": syscall_filter,
+    "private_users": private_users,
 }

@@ -86,6 +86,22 @@ SENSITIVE: tuple[tuple[str, str], ...] = (
     ("/dev/disk", "raw disks bypass every file permission"),
     ("/dev/mapper", "raw disks bypass every file permission"),
 )
+# Below the home of a user whose own manager runs the service (its own place: granted on
+# evidence), what still is not: (path below the home, why).
+HOME_SENSITIVE: tuple[tuple[str, str], ...] = (
+    ("/.config/systemd", "the user's units and drop-ins run code as the user"),
+    ("/.local/share/systemd", "the user's units run code as the user"),
+    ("/.config/autostart", "session autostart"), ("/.config/environment.d", "every session"),
+    ("/.ssh", "ssh keys and who may log in"), ("/.gnupg", "private keys"),
+    ("/.profile", "login shells run it"), ("/.bash_profile", "login shells run it"),
+    ("/.bash_login", "login shells run it"), ("/.bash_logout", "shells run it"),
+    ("/.bashrc", "interactive shells run it"), ("/.zshrc", "interactive shells run it"),
+    ("/.zshenv", "every zsh runs it"), ("/.zprofile", "login shells run it"),
+    ("/.config/fish", "interactive shells run it"), ("/.pam_environment", "every login"),
+    ("/.xinitrc", "the X session runs it"), ("/.xprofile", "the X session runs it"),
+    ("/.forward", "mail delivery runs programs"), ("/.local/bin", "programs on its PATH"),
+    ("/bin", "programs on its PATH"), ("/.config/user-dirs.dirs", "sourced by sessions"),
+)
 # Why a block device node is never granted on evidence alone.
 BLOCK_DEVICE = "a block device: raw disk access bypasses every file permission"
 # Never granted as a whole: top-level directories, and shared trees whose every entry belongs
@@ -111,13 +127,22 @@ def canonical(path: str) -> str:
     return path
 
 
-def withheld(path: str, allowed: Sequence[str] = ()) -> str | None:
+def withheld(path: str, allowed: Sequence[str] = (), home: str | None = None) -> str | None:
     """Why write access to `path` is not granted on evidence alone, or None if it may be.
 
     `allowed`: paths the user named (--allow-write); at or below one of them, nothing is
-    withheld."""
+    withheld. `home`: the home of the user whose own manager runs the service (--user): below
+    it, only HOME_SENSITIVE and the home as a whole are withheld."""
     path = canonical(path.rstrip("/") or "/")
     if any(_under(path, canonical(a.rstrip("/") or "/")) for a in allowed):
+        return None
+    if home and home.count("/") > 1 and _under(path, home.rstrip("/")):
+        home = home.rstrip("/")
+        if path == home:
+            return f"{home} is the user's whole home"
+        for sub, why in HOME_SENSITIVE:
+            if _under(path[len(home):], sub):
+                return f"~{sub}: {why}"
         return None
     if path in BROAD or path.count("/") == 1:
         return f"{path} is a shared top-level directory"

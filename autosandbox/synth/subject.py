@@ -25,6 +25,8 @@ class Subject:
     instance: str | None = None  # a template instance's %i
     declared: dict[str, list[str]] = field(default_factory=dict)  # base dir -> names
     settings: dict[str, str] = field(default_factory=dict)  # the unit's own (last value wins)
+    user_manager: bool = False  # a unit of a user's manager (systemd --user), not the system's
+    home: str | None = None  # that user's home: its own place (sensitive.withheld)
 
     @property
     def is_instance(self) -> bool:
@@ -81,4 +83,7 @@ def subject_of(profile: Profile) -> Subject:
                 name = _expand(word.split(":", 1)[0], unit)
                 if name and not name.startswith("/") and ".." not in name.split("/"):
                     declared.setdefault(directive, []).append(name.strip("/"))
-    return Subject(unit, service, uid, gid, dynamic, instance, declared, settings)
+    return Subject(unit, service, uid, gid, dynamic, instance, declared, settings,
+                   user_manager=s.get("manager") == "user",
+                   home=str(s["manager_home"]) if s.get("manager") == "user"
+                   and isinstance(s.get("manager_home"), str) else None)

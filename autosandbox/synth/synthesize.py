@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from autosandbox import __version__, unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import Profile
-from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS
+from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS, USER_NS, Directive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.paths import Withheld, plan_writes
 from autosandbox.synth.rules import RULES, Context, Omission, Setting
@@ -138,6 +138,11 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
     name = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
     sb = Sandbox(name or "unknown", target, list(profile.sources), allow_write=allowed)
     for d in CATALOGUE:
+        why_not = _not_in_manager(d, subject.user_manager)
+        if why_not is not None:
+            if why_not:
+                sb.omitted.append(Omission(d.name, why_not))
+            continue
         if d.since > target.version:
             sb.omitted.append(Omission(d.name, f"needs systemd {d.since}, target has "
                                                f"{target.version}"))
@@ -161,6 +166,15 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
     sb.warnings += [f"withheld: {w.line()}" for w in sb.withheld]
     _hints(profile, sb)
     return sb
+
+
+def _not_in_manager(d: Directive, user_manager: bool) -> str | None:
+    """Why row `d` is not written for this kind of manager ("": silently), None if it is."""
+    if d.user == "only":
+        return None if user_manager else ""
+    if not user_manager or d.user in ("yes", USER_NS):
+        return None
+    return f"not for a user's manager: {d.user}"
 
 
 # Lists a drop-in only adds to: what the unit already allows stays allowed either way

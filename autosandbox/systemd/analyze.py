@@ -112,11 +112,16 @@ def _scored(text: str) -> str:
     return text
 
 
-def security(unit_text: str, dropin: str | None, unit: str | None = None) -> Score:
+def security(unit_text: str, dropin: str | None, unit: str | None = None,
+             user: bool = False) -> Score:
+    """`user`: scored as a unit of a user's manager (`--user`; offline it only needs some
+    $XDG_RUNTIME_DIR, here the copy's own directory)."""
     tmp, path = _with_unit(_scored(merged(unit_text, dropin)), None, unit)
     with tmp:
-        proc = commands.run([_analyze(), "security", "--offline=yes", "--no-pager", str(path)],
-                            check=False, env=_ENV)
+        scope = ["--user"] if user else []
+        env = {**_ENV, "XDG_RUNTIME_DIR": tmp.name} if user else _ENV
+        proc = commands.run([_analyze(), "security", *scope, "--offline=yes", "--no-pager",
+                             str(path)], check=False, env=env)
     m = _SCORE.search(proc.stdout)
     if m is None:
         raise UserError(f"systemd-analyze security gave no score: {proc.stderr.strip()[:200]}")

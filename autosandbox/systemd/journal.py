@@ -8,6 +8,7 @@ import re
 import shutil
 
 from autosandbox import commands
+from autosandbox.systemd.manager import current_scope
 
 # systemd's own lines about a start that failed before or at exec (systemd 252's wording)
 _WHY = re.compile(r"Failed at step \w+|Failed to (?:locate|execute|set up|spawn|determine)|"
@@ -31,7 +32,8 @@ def journal_lines(unit: str, cursor: str | None) -> list[str]:
     # candidate showed no denial). --sync returns once what was queued before it is written.
     with contextlib.suppress(commands.ToolTimeout):
         commands.run(["journalctl", "--sync"], check=False, timeout=30)
-    args = ["journalctl", "-u", unit, "-o", "cat", "--no-pager", "-q"]
+    args = ["journalctl", *current_scope().journal_match(unit), "-o", "cat", "--no-pager",
+            "-q"]
     args += [f"--after-cursor={cursor}"] if cursor else ["-n", "200"]
     return commands.run(args, check=False).stdout.splitlines()
 

@@ -1,13 +1,19 @@
-"""systemd over D-Bus (pydbus): read a service, reload, restart, wait for its state."""
+"""systemd over D-Bus (pydbus): read a service, reload, restart, wait for its state.
+
+Which manager: the system's, or one user's (`--user -M USER@`). `Scope` is the one place that
+knows the difference (bus, unit directories, journal fields, systemctl); the CLI picks it once
+per run (use_scope) and every stage asks current_scope()."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import pwd
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from autosandbox.errors import UserError
@@ -29,6 +35,95 @@ _UNIT_TYPES = ("service", "socket", "timer", "target", "mount", "path", "slice",
                "device", "swap", "automount")
 _ANY_UNIT = re.compile(rf"^{_NAME}\.({'|'.join(_UNIT_TYPES)})$")
 _SERVICE = re.compile(rf"^{_NAME}\.service$")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """A service manager: the system's (uid None) or the one of user `uid` (systemd --user)."""
+    uid: int | None = None
+    user: str = ""
+    gid: int = 0
+    home: str = ""
+
+    @property
+    def is_user(self) -> bool:
+        return self.uid is not None
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where runtime drop-ins go (read by the manager, gone at reboot or logout)."""
+        if self.uid is None:
+            return Path("/run/systemd/system")
+        return Path(f"/run/user/{self.uid}/systemd/user")
+
+    @property
+    def config_dir(self) -> Path:
+        """Where `apply` installs for good (`systemctl edit [--user]` writes there too)."""
+        if self.uid is None:
+            return Path("/etc/systemd/system")
+        return Path(self.home) / ".config" / "systemd" / "user"
+
+    @property
+    def private_socket(self) -> Path:
+        return Path(f"/run/user/{self.uid}/systemd/private")
+
+    def key(self, unit: str) -> str:
+        """The name of our own state for `unit` (locks, FIFOs, learned drop-ins): a user's
+        units never share it with the system's (no unit name has anything after its type)."""
+        return unit if self.uid is None else f"{unit}~user-{self.uid}"
+
+    def flag(self) -> str:
+        """How the command line names this manager (for messages: `reset UNIT ...`)."""
+        return "" if self.uid is None else f" --user -M {self.user}@"
+
+    def systemctl(self) -> list[str]:
+        """systemctl for this manager. A user's: run as that user on its private socket (as
+        root, systemctl --user is refused, and -M USER@ needs a user bus the host may lack)."""
+        if self.uid is None:
+            return ["systemctl"]
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                "env", f"XDG_RUNTIME_DIR=/run/user/{self.uid}", "systemctl", "--user"]
+
+    def journal_match(self, unit: str) -> list[str]:
+        """journalctl arguments for the unit's own lines."""
+        if self.uid is None:
+            return ["-u", unit]
+        return [f"_UID={self.uid}", f"_SYSTEMD_USER_UNIT={unit}"]
+
+    def to_json(self) -> dict[str, object]:
+        """For a profile's subject: a user's manager is named (synthesis reads "manager")."""
+        if self.uid is None:
+            return {}
+        return {"manager": "user", "manager_uid": self.uid, "manager_user": self.user,
+                "manager_home": self.home}
+
+
+SYSTEM = Scope()
+_scope: list[Scope] = [SYSTEM]
+
+
+def current_scope() -> Scope:
+    return _scope[-1]
+
+
+def use_scope(scope: Scope) -> None:
+    """The manager this run works on (set once by the CLI, before anything else)."""
+    _scope[:] = [scope]
+
+
+def user_scope(spec: str) -> Scope:
+    """The manager of the user `-M USER@` names (a name or a uid; USER@.host too)."""
+    name, at, host = spec.partition("@")
+    if not at or host not in ("", ".host") or not name:
+        raise UserError(f"-M {spec}: give the user as USER@ (another machine is not "
+                        "supported)")
+    try:
+        pw = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except (KeyError, OverflowError):
+        raise UserError(f"no such user: {name}") from None
+    if pw.pw_uid == 0:
+        raise UserError("root's user manager is not supported: learn a system service")
+    return Scope(pw.pw_uid, pw.pw_name, pw.pw_gid, pw.pw_dir)
 
 
 def looks_like_unit(name: str) -> bool:
@@ -73,6 +168,10 @@ class ServiceInfo:
 
 
 def check_unit_name(name: str) -> None:
+    scope = current_scope()
+    if scope.is_user and name.endswith(".service") and name.startswith("user@"):
+        raise UserError(f"{name} is a user manager itself: it is not a unit of "
+                        f"{scope.user}'s manager; learn it as a system service (without --user)")
     if not name.endswith(".service"):
         raise UserError(f"{name} is not a service: autosandbox learns .service units (and the "
                         "services a .socket or .timer starts)")
@@ -84,9 +183,15 @@ def check_unit_name(name: str) -> None:
 
 
 def check_learnable_name(name: str) -> None:
-    """`learn` takes a service, or the .socket or .timer that starts one."""
+    """`learn` takes a service, or the .socket or .timer that starts one (of a user's
+    manager: a service only)."""
+    if current_scope().is_user and not name.endswith(".service") and _ANY_UNIT.match(name):
+        raise UserError(f"{name} is not a service: of a user's manager autosandbox learns "
+                        ".service units only; nothing was done")
     if name.endswith((".socket", ".timer")) and _ANY_UNIT.match(name) and "@." not in name:
         return
+    if name.endswith("@.service") and _SERVICE.match(name):
+        return  # a template: learn_target takes it when an Accept=yes socket starts it
     check_unit_name(name)
 
 
@@ -103,12 +208,20 @@ class Manager:
     """A thin, typed face of org.freedesktop.systemd1.Manager and its units."""
 
     def __init__(self) -> None:
+        self.scope = current_scope()
         try:
             from pydbus import SystemBus
         except ImportError as exc:  # PyGObject missing: say how to get it
             raise UserError(f"pydbus is not usable ({exc}); run install.sh") from None
+        if self.scope.is_user:
+            self.bus = _user_bus(self.scope)
+        else:
+            try:
+                self.bus = SystemBus()
+            except Exception as exc:
+                raise UserError(f"cannot reach systemd over D-Bus ({_short(exc)}): is systemd "
+                                "running as PID 1?") from None
         try:
-            self.bus = SystemBus()
             self.mgr = self.bus.get(BUS_NAME)
             self.version = str(self.mgr.Version)
         except Exception as exc:
@@ -180,6 +293,11 @@ class Manager:
             str(u.ActiveState), str(u.SubState), int(u.MainPID),
             int(getattr(u, "NRestarts", 0))))
 
+    def invocation(self, name: str) -> str:
+        """The unit's current run (a new one each time it starts; empty when it never ran)."""
+        u = self.unit(name)
+        return _dbus(f"read the state of {name}", lambda: bytes(u.InvocationID).hex())
+
     def reload(self) -> None:
         began = time.monotonic()
         log.debug("systemd: daemon-reload")
@@ -211,9 +329,20 @@ class Manager:
 
             # before the job, with the state it was found in: `reset` after a kill brings it
             # back to that, even from a moment we had it stopped (a restart between trials)
-            state = _dbus(f"read the state of {name}", lambda: str(self.unit(name).ActiveState))
-            runstate.record("changed", unit=name, was_running=state in RUNNING)
+            try:
+                found: bool | None = str(self.unit(name).ActiveState) in RUNNING
+            except Exception:  # not loadable by itself (a bare template): reset goes by state
+                found = None
+            entry = {"was_running": found} if found is not None else {}
+            runstate.record("changed", unit=name, **entry)
             self.changed.add(name)
+
+    def cgroup_root(self) -> str:
+        """The manager's own control group (a user's manager runs in user@UID.service)."""
+        if not self.scope.is_user:
+            return ""
+        return _dbus("read the manager's control group",
+                     lambda: str(self.mgr.ControlGroup or "")).rstrip("/")
 
     def reset_failed(self, name: str) -> None:
         with contextlib.suppress(Exception):  # not failed: nothing to reset
@@ -231,6 +360,51 @@ class Manager:
             if time.monotonic() > deadline:
                 return str(state)
             time.sleep(0.1)
+
+
+_USER_BUSES: dict[int, Any] = {}
+_PINGS = 10
+
+
+def _user_bus(scope: Scope) -> Any:
+    """A user manager's own socket (root may connect: systemd lets in root and the user);
+    a private connection, no bus daemon, so no user bus (dbus-user-session) is needed. One
+    per process and user."""
+    assert scope.uid is not None
+    if scope.uid not in _USER_BUSES:
+        _USER_BUSES[scope.uid] = _connect_user_bus(scope)
+    return _USER_BUSES[scope.uid]
+
+
+def _connect_user_bus(scope: Scope) -> Any:
+    sock = scope.private_socket
+    if not sock.exists():
+        raise UserError(f"{scope.user} has no running service manager ({sock} is missing): "
+                        f"'loginctl enable-linger {scope.user}' keeps one running")
+    try:
+        from gi.repository import Gio
+        from pydbus.bus import Bus
+
+        con = Gio.DBusConnection.new_for_address_sync(
+            f"unix:path={sock}", Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT, None, None)
+        # A first message sent right after the handshake went unanswered at times (systemd
+        # 252, about one connection in five): the next one gets both read. Ping until one
+        # is answered, so no call of ours waits for ever.
+        for _ in range(_PINGS):
+            try:
+                con.call_sync(BUS_NAME, "/org/freedesktop/systemd1", "org.freedesktop.DBus.Peer",
+                              "Ping", None, None, Gio.DBusCallFlags.NONE, 1000, None)
+                break
+            except Exception as exc:  # GLib.Error: timed out
+                log.debug("user manager of %s: ping unanswered (%s)", scope.user, _short(exc))
+        else:
+            raise UserError(f"the service manager of {scope.user} does not answer on {sock}")
+        return Bus(con)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"cannot reach the service manager of {scope.user} ({_short(exc)}): "
+                        "learning a user's units needs root") from None
 
 
 def _dbus(what: str, call: Callable[[], T]) -> T:

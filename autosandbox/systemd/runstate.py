@@ -22,7 +22,8 @@ from typing import Any
 from autosandbox import procs
 from autosandbox.commands import ToolError
 from autosandbox.errors import UserError
-from autosandbox.systemd.dropins import STATE_DIR, remove_dropin
+from autosandbox.systemd.dropins import STATE_DIR, remove_dropin, remove_file, write_file
+from autosandbox.systemd.manager import current_scope
 
 RUNS_DIR = STATE_DIR / "runs"
 _TRACEFS_PREFIXES = ("/sys/kernel/tracing/instances/autosandbox-",
@@ -49,6 +50,7 @@ class Run:
     start: int | None
     unit: str | None
     entries: list[dict[str, Any]] = field(default_factory=list)
+    manager_uid: int | None = None  # the unit's manager: the system's, or this user's
 
     @property
     def scratch(self) -> Path:
@@ -114,7 +116,9 @@ def session(unit: str | None, argv: list[str]) -> Iterator[Run | None]:
     run = Run(path, os.getpid(), start, unit)
     _current.append(run)
     try:
-        run.record("run", pid=run.pid, start=start, unit=unit, argv=argv[:20])
+        run.manager_uid = current_scope().uid
+        run.record("run", pid=run.pid, start=start, unit=unit, argv=argv[:20],
+                   manager_uid=run.manager_uid)
         watchdog = procs.ensure_watchdog()
         if watchdog is not None:
             record_process(watchdog)
@@ -142,7 +146,9 @@ def runs() -> list[Run]:
             pid_text = path.stem.split("-")[0]
             head = {"pid": int(pid_text) if pid_text.isdigit() else 0, "start": -1,
                     "unit": None}
-        out.append(Run(path, int(head["pid"]), head.get("start"), head.get("unit"), entries))
+        uid = head.get("manager_uid")
+        out.append(Run(path, int(head["pid"]), head.get("start"), head.get("unit"), entries,
+                       int(uid) if isinstance(uid, int) else None))
     return out
 
 
@@ -173,8 +179,8 @@ def undo(run: Run) -> list[str]:
         elif kind == "dir" and path.startswith(f"{STATE_DIR}/") and os.path.lexists(path):
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed {path}")
-        elif kind == "dropin" and path.startswith("/run/systemd/system/") and \
-                remove_dropin(Path(path)):
+        elif kind == "dropin" and path.startswith(str(current_scope().runtime_dir) + "/") \
+                and remove_dropin(Path(path), e.get("created", [])):
             done.append(f"removed {path}")
         elif kind == "audit":
             done += _remove_audit_rules(e)
@@ -209,18 +215,12 @@ def _undo_apply(e: dict[str, Any]) -> list[str]:
                 (Path(state) / name).unlink()
     target = Path(e["target"])
     if e.get("before") is None:
-        if target.exists():
-            target.unlink()
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+        if remove_file(target, e.get("created", [])):
             return [f"removed {target} (apply did not finish)"]
         return []
     saved = Path(e["before"])
     if saved.exists():
-        tmp = target.with_name(target.name + ".autosandbox-tmp")
-        shutil.copyfile(saved, tmp)
-        os.chmod(tmp, e.get("mode", 0o644))
-        tmp.replace(target)
+        write_file(target, saved.read_bytes(), e.get("mode", 0o644))
         return [f"restored {target} as it was before the unfinished apply"]
     return []
 

@@ -116,16 +116,25 @@ def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord | Ca
     return take
 
 
-def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[Recorder]) -> None:
+def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[Recorder],
+                     partial: bool = False) -> None:
     """After the streams ended: the held opens of a closed `tracer` go to their recorders,
-    (all of them, for a tracer without a sink); `profile` gets the source and the warnings."""
+    (all of them, for a tracer without a sink); `profile` gets the source and the warnings.
+    Opens no recorder takes make the profile a false account of the files (the sandbox
+    synthesized from it too tight, or its UMask= wrong): refused, unless already `partial`."""
     profile.add_source("bpftrace:open")
     if tracer.on_record is None:
         take = kernel_open_sink(recorders)
         for rec in tracer.records:
-            take(rec)
+            if not take(rec):
+                tracer.unattributed += 1
     tracer.deliver()
     profile.warnings.extend(tracer.warnings)
+    if tracer.unattributed and not partial:
+        raise UserError(f"bpftrace reported {tracer.unattributed} opens or calls by the traced "
+                        "processes that could not be placed in their trace: the profile would "
+                        "miss what they did, so nothing was learned (a bug, please "
+                        "report it; '--tracer full' traces them with strace instead)")
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
@@ -227,7 +236,7 @@ def trace_command(
     if cut and not keep_partial:
         raise KeyboardInterrupt
     assert stream is not None and proc is not None
-    profile = _folded(stream.close(), recorder, open_tracer, tracer, systracer)
+    profile = _folded(stream.close(), recorder, open_tracer, tracer, systracer, cut)
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode
@@ -275,10 +284,11 @@ def _window(proc: subprocess.Popen[bytes], started: float, duration: float | Non
 
 
 def _folded(profile: Profile, recorder: Recorder, open_tracer: OpenTracer | None,
-            tracer: CapabilityTracer | None, systracer: SyscallSetTracer | None) -> Profile:
+            tracer: CapabilityTracer | None, systracer: SyscallSetTracer | None,
+            cut: bool = False) -> Profile:
     """The kernel's views (opens, capability checks, the syscall set) folded into strace's."""
     if open_tracer is not None:
-        add_kernel_opens(profile, open_tracer, [recorder])
+        add_kernel_opens(profile, open_tracer, [recorder], partial=cut)
     if tracer is not None:
         # checks inside a user namespace of the program's own grant nothing on the host
         add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns))

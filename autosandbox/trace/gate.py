@@ -10,6 +10,12 @@ advance, and nobody else can write trace lines or announce pids.
 
 The control FIFO stays writable by all (a DynamicUser= uid is not known in advance): what is
 written there is checked, never trusted.
+
+A per-connection template (socket Accept=yes) runs many instances of each line at once, each
+in a control group of its own: the server believes a process of an instance started in our
+window (systemd/instances.py), one live process per line and instance, and each announcement
+gets a gate and a trace FIFO of its own (`gate-PID.fifo`, created once the pid is believed;
+the gate says which FIFO strace writes to), so concurrent instances never share a stream.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from autosandbox.systemd.instances import Instances, slice_path
+
 MAX_LINE = 64  # "PID INDEX\n": anything longer is not an announcement
 MAX_REFUSED = 20  # refusals kept as examples (all are counted)
 
@@ -29,6 +37,16 @@ MAX_REFUSED = 20  # refusals kept as examples (all are counted)
 def shim_script(control: Path, gate: Path, index: int) -> str:
     """The shell that waits at the gate (paths are ours: /run/autosandbox/UNIT/...)."""
     return f"echo \"$$ {index}\" > '{control}'; read -r _ < '{gate}'; exec \"$@\""
+
+
+def instance_shim_script(control: Path, index: int, wait_s: int = 120) -> str:
+    """The shell of a per-connection instance: it waits for its own gate (made once its pid
+    is believed), reads the trace FIFO from it and hands it to strace (`$1`) as `-o`; a gate
+    that never comes (not believed) fails the instance after `wait_s` s."""
+    gate = f"{control.parent}/gate-"
+    return (f"echo \"$$ {index}\" > '{control}'; g='{gate}'$$.fifo; n=0; "
+            f"while [ ! -p \"$g\" ]; do n=$((n+1)); [ $n -le {wait_s * 50} ] || exit 1; "
+            "sleep 0.02; done; read -r o < \"$g\"; s=$1; shift; exec \"$s\" -o \"$o\" \"$@\"")
 
 
 def proc_cgroup(pid: int) -> str | None:
@@ -63,13 +81,20 @@ def proc_ids(pid: int) -> tuple[int, int] | None:
     return None if uid is None or gid is None else (uid, gid)
 
 
+def proc_tracer(pid: int) -> int:
+    """The pid tracing `pid` (0: none, or gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("TracerPid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def slice_cgroup(slice_name: str, unit: str) -> str:
     """The control group systemd gives `unit` in `slice_name` ("a-b.slice" nests in a.slice)."""
-    path = ""
-    if slice_name and slice_name != "-.slice":
-        parts = slice_name.removesuffix(".slice").split("-")
-        path = "".join("/" + "-".join(parts[:i + 1]) + ".slice" for i in range(len(parts)))
-    return f"{path}/{unit}"
+    return f"{slice_path(slice_name)}/{unit}"
 
 
 def in_cgroup(pid: int, cgroup: str) -> bool:
@@ -80,23 +105,31 @@ def in_cgroup(pid: int, cgroup: str) -> bool:
 class GateServer:
     """`on_pid(pid, index, uid, gid)` follows an accepted pid (before its gate opens).
     `cgroup`: the unit's control group (None: believe every announcement, for tests of the
-    shell alone). `fifos[i]`: the trace FIFO of line i, handed to its announcer's uid."""
+    shell alone), or the instances of a per-connection template: then `on_pid` returns the
+    announcement's own trace FIFO (handed to the announcer's uid, named on its gate).
+    `fifos[i]`: the trace FIFO of line i, handed to its announcer's uid."""
 
     def __init__(self, directory: Path, lines: int,
-                 on_pid: Callable[[int, int, int, int], None],
-                 cgroup: str | None, fifos: Sequence[Path] = (), own_dir: bool = False) -> None:
+                 on_pid: Callable[[int, int, int, int], Path | None],
+                 cgroup: str | Instances | None, fifos: Sequence[Path] = (),
+                 own_dir: bool = False) -> None:
         """`own_dir`: `directory` is ours alone (removed by close())."""
         self.directory = directory if own_dir else None
         self.control = directory / "control.fifo"
-        self.gates = [directory / f"gate-{i}.fifo" for i in range(lines)]
+        self.per_instance = isinstance(cgroup, Instances)
+        self.lines = lines
+        self.gates = [] if self.per_instance else \
+            [directory / f"gate-{i}.fifo" for i in range(lines)]
         self.fifos = list(fifos)
         self.on_pid = on_pid
         self.cgroup = cgroup
+        self.instances: list[str] = []  # instance control groups believed, in order
         self.opened = 0
         self.errors: list[str] = []  # pids tracefs could not follow: the syscall set has gaps
         self.refused: list[str] = []  # announcements not believed
         self.refused_count = 0
-        self._live: dict[int, int] = {}  # line index -> the pid it was opened for
+        # (instance control group or "", line index) -> the pid it was opened for
+        self._live: dict[tuple[str, int], int] = {}
         # Gates are readable by all (the shell opens its gate right after announcing, before
         # we know its uid); reading another line's gate can only stall that line.
         for fifo, mode in ((self.control, 0o622), *((g, 0o644) for g in self.gates)):
@@ -136,13 +169,21 @@ class GateServer:
             self._refuse(f"a malformed line {line[:MAX_LINE]!r}")
             return
         pid, index = int(parts[0]), int(parts[1])
-        if index >= len(self.gates):
+        if index >= self.lines:
             self._refuse(f"pid {pid} for a line that does not exist ({index})")
             return
-        if self.cgroup is not None and not in_cgroup(pid, self.cgroup):
+        own = ""
+        if isinstance(self.cgroup, Instances):
+            found = self.cgroup.unit_cgroup(proc_cgroup(pid))
+            if found is None:
+                self._refuse(f"pid {pid} not in an instance of {self.cgroup.prefix}@.service "
+                             f"started while traced (cgroup {proc_cgroup(pid)})")
+                return
+            own = found
+        elif self.cgroup is not None and not in_cgroup(pid, self.cgroup):
             self._refuse(f"pid {pid} outside {self.cgroup} (cgroup {proc_cgroup(pid)})")
             return
-        earlier = self._live.get(index)
+        earlier = self._live.get((own, index))
         if earlier is not None and os.path.exists(f"/proc/{earlier}"):
             # One live process per line, announced once: a line runs again (reload, restart)
             # only once the process it was opened for is gone.
@@ -159,14 +200,39 @@ class GateServer:
         except OSError as exc:
             self.errors.append(f"pid {pid}: {exc}")
             return
-        self._live[index] = pid
+        self._live[(own, index)] = pid
         try:
-            self.on_pid(pid, index, uid, gid)
+            fifo = self.on_pid(pid, index, uid, gid)
         except Exception as exc:  # a bug here must not leave the unit waiting at its gate
             self.errors.append(f"pid {pid}: {exc}")
-        self._open_gate(self.gates[index])  # never leave the unit waiting
+            fifo = None
+        if not self.per_instance:
+            self._open_gate(self.gates[index])  # never leave the unit waiting
+            return
+        if fifo is None:
+            return  # not followed: its shell gives up (instance_shim_script)
+        if own not in self.instances:
+            self.instances.append(own)
+        self._instance_gate(pid, fifo, uid, gid)
 
-    def _open_gate(self, gate: Path) -> None:
+    def _instance_gate(self, pid: int, fifo: Path, uid: int, gid: int) -> None:
+        """The announcer's own gate, made now (our directory: nobody else can make it),
+        carrying the path of its own trace FIFO."""
+        gate = self.control.parent / f"gate-{pid}.fifo"
+        try:
+            os.chown(fifo, uid, gid, follow_symlinks=False)
+            os.mkfifo(gate, 0o600)
+            os.chmod(gate, 0o644, follow_symlinks=False)
+        except OSError as exc:
+            self.errors.append(f"pid {pid}: {exc}")
+            return
+        try:
+            self._open_gate(gate, f"{fifo}\n".encode())
+        finally:
+            with contextlib.suppress(OSError):
+                gate.unlink()
+
+    def _open_gate(self, gate: Path, message: bytes = b"go\n") -> None:
         """Write to the gate once its shell reads it (give up after 10 s: never hang here)."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not self._stop.is_set():
@@ -178,7 +244,7 @@ class GateServer:
                 time.sleep(0.002)
                 continue
             try:
-                os.write(fd, b"go\n")
+                os.write(fd, message)
                 self.opened += 1
             finally:
                 os.close(fd)

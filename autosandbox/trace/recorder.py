@@ -551,6 +551,9 @@ class Recorder:
         if "O_PATH" in flags:
             self._record(sc, path, "stat")
             return
+        if path == "/proc/kmsg" and sc.ok:
+            # opening it is syslog(2)'s SYSLOG_ACTION_OPEN, checked whatever dmesg_restrict
+            self._add_cap(sc, "CAP_SYSLOG", "/proc/kmsg opened (rsyslog's imklog)")
         if "O_WRONLY" in flags or "O_RDWR" in flags or "O_TRUNC" in flags:
             self._record(sc, path, "write")
         else:

@@ -47,6 +47,15 @@ class TraceStream:
         except BaseException as exc:  # surfaced by close(): a parser bug must not hang us
             self.error = exc
 
+    def drained(self, timeout: float) -> bool:
+        """Drop our write end and wait (at most `timeout` s) for the writers to go: False
+        while one still writes (then the recorder is still being fed: not to be finished)."""
+        if self._keepalive is not None:
+            os.close(self._keepalive)
+            self._keepalive = None
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def close(self, timeout: float = 30.0) -> Profile:
         """Stop once all writers are gone; return the recorder's finished profile."""
         if self._keepalive is not None:

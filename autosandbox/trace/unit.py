@@ -28,16 +28,33 @@ from autosandbox.linux import audit
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
-    STATE_DIR,
     TRACE_DROPIN,
     dropin_path,
     remove_dropin,
+    state_dir_of,
     unit_lock,
     unit_state_dir,
     write_dropin,
 )
+from autosandbox.systemd.instances import (
+    Instances,
+    accepting_socket,
+    cgroup_gone,
+    cgroup_procs,
+    is_template,
+    prefix_of,
+    running_instances,
+    slice_of,
+    template_info,
+)
 from autosandbox.systemd.journal import journal_cursor, journal_lines, why_it_failed
-from autosandbox.systemd.manager import ExecLine, Manager, ServiceInfo, check_unit_name
+from autosandbox.systemd.manager import (
+    ExecLine,
+    Manager,
+    ServiceInfo,
+    check_unit_name,
+    current_scope,
+)
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.trace.command import (
     Progress,
@@ -51,7 +68,13 @@ from autosandbox.trace.command import (
     strace_options,
 )
 from autosandbox.trace.facts import record_facts
-from autosandbox.trace.gate import GateServer, shim_script, slice_cgroup
+from autosandbox.trace.gate import (
+    GateServer,
+    instance_shim_script,
+    proc_tracer,
+    shim_script,
+    slice_cgroup,
+)
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
@@ -75,25 +98,36 @@ class UnitTraceResult:
     events: int = 0  # trace lines of the sandboxed Exec lines: 0 is a failed trace
     runs: int | None = None  # runs its timer started while traced (scheduled learning)
     failure: str | None = None  # systemd's account of a start that failed under tracing
+    instances: int | None = None  # per-connection instances traced (a template)
 
 
 @dataclass(frozen=True)
 class Target:
     """What `learn NAME` traces: a service, found from a .socket or .timer if need be.
-    `scheduled`: started by a timer, traced in the runs the timer starts, never restarted."""
+    `scheduled`: started by a timer, traced in the runs the timer starts, never restarted.
+    `per_connection`: `service` is the template NAME@.service whose instances an Accept=yes
+    socket (`via`) starts, one per connection: every instance started while learning is
+    traced, none is restarted; `asked`: the instance the user named, if any."""
     service: str
     via: str | None = None
     scheduled: bool = False
+    per_connection: bool = False
+    asked: str | None = None
 
 
 def learn_target(mgr: Manager, name: str) -> Target:
-    """The service `learn NAME` traces; a per-connection (Accept=yes) service is refused
-    (one connection traced while others run untraced would be a false success)."""
+    """The service `learn NAME` traces. A per-connection (Accept=yes) socket, its template
+    and any of its instances all lead to the template: one connection traced while others
+    run untraced would be a false success, so every instance started in the window is."""
     via = None
+    if name.endswith(".socket") and mgr.accepts(name):
+        return Target(f"{name.removesuffix('.socket')}@.service", name, per_connection=True)
+    if name.endswith(".service") and "@" in name:
+        sock = accepting_socket(mgr, name)
+        if sock is not None:
+            return Target(f"{prefix_of(name)}@.service", sock, per_connection=True,
+                          asked=None if is_template(name) else name)
     if name.endswith((".socket", ".timer")):
-        if name.endswith(".socket") and mgr.accepts(name):
-            raise UserError(f"{name} has Accept=yes (one service instance per connection): "
-                            "learning those is not supported; nothing was changed")
         services = [t for t in mgr.triggers(name) if t.endswith(".service")]
         if len(services) != 1:
             raise UserError(f"{name} starts {', '.join(services) or 'no service'}: learn needs "
@@ -101,10 +135,6 @@ def learn_target(mgr: Manager, name: str) -> Target:
         via, name = name, services[0]
     check_unit_name(name)
     info = mgr.info(name)
-    for unit in info.triggered_by:
-        if unit.endswith(".socket") and mgr.accepts(unit):
-            raise UserError(f"{name} is started per connection by {unit} (Accept=yes): "
-                            "learning those is not supported; nothing was changed")
     timers = [t for t in info.triggered_by if t.endswith(".timer")]
     if via is None and timers and info.active_state != "active":
         via = timers[0]
@@ -134,7 +164,7 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
             "while learning; the learned drop-in keeps the unit's own lists")
         needed = sorted({os.path.realpath(p) for p in ("/bin/sh", strace)})
         lines.append("ExecPaths=" + " ".join(v for v in map(unitfile.path_value, needed) if v))
-    if own.get("CapabilityBoundingSet"):
+    if own.get("CapabilityBoundingSet") and not current_scope().is_user:
         # Only where the unit sets its own: a first assignment replaces the full set.
         lines += unitfile.comment(
             "strace runs inside the unit's bounding set: without CAP_SYS_PTRACE it cannot read "
@@ -148,14 +178,18 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
             if e.kind != kind:
                 continue
             shim: list[str] = []
-            if gates is not None:
+            output = ["-o", str(fifos[e])] if e in fifos else []
+            if gates is not None and gates.per_instance:
+                # the instance's own FIFO comes through its gate (gate.py)
+                shim = ["/bin/sh", "-c", instance_shim_script(gates.control, i),
+                        "autosandbox-shim"]
+            elif gates is not None:
                 shim = ["/bin/sh", "-c", shim_script(gates.control, gates.gates[i], i),
                         "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
             words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
                                                      *strace_options(fast, kernel_opens),
-                                                     "-o",
-                                                     str(fifos[e]), "--", e.path)]
+                                                     *output, "--", e.path)]
             words += [unitfile.exec_arg(a, expand_env=True) for a in e.argv[1:]]
             lines.append(f"{kind}={e.prefix()}{' '.join(words)}")
     return unitfile.join_lines(lines)
@@ -166,7 +200,7 @@ def unit_cgroup(mgr: Manager, info: ServiceInfo) -> str:
     if info.control_group:
         return info.control_group
     slice_name = str(getattr(mgr.unit(info.name), "Slice", "") or "system.slice")
-    return slice_cgroup(slice_name, info.name)
+    return mgr.cgroup_root() + slice_cgroup(slice_name, info.name)
 
 
 def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
@@ -202,6 +236,9 @@ def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
 
 
 def _uid_of(info: ServiceInfo) -> int:
+    scope = current_scope()
+    if scope.uid is not None:  # a user's manager runs its units as that user
+        return scope.uid
     if info.dynamic_user:
         return 65534
     if not info.user:
@@ -215,6 +252,8 @@ def _uid_of(info: ServiceInfo) -> int:
 def _gid_of(info: ServiceInfo) -> int | None:
     """The group systemd runs the unit as (Group=, else User='s primary group, else root's);
     None when unknown: synthesis then proves nothing about ownership with it."""
+    if current_scope().uid is not None:
+        return current_scope().gid
     if info.dynamic_user:
         return None
     try:
@@ -225,18 +264,38 @@ def _gid_of(info: ServiceInfo) -> int | None:
         return None
 
 
+def detach_strace(cgroups: list[str], strace: str) -> int:
+    """SIGKILL to our strace (that binary, in the same control group) tracing a process of
+    each control group; the kernel detaches its tracees, which run on (strace writing to a
+    file ignores SIGTERM and SIGPIPE, and sets no PTRACE_O_EXITKILL). How many."""
+    ours = os.path.realpath(strace)
+    done = 0
+    for cgroup in cgroups:
+        pids = cgroup_procs(cgroup)
+        for tracer in {proc_tracer(p) for p in pids} & pids:
+            with contextlib.suppress(OSError):
+                if os.path.realpath(f"/proc/{tracer}/exe") == ours:
+                    os.kill(tracer, signal.SIGKILL)
+                    log.debug("detached strace %d from %s", tracer, cgroup)
+                    done += 1
+    return done
+
+
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
                on_progress: Callable[[Progress], None] | None = None,
                fast: bool | None = None, keep_partial: bool = False,
-               scheduled: bool = False) -> UnitTraceResult:
+               scheduled: bool = False, per_connection: bool = False) -> UnitTraceResult:
     """Trace `unit` for `duration` s and restore it. A signal (KeyboardInterrupt) restores
     everything and re-raises; with `keep_partial` the profile so far is returned, partial.
-    `scheduled`: the unit is not restarted; the runs its timer starts are traced."""
+    `scheduled`: the unit is not restarted; the runs its timer starts are traced.
+    `per_connection`: `unit` is a template (NAME@.service) an Accept=yes socket starts: each
+    instance started in the window is traced on its own, none is stopped or restarted."""
     require_root()
-    check_unit_name(unit)
+    if not per_connection:
+        check_unit_name(unit)
     strace = require_strace()
     mgr = Manager()
-    info = mgr.info(unit)
+    info = template_info(mgr, unit) if per_connection else mgr.info(unit)
     if not any(e.kind == "ExecStart" for e in info.exec_lines):
         raise UserError(f"{unit} has no ExecStart= to trace")
     if info.root_directory or info.root_image:
@@ -249,13 +308,14 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
             raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
-                            f" run 'autosandbox reset {unit}' first")
+                            f" run 'autosandbox reset {unit}{current_scope().flag()}' first")
         try:
-            plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled)
+            plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled,
+                         per_connection)
             return _UnitTrace(mgr, info, strace, dropin, plan).run()
         except BaseException:
             # also when cut after the restore, while the profile is built: its FIFOs go too
-            shutil.rmtree(STATE_DIR / unit, ignore_errors=True)
+            shutil.rmtree(state_dir_of(unit), ignore_errors=True)
             raise
 
 
@@ -268,6 +328,7 @@ class _Plan:
     fast: bool | None
     keep_partial: bool
     scheduled: bool
+    per_connection: bool = False
 
 
 class _UnitTrace:
@@ -286,6 +347,12 @@ class _UnitTrace:
                                 if e.kind == "ExecStart")
         self.streams: dict[ExecLine, TraceStream] = {}
         self.line_streams: list[TraceStream] = []  # by index, as the shims announce
+        # per connection: one stream per announcement (gate thread appends), and the rule
+        # for which control groups are instances started in our window
+        self.per_conn = plan.per_connection
+        self.instance_streams: list[tuple[ExecLine, TraceStream]] = []
+        self.recorders: list[Recorder] = []  # every stream's, for the kernel's opens
+        self.instances: Instances | None = None
         self.notes: list[str] = []
         self.tracer: CapabilityTracer | None = None
         self.systracer: SyscallSetTracer | None = None
@@ -301,11 +368,15 @@ class _UnitTrace:
         self.cursor: str | None = None
         self.cut = False
         self.begun = time.monotonic()
-        self.state_dir = STATE_DIR / self.unit
+        self.state_dir = state_dir_of(self.unit)
+
+    def all_streams(self) -> list[tuple[ExecLine, TraceStream]]:
+        return [*self.streams.items(), *list(self.instance_streams)]
 
     def run(self) -> UnitTraceResult:
-        runstate.record("unit", name=self.unit, was_running=self.was_running)
-        runstate.record("dir", path=str(STATE_DIR / self.unit))
+        if not self.per_conn:  # a template is never restarted, by us or by `reset`
+            runstate.record("unit", name=self.unit, was_running=self.was_running)
+        runstate.record("dir", path=str(state_dir_of(self.unit)))
         fast = self._fast()
         self.state_dir = unit_state_dir(self.unit)
         discard = False
@@ -340,13 +411,15 @@ class _UnitTrace:
 
     def _start_tracers(self, fast: bool) -> None:
         # Each line's FIFO: root's, 0600, in a fresh 0711 directory of ours; the gate hands
-        # it to the uid of the process the line really started (gate.py).
-        for e in self.info.exec_lines:
+        # it to the uid of the process the line really started (gate.py). Per connection,
+        # each announcement gets its own (_follow).
+        for e in [] if self.per_conn else self.info.exec_lines:
             profile = Profile(subject={"unit": self.unit, "exec": e.kind})
             recorder = Recorder(profile, self.cwd, uid=self.uid, first_is_root=False)
             stream = TraceStream(recorder, fifo_dir=self.state_dir)
             os.chmod(stream.dir, 0o711)
             self.streams[e] = stream
+            self.recorders.append(recorder)
         # Short: bpftrace 0.17 refuses string literals over 64 bytes, and the BPF program
         # matches the gates by this path (a longer unit name falls back to strace's opens).
         gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=self.state_dir))
@@ -359,14 +432,21 @@ class _UnitTrace:
             # The shims open their gates: that is how bpftrace learns the unit's processes.
             self.open_tracer, why_not = start_open_tracer(
                 gate_prefix=f"{gate_dir}/gate-",
-                on_record=kernel_open_sink([s.recorder for s in self.streams.values()]))
+                on_record=kernel_open_sink(self.recorders))
             if why_not is not None:
                 self.notes.append(why_not)
         # identical lines share one stream
-        self.line_streams = [self.streams[e] for e in self.info.exec_lines]
+        self.line_streams = [self.streams[e] for e in self.info.exec_lines if e in self.streams]
+        if self.per_conn:
+            # taken before our drop-in exists: those instances are not ours
+            slice_cg = slice_of(self.mgr, self.unit)
+            prefix = prefix_of(self.unit)
+            self.instances = Instances(slice_cg, prefix, running_instances(slice_cg, prefix))
+            where: str | Instances = self.instances
+        else:
+            where = unit_cgroup(self.mgr, self.info)
         self.gates = GateServer(gate_dir, len(self.info.exec_lines), self._follow,
-                                unit_cgroup(self.mgr, self.info),
-                                [s.fifo for s in self.line_streams], own_dir=True)
+                                where, [s.fifo for s in self.line_streams], own_dir=True)
         if self.audit_why is None:
             try:
                 self.audit_rules = audit.AuditRules(
@@ -375,13 +455,26 @@ class _UnitTrace:
                 self.audit_why = str(exc)
 
     def _is_program(self, pid: int) -> bool:
-        return any(pid in s.recorder.pids for s in list(self.streams.values()))
+        return any(pid in s.recorder.pids for _, s in self.all_streams())
 
-    def _follow(self, pid: int, index: int, pid_uid: int, pid_gid: int) -> None:
+    def _follow(self, pid: int, index: int, pid_uid: int, pid_gid: int) -> Path | None:
         self.runs += index == self.first_start
-        self.line_streams[index].recorder.add_root(pid, pid_uid, pid_gid)
+        fifo = None
+        if self.per_conn:
+            line = self.info.exec_lines[index]
+            recorder = Recorder(Profile(subject={"unit": self.unit, "exec": line.kind}),
+                                self.cwd, uid=self.uid, first_is_root=False)
+            stream = TraceStream(recorder, fifo_dir=self.state_dir)
+            os.chmod(stream.dir, 0o711)
+            self.recorders.append(recorder)
+            self.instance_streams.append((line, stream))
+            fifo = stream.fifo
+        else:
+            recorder = self.line_streams[index].recorder
+        recorder.add_root(pid, pid_uid, pid_gid)
         if self.systracer is not None:
             self.systracer.add_pid(pid)
+        return fifo
 
     def _start_unit(self) -> None:
         write_dropin(self.dropin, trace_dropin(
@@ -389,8 +482,10 @@ class _UnitTrace:
             kernel_opens=self.open_tracer is not None, fast=self.systracer is not None))
         self.mgr.reload()
         self.cursor = journal_cursor()
-        # scheduled: its timer starts it (no run off schedule); the window opens now
-        state = "active" if self.plan.scheduled else self.mgr.restart(self.unit)
+        # scheduled: its timer starts it (no run off schedule); per connection: its socket
+        # starts the instances; the window opens now
+        state = "active" if self.plan.scheduled or self.per_conn else \
+            self.mgr.restart(self.unit)
         self.begun = time.monotonic()  # --duration counts traced time, not the start-up
         if state != "active" and self.info.type != "oneshot":
             self._failed(f"{self.unit} did not start under strace (state {state})")
@@ -405,6 +500,12 @@ class _UnitTrace:
         while self.started_ok:
             self._exercise()
             elapsed = time.monotonic() - self.begun
+            if self.per_conn and self.gates is not None:
+                self._report(elapsed, f"{len(self.gates.instances)} instance(s)")
+                if elapsed >= duration:
+                    break
+                time.sleep(min(0.5, max(0.05, duration - elapsed)))
+                continue
             st, sub, _, _ = self.mgr.state(self.unit)
             self._report(elapsed, f"{st}/{sub}")
             if elapsed >= duration:
@@ -434,7 +535,7 @@ class _UnitTrace:
     def _report(self, elapsed: float, state: str) -> None:
         if self.plan.on_progress is None:
             return
-        streams = self.streams.values()
+        streams = [s for _, s in self.all_streams()]
         paths = sum(len(s.recorder.profile.paths) for s in streams)
         fams = sorted({f for s in streams for f in s.recorder.profile.families})
         caps = sorted({c for s in streams for c in s.recorder.profile.capabilities})
@@ -450,23 +551,45 @@ class _UnitTrace:
                 self.notes.append(f"the --exercise command never succeeded while learning "
                                   f"({self.exercise_runs} runs): the profile misses its code "
                                   "paths")
-        if self.plan.scheduled:
+        if self.per_conn:
+            self._wait_for_instances(max(60.0, self.plan.duration))
+        elif self.plan.scheduled:
             _wait_for_run(self.mgr, self.unit, max(60.0, self.plan.duration))
             self.started_ok = self.runs > 0
         elif self.started_ok and self.info.type != "oneshot":
             _reload_and_stop_traced(self.mgr, self.info, self.notes)
 
+    def _wait_for_instances(self, limit: float) -> None:
+        """The instances traced end under the trace (their connections close); one still
+        serving after `limit` s is left running, traced no more (never stopped)."""
+        deadline = time.monotonic() + limit
+        traced = list(self.gates.instances) if self.gates is not None else []
+        while time.monotonic() < deadline and not all(cgroup_gone(c) for c in traced):
+            time.sleep(0.2)
+        left = [c for c in traced if not cgroup_gone(c)]
+        if left:
+            self.notes.append(f"{len(left)} traced instance(s) still served a connection "
+                              f"{limit:.0f}s after the window: left running (never "
+                              "stopped)")
+
     def _stop_all(self, discard: bool) -> None:
         tracer, systracer, rules = self.tracer, self.systracer, self.audit_rules
         _each(self._stop_exercise,
               lambda: _restore(self.mgr, self.info, self.dropin, self.was_running, self.notes,
-                               self.plan.scheduled),
+                               self.plan.scheduled, self.per_conn),
+              self._detach_instances,
               lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
               self._close_gates,
               lambda: self.open_tracer.close() if self.open_tracer is not None else None,
               lambda: systracer.__exit__(None, None, None) if systracer else None,
               lambda: rules.__exit__(None, None, None) if rules else None,
               lambda: self._discard_streams() if discard else None)
+
+    def _detach_instances(self) -> None:
+        """Per connection: an instance still serving is never stopped, but our strace lets
+        go of it (detach_strace: the instance runs on untraced)."""
+        if self.per_conn and self.gates is not None:
+            detach_strace(list(self.gates.instances), self.strace)
 
     def _stop_exercise(self) -> None:
         proc = self.exercise_proc
@@ -484,7 +607,7 @@ class _UnitTrace:
 
     def _discard_streams(self) -> None:
         """Nothing is learned from a cut trace: its FIFOs go at once."""
-        for stream in self.streams.values():
+        for _, stream in self.all_streams():
             with contextlib.suppress(Exception):
                 stream.close(timeout=2)
         shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -496,15 +619,27 @@ class _UnitTrace:
             "gid": _gid_of(info), "group": info.group or None,
             "dynamic_user": info.dynamic_user, "type": info.type, "cwd": self.cwd,
             "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
-            "duration_s": round(time.monotonic() - self.begun, 3)})
+            "duration_s": round(time.monotonic() - self.begun, 3),
+            **current_scope().to_json()})
         profile.add_source("strace")
-        for stream in self.streams.values():
+        streams = self.all_streams()
+        if self.per_conn:
+            # an instance still serving a connection still feeds its recorder: left out
+            live = [(e, s) for e, s in streams if not s.drained(2)]
+            for _, stream in live:
+                shutil.rmtree(stream.dir, ignore_errors=True)
+            streams = [x for x in streams if x not in live]
+            if live:
+                self.notes.append(f"the trace of {len(live)} instance(s) still serving a "
+                                  "connection was left out of the profile")
+        for _, stream in streams:
             stream.close(timeout=10)  # each recorder's profile is whole
         if self.open_tracer is not None:
-            add_kernel_opens(profile, self.open_tracer,
-                             [s.recorder for s in self.streams.values()])
-        pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in self.streams.items()])
-        events = sum(s.events for e, s in self.streams.items() if "privileged" not in e.flags)
+            add_kernel_opens(profile, self.open_tracer, [s.recorder for _, s in streams],
+                             partial=self.cut)
+        # per connection: each instance's profile merged into the template's
+        pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams])
+        events = sum(s.events for e, s in streams if "privileged" not in e.flags)
         if self.systracer is not None:
             add_syscall_set(profile, self.systracer.syscalls_for(pids))
         if self.gates is not None:
@@ -517,9 +652,17 @@ class _UnitTrace:
             mark_partial(profile)
         if self.plan.scheduled:
             profile.subject["runs"] = self.runs
+        instances = None
+        if self.per_conn and self.gates is not None and self.instances is not None:
+            instances = len(self.gates.instances)
+            profile.subject["instances"] = instances
+            if self.instances.before:
+                self.notes.append(f"{len(self.instances.before)} instance(s) already running "
+                                  "when learning began were left alone (not traced, not "
+                                  "counted)")
         return UnitTraceResult(profile, info, self.notes, self.started_ok, partial=self.cut,
                                events=events, runs=self.runs if self.plan.scheduled else None,
-                               failure=self.failure)
+                               failure=self.failure, instances=instances)
 
     def _add_kernel_evidence(self, profile: Profile, pids: set[int], outside: set[int]) -> None:
         """Audit's failed accesses and the capabilities the kernel granted, of our pids."""
@@ -546,8 +689,8 @@ def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -
     unit = info.name
     if any(e.kind == "ExecReload" for e in info.exec_lines):
         try:
-            cp = subprocess.run(["systemctl", "reload", unit], capture_output=True, text=True,
-                                timeout=120, check=False)
+            cp = subprocess.run([*current_scope().systemctl(), "reload", unit],
+                                capture_output=True, text=True, timeout=120, check=False)
             if cp.returncode != 0:
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
                 notes.append(f"reloading {unit} while it was traced failed: {why[:120]}")
@@ -588,14 +731,17 @@ def _each(*steps: Callable[[], object]) -> None:
 
 
 def _restore(mgr: Manager, info: ServiceInfo, dropin: Path, was_running: bool,
-             notes: list[str], scheduled: bool = False) -> None:
+             notes: list[str], scheduled: bool = False, per_connection: bool = False) -> None:
     """Remove the trace drop-in and bring the unit back to the state it was found in; a
-    scheduled unit is left as its timer's runs left it (their result is theirs)."""
+    scheduled unit is left as its timer's runs left it (their result is theirs); a template's
+    instances run on (each ends with its connection)."""
     unit = info.name
     loaded = remove_dropin(dropin)  # written: systemd may have loaded it
     log.debug("restore %s: trace drop-in %s", unit, "removed" if loaded else "not there")
     if loaded:
         mgr.reload()
+    if per_connection:
+        return
     if not loaded and unit not in mgr.changed:
         log.debug("restore %s: untouched, nothing to do", unit)
         return  # interrupted before anything reached the unit: it runs as it was found

@@ -13,11 +13,27 @@ from pathlib import Path
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd import runstate
-from autosandbox.systemd.dropins import APPLIED_DROPIN, dropin_path, unit_lock
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, template_of
+from autosandbox.systemd.dropins import (
+    APPLIED_DROPIN,
+    dropin_path,
+    missing_dirs,
+    remove_file,
+    unit_lock,
+    write_file,
+)
+from autosandbox.systemd.instances import accepted, template_info, template_socket
+from autosandbox.systemd.journal import journal_cursor
+from autosandbox.systemd.manager import (
+    Manager,
+    ServiceInfo,
+    check_unit_name,
+    current_scope,
+    template_of,
+)
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import read_candidate
 from autosandbox.validate.health import Health, HealthChecks, judge
+from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.snapshot import (
     Change,
     Snapshot,
@@ -37,30 +53,43 @@ class Applied:
 
 
 def _state_dir(unit: str) -> Path:
-    return BACKUP_ROOT / unit
+    return BACKUP_ROOT / current_scope().key(unit)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".autosandbox-tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    """(in a user's home: as that user, dropins.write_file)"""
+    write_file(path, data, 0o644)
 
 
 def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
-                       checks: HealthChecks) -> Health:
+                       checks: HealthChecks, socket: str | None = None) -> Health:
+    """`socket`: `unit` is a template it starts per connection: nothing is restarted; the
+    checks' connections start instances with the new drop-in, and those are judged."""
     mgr.reload()
+    if socket is not None:
+        health, out = connection_trial(checks, unit, socket, journal_cursor(),
+                                       lambda: accepted(mgr, socket))
+        for name in out.started:  # a failed instance is no lasting state of ours
+            if out.ended.get(name, "success") != "success":
+                mgr.reset_failed(name)
+        return health
     mgr.reset_failed(unit)
     return judge(mgr, unit, service_type, checks, mgr.restart(unit))
 
 
-def _installed(unit: str, template: bool = False) -> tuple[Manager, ServiceInfo, Path, Path]:
+def _installed(unit: str, template: bool = False,
+               root: bool = True) -> tuple[Manager, ServiceInfo, Path, Path]:
     """What apply and revert work on: systemd, the unit, the /etc drop-in, our backups.
-    `template`: the drop-in and backups are those of every instance of the unit's template."""
-    require_root()
-    check_unit_name(unit)
+    `template`: the drop-in and backups are those of every instance of the unit's template.
+    A template started per connection (NAME@.service of an Accept=yes socket) is named as
+    such: its info is the template's."""
+    if root:
+        require_root()
     mgr = Manager()
+    if template_socket(mgr, unit) is not None:
+        return (mgr, template_info(mgr, unit), dropin_path(unit, APPLIED_DROPIN, runtime=False),
+                _state_dir(unit))
+    check_unit_name(unit)
     where = template_of(unit) if template else unit
     return (mgr, mgr.info(unit), dropin_path(where, APPLIED_DROPIN, runtime=False),
             _state_dir(where))
@@ -98,11 +127,18 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
           template: bool = False) -> Applied:
     check_applicable(unit, text, force)
     mgr, info, target, state = _installed(unit, template)
+    socket = template_socket(mgr, unit)
+    if socket is not None:
+        require_connections(checks, unit, socket)
     with unit_lock(unit), terminate_as_interrupt(), _undo_if_interrupted() as undo:
         disk = _watch(info, text, target)
+        disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
         first = not (state / "state.json").exists()
-        undo.arm(mgr, info, target, before, state if first else None)
+        created = missing_dirs(target)  # removed again with our file (revert, roll-back)
+        if not first:
+            created = json.loads((state / "state.json").read_text()).get("created", [])
+        undo.arm(mgr, info, target, before, state if first else None, created)
         backup: Path | None = None
         if first:
             state.mkdir(parents=True, exist_ok=True)
@@ -110,11 +146,12 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                 backup = state / "previous.conf"
                 _write_bytes(backup, before)  # the file we replace, byte for byte
             (state / "state.json").write_text(json.dumps(
-                {"unit": unit, "had_previous": before is not None, "path": str(target)}))
+                {"unit": unit, "had_previous": before is not None, "path": str(target),
+                 "created": created}))
         elif (state / "previous.conf").exists():
             backup = state / "previous.conf"
         _write_bytes(target, text.encode("utf-8"))
-        health = _restart_and_judge(mgr, unit, info.type, checks)
+        health = _restart_and_judge(mgr, unit, info.type, checks, socket)
         changed = _ours(disk.changes(disk.again()))
         if changed:
             health = Health(False, [*health.problems,
@@ -122,20 +159,22 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                             health.state)
         if not health.healthy:
             if before is None:
-                target.unlink()
-                with contextlib.suppress(OSError):
-                    target.parent.rmdir()
+                remove_file(target, created)
             else:
                 _write_bytes(target, before)
             if first:
                 for name in ("state.json", "previous.conf"):
                     with contextlib.suppress(FileNotFoundError):
                         (state / name).unlink()
-            back = _restart_and_judge(mgr, unit, info.type, HealthChecks(settle=2))
+            if socket is None:
+                back = _restart_and_judge(mgr, unit, info.type, HealthChecks(settle=2))
+            else:  # new connections get the previous drop-in; nothing else to bring back
+                mgr.reload()
+                back = Health(True, state="listening")
             restore(_ours(disk.changes(disk.again())))
             raise HealthError(f"{unit} was unhealthy with the drop-in ({health.summary()}); "
                               f"rolled back, the unit is {back.state or 'restored'}")
-        if not info.running:
+        if not info.running and socket is None:
             mgr.stop(unit)
         undo.disarm()
         return Applied(target, health, backup)
@@ -146,9 +185,10 @@ class _Undo:
 
     def __init__(self) -> None:
         self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, Path | None] | None = None
+        self.created: list[str] = []
 
     def arm(self, mgr: Manager, info: ServiceInfo, target: Path, before: bytes | None,
-            state: Path | None) -> None:
+            state: Path | None, created: list[str]) -> None:
         saved = None
         scratch = runstate.scratch_dir()
         if scratch is not None and before is not None:
@@ -157,8 +197,9 @@ class _Undo:
         mode = target.stat().st_mode & 0o7777 if before is not None else 0o644
         runstate.record("apply", unit=info.name, target=str(target),
                         before=str(saved) if saved else None, mode=mode,
-                        state=str(state) if state else None)
+                        state=str(state) if state else None, created=created)
         self.armed = (mgr, info, target, before, state)
+        self.created = created
 
     def disarm(self) -> None:
         """Installed and healthy: nothing to put back any more."""
@@ -170,10 +211,7 @@ class _Undo:
             return
         mgr, info, target, before, state = self.armed
         if before is None:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+            remove_file(target, self.created)
         else:
             _write_bytes(target, before)
         if state is not None:  # this apply made the backup: it goes too
@@ -181,6 +219,8 @@ class _Undo:
                 with contextlib.suppress(FileNotFoundError):
                     (state / name).unlink()
         mgr.reload()
+        if info.name.endswith("@.service"):
+            return  # a per-connection template: new connections get the file put back
         mgr.reset_failed(info.name)
         if info.running:
             mgr.restart(info.name)
@@ -213,26 +253,23 @@ def revert(unit: str, template: bool = False) -> list[str]:
             _write_bytes(target, (state / "previous.conf").read_bytes())
             done.append(f"restored the previous {target}")
         else:
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+            remove_file(target, meta.get("created", []))
             done.append(f"removed {target}")
         for name in ("state.json", "previous.conf"):
             with contextlib.suppress(FileNotFoundError):
                 (state / name).unlink()
         mgr.reload()
-        if info.running:
+        if info.name.endswith("@.service"):
+            done.append(f"new connections to {template_socket(mgr, unit)} get {unit} as it "
+                        "was; instances already serving one keep their settings until they end")
+        elif info.running:
             mgr.reset_failed(unit)
             done.append(f"restarted {unit}: {mgr.restart(unit)}")
         return done
 
 
 def diff(unit: str, text: str, template: bool = False) -> str:
-    check_unit_name(unit)
-    mgr = Manager()
-    info = mgr.info(unit)
-    target = dropin_path(template_of(unit) if template else unit, APPLIED_DROPIN, runtime=False)
+    _, info, target, _ = _installed(unit, template, root=False)
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     out = list(difflib.unified_diff(current.splitlines(keepends=True),
                                     text.splitlines(keepends=True),

@@ -70,6 +70,8 @@ def needed_capability(dn: Denial, may_be_root: bool, have: set[str]) -> tuple[st
         return "CAP_CHOWN", f"{dn.syscall}() refused"
     if dn.kind == "eperm" and dn.syscall in KILL_CALLS:
         return "CAP_KILL", f"{dn.syscall}() refused: the target runs as another user"
+    if dn.kind == "eperm" and dn.path == "/proc/kmsg":
+        return "CAP_SYSLOG", "/proc/kmsg refused: opening the kernel log is syslog(2)'s open"
     if dn.kind == "eacces" and dn.path and dn.path.startswith("/") and \
             not dn.path.startswith(("/proc/", "/sys/", "/dev/")):
         cap, why = dac_capability(dn.path)

@@ -133,6 +133,7 @@ class Evidence:
     allowed: Sequence[str] = ()  # --allow-write
     changed: frozenset[str] = frozenset()  # paths whose owner/mode the trial changed
     log: list[str] = field(default_factory=list)  # what was not granted, and why
+    home: str | None = None  # a user's manager: its user's home (sensitive.withheld)
 
 
 def _caused_by_change(path: str | None, ev: Evidence) -> str | None:
@@ -226,7 +227,7 @@ def _add_writable(sb: Sandbox, dn: Denial, path: str, trial: int,
         return None
     if any(under(anchor, w) for w in _writable(sb)):
         return None  # already writable: something else broke it
-    refused = withheld(anchor, ev.allowed)
+    refused = withheld(anchor, ev.allowed, ev.home)
     if refused is not None:
         ev.log.append(f"not made writable: {anchor} ({refused}; --allow-write {anchor} "
                       "grants it)")
@@ -264,7 +265,7 @@ def relax_disk(sb: Sandbox, changes: list[Change], trial: int,
                 if hit is None:
                     continue
                 value = unitfile.path_value(full)
-                if value is None or withheld(full, ev.allowed) is not None:
+                if value is None or withheld(full, ev.allowed, ev.home) is not None:
                     ev.log.append(f"{directive}={raw} changed {hit}: dropped, not replaced")
                     value = None
                 s.values.remove(raw)

@@ -7,9 +7,10 @@ those the trace saw the service write, below /var/log or named *.log."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Sequence
+
+from autosandbox.linux.files import read_regular
 
 MAX_FILES = 32
 MAX_READ = 256 * 1024  # what one trial appended to one file, at most
@@ -28,7 +29,7 @@ class LogWatch:
         marks = {}
         for path in self.paths:
             try:
-                marks[path] = os.stat(path).st_size
+                marks[path] = os.lstat(path).st_size
             except OSError:
                 marks[path] = 0
         return marks
@@ -38,12 +39,9 @@ class LogWatch:
         truncated, and is read from its start."""
         out: dict[str, list[str]] = {}
         for path, start in marks.items():
-            with contextlib.suppress(OSError):
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(start if size >= start else 0)
-                    data = f.read(MAX_READ)
-                lines = data.decode("utf-8", errors="replace").splitlines()
-                if lines:
-                    out[path] = lines
+            # the service's own file: a FIFO, a device or a symlink put there is not read
+            data = read_regular(path, MAX_READ, start, follow=False)
+            lines = (data or b"").decode("utf-8", errors="replace").splitlines()
+            if lines:
+                out[path] = lines
         return out

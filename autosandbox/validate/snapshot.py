@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autosandbox import unitfile
+from autosandbox.systemd import runstate
 
 ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 MAX_PATHS = 4000
@@ -36,6 +37,10 @@ class Entry:
     gid: int = -1
     mode: int = 0
     acl: tuple[tuple[str, bytes], ...] = ()
+    # which file it was: what is put back must be that very file, not whatever the path leads
+    # to by then (the service may have put a symlink or a hard link there: /etc/passwd)
+    dev: int = field(default=-1, compare=False)
+    ino: int = field(default=-1, compare=False)
 
 
 def _kind(mode: int) -> str:
@@ -59,7 +64,8 @@ def entry(path: str) -> Entry:
         for name in ACL_XATTRS:
             with contextlib.suppress(OSError):
                 acl.append((name, os.getxattr(path, name, follow_symlinks=False)))
-    return Entry(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), tuple(acl))
+    return Entry(kind, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), tuple(acl), st.st_dev,
+                 st.st_ino)
 
 
 def _who(uid: int, gid: int) -> str:
@@ -101,6 +107,7 @@ class Change:
 @dataclass
 class Snapshot:
     entries: dict[str, Entry] = field(default_factory=dict)
+    kept: Path | None = field(default=None, compare=False)  # in the run's record (reset)
 
     @classmethod
     def take(cls, paths: Iterable[str]) -> Snapshot:
@@ -113,10 +120,30 @@ class Snapshot:
         return [Change(p, e, later.entries[p]) for p, e in self.entries.items()
                 if p not in ignore and p in later.entries and later.entries[p] != e]
 
+    def changes_beyond(self, later: Snapshot, own: dict[str, Entry]) -> list[Change]:
+        """What changed but the unit's own doing: `own` is how the unit as found left the
+        paths it changes itself (the baseline trial). Only that very outcome is excused, and
+        anything else on such a path is shown against it: a pid file the stock unit recreates
+        does not hide the mode a candidate's UMask= gives it."""
+        return [Change(c.path, own[c.path], c.after) if c.path in own else c
+                for c in self.changes(later) if own.get(c.path) != c.after]
+
+    def keep_for_reset(self, unit: str, ignore: frozenset[str] = frozenset()) -> None:
+        """Into the current run's record (again, with `ignore` once known): a run killed
+        before it put the disk back leaves it to `reset`."""
+        scratch = runstate.scratch_dir()
+        if scratch is None:
+            return
+        kept = scratch / f"disk-{unit}.json"
+        if self.kept != kept:
+            self.kept = kept
+            runstate.record("disk", unit=unit, path=str(kept))
+        self.save(kept, ignore)
+
     def save(self, path: str | Path, ignore: frozenset[str] = frozenset()) -> None:
         """Kept for `reset` after a kill (root-only, replaced whole: never half written)."""
-        data = {p: [e.kind, e.uid, e.gid, e.mode, [[n, v.hex()] for n, v in e.acl]]
-                for p, e in self.entries.items() if p not in ignore}
+        data = {p: [e.kind, e.uid, e.gid, e.mode, [[n, v.hex()] for n, v in e.acl], e.dev,
+                    e.ino] for p, e in self.entries.items() if p not in ignore}
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -128,8 +155,8 @@ class Snapshot:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         return cls({p: Entry(str(k), int(u), int(g), int(m),
-                             tuple((str(n), bytes.fromhex(v)) for n, v in acl))
-                    for p, (k, u, g, m, acl) in data.items()})
+                             tuple((str(n), bytes.fromhex(v)) for n, v in acl), int(d), int(i))
+                    for p, (k, u, g, m, acl, d, i) in data.items()})
 
 
 def restore(changes: Iterable[Change]) -> list[str]:
@@ -142,21 +169,27 @@ def restore(changes: Iterable[Change]) -> list[str]:
             failed.append(f"{c.path}: not restored ({c.line().split(': ', 1)[1]})")
             continue
         try:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            fd = os.open(c.path, flags | (os.O_DIRECTORY if b.kind == "dir" else 0))
+            # O_PATH: a device or FIFO put there is never opened for real
+            fd = os.open(c.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             failed.append(f"{c.path}: not restored ({exc.strerror})")
             continue
         try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (b.dev, b.ino) or _kind(st.st_mode) != b.kind:
+                failed.append(f"{c.path}: not restored (not the file that was there: "
+                              "replaced, or a link put in its path)")
+                continue
+            this = f"/proc/self/fd/{fd}"  # that very inode, whatever its path is by now
             if (a.uid, a.gid) != (b.uid, b.gid):
-                os.fchown(fd, b.uid, b.gid)
-            os.fchmod(fd, b.mode)  # after chown: it clears setuid/setgid bits
+                os.chown(this, b.uid, b.gid)
+            os.chmod(this, b.mode)  # after chown: it clears setuid/setgid bits
             for name in ACL_XATTRS:
                 old = dict(b.acl).get(name)
                 if old is not None:
-                    os.setxattr(fd, name, old)
+                    os.setxattr(this, name, old)
                 elif name in dict(a.acl):
-                    os.removexattr(fd, name)
+                    os.removexattr(this, name)
         except OSError as exc:
             failed.append(f"{c.path}: not restored ({exc.strerror})")
         finally:

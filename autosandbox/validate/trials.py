@@ -20,7 +20,6 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
 from autosandbox.synth.synthesize import Sandbox
-from autosandbox.systemd import runstate
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -29,8 +28,15 @@ from autosandbox.systemd.dropins import (
     unit_lock,
     write_dropin,
 )
+from autosandbox.systemd.instances import (
+    accepted,
+    prefix_of,
+    slice_of,
+    template_info,
+    template_socket,
+)
 from autosandbox.systemd.journal import journal_cursor, journal_lines
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
+from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, current_scope
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
@@ -40,6 +46,7 @@ from autosandbox.validate.denials import (
     seccomp_denials,
 )
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
+from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.relax import (
     LOOKUPS,
     Evidence,
@@ -53,6 +60,7 @@ from autosandbox.validate.relax import (
 from autosandbox.validate.service_logs import LogWatch
 from autosandbox.validate.snapshot import (
     Change,
+    Entry,
     Snapshot,
     directories_of,
     paths_to_watch,
@@ -76,6 +84,7 @@ class Trial:
     log: list[str] = field(default_factory=list)  # what relaxation refused, and why
     stop_s: float | None = None
     disk: list[Change] = field(default_factory=list)
+    instances: int | None = None  # per connection: instances the trial started
 
     def to_json(self) -> dict[str, object]:
         return {"trial": self.number, "kind": self.kind, "rows": self.rows,
@@ -84,6 +93,7 @@ class Trial:
                              "text": d.text} for d in self.denials],
                 "changes": self.changes, "log": self.log,
                 "stop_s": None if self.stop_s is None else round(self.stop_s, 2),
+                "instances": self.instances,
                 "relaxed": [r.to_json() for r in self.relaxed]}
 
     def line(self) -> str:
@@ -91,6 +101,8 @@ class Trial:
                 "baseline": "the unit as found, no sandbox",
                 "bisect": f"bisect with {len(self.rows or [])} rows"}[self.kind]
         out = f"trial {self.number} ({what}): {self.health.summary()}"
+        if self.instances is not None:
+            out += f" ({self.instances} instance(s) started)"
         for r in self.relaxed:
             out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({r.why[:100]})"
         for line in self.log:
@@ -105,7 +117,7 @@ class Validation:
     trials: list[Trial]
     notes: list[str] = field(default_factory=list)
     unit: str = ""
-
+    per_connection: str | None = None  # the Accept=yes socket of a template
     @property
     def restarts(self) -> int:
         """Trials run, the baseline included (each one a full life cycle of the unit)."""
@@ -141,22 +153,31 @@ def _sandbox_settings(sb: Sandbox) -> dict[str, list[str]]:
 
 def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: int = 12,
              on_event: Callable[[str], None] | None = None, written: Sequence[str] = (),
-             allow_write: Sequence[str] = ()) -> Validation:
+             allow_write: Sequence[str] = (), per_connection: str | None = None) -> Validation:
     """`written`: paths the profile saw written (watched on disk with the unit's directories);
     `allow_write`: the user's --allow-write paths (relaxation never grants others that
-    synth/sensitive.py withholds)."""
+    synth/sensitive.py withholds). `per_connection`: `unit` is a template started by this
+    Accept=yes socket: the candidate goes to the template's drop-in, nothing is restarted,
+    each trial's checks drive connections through the socket (perconn.py)."""
     require_root()
-    check_unit_name(unit)
     mgr = Manager()
-    info = mgr.info(unit)
+    per_connection = per_connection or template_socket(mgr, unit)
+    if per_connection:
+        require_connections(checks, unit, per_connection)
+        info = template_info(mgr, unit)
+    else:
+        check_unit_name(unit)
+        info = mgr.info(unit)
     dropin = dropin_path(unit, TRIAL_DROPIN)
     with unit_lock(unit), terminate_as_interrupt():
         if dropin.exists():
+            again = f"autosandbox reset {unit}{current_scope().flag()}"
             raise UserError(f"a trial drop-in from an earlier run is still installed "
-                            f"({dropin}): run 'autosandbox reset {unit}' first")
+                            f"({dropin}): run '{again}' first")
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
                    [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
+        run.per_connection = per_connection
         validation: Validation | None = None
         try:
             run.keep_for_reset()
@@ -165,7 +186,9 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
             loaded = remove_dropin(dropin)  # written: systemd may have loaded it
             if loaded:
                 mgr.reload()
-            if not loaded and unit not in mgr.changed:
+            if per_connection:
+                pass  # its instances end with their connections; the socket listens on
+            elif not loaded and unit not in mgr.changed:
                 pass  # interrupted before the first trial: the unit runs as it was found
             elif info.running:
                 mgr.reset_failed(unit)
@@ -176,6 +199,13 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
             left = run.put_back()
         if left:
             validation.notes += [f"on disk after validation: {x}" for x in left]
+        if per_connection:
+            validation.per_connection = per_connection
+            counts = [t.instances or 0 for t in validation.trials]
+            validation.notes.append(
+                f"{sum(counts)} instance(s) of {unit} started through {per_connection} in "
+                f"{len(counts)} trial(s) ({', '.join(map(str, counts))}); the socket and "
+                "instances already running were left alone")
         return validation
 
 
@@ -190,13 +220,18 @@ class _Run:
         self.on_event = on_event
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
-        self.kept: Path | None = None  # the disk as found, for `reset` (keep_for_reset)
+        # ...and how each looked after the baseline: only that outcome is the unit's own (a
+        # pid file the stock unit recreates is not a licence for a candidate's UMask= on it)
+        self.noise_after: dict[str, Entry] = {}
         self.noise_denials: set[DenialKey] = set()
         self.stock_stop: float | None = None
-        self.stock_result: str | None = None
+        # every stop Result the unit as found ended with (a unit may end its stops one way
+        # after a reload and another after a plain start: varnish)
+        self.stock_results: set[str] = set()
         self.reloads = any(e.kind == "ExecReload" for e in info.exec_lines)
         user = info.user.strip()
         self.may_be_root = not info.dynamic_user and user in ("", "root", "0")
+        self.per_connection: str | None = None
 
     def say(self, text: str) -> None:
         if self.on_event is not None:
@@ -214,7 +249,7 @@ class _Run:
         problems: list[str] = []
         if self.reloads:
             try:
-                cp = commands.run(["systemctl", "reload", unit], check=False,
+                cp = commands.run([*current_scope().systemctl(), "reload", unit], check=False,
                                   timeout=max(checks.ready, 30))
                 failed = cp.returncode != 0
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
@@ -241,21 +276,29 @@ class _Run:
         """Stop within the time the unit as found needed (twice, + 5 s) and with its result;
         a stop that hangs is killed rather than waited out (haproxy: 90 s to SIGKILL)."""
         mgr, unit = self.mgr, self.info.name
-        problems = []
+        problems: list[str] = []
         limit = 300.0 if self.stock_stop is None else 2 * self.stock_stop + 5
         began = time.monotonic()
+        run = mgr.invocation(unit)
         state = mgr.stop(unit, timeout=limit)
         took = time.monotonic() - began
+        if state not in ("inactive", "failed") and mgr.invocation(unit) != run:
+            # stopped, then started again by its trigger (rsyslog: journald's messages on
+            # syslog.socket); the Result is the new run's by now
+            return took, problems
         if state not in ("inactive", "failed"):
             stock = f"{self.stock_stop:.1f}s" if self.stock_stop is not None else "-"
-            problems.append(f"stop took over {limit:.0f}s (as found: {stock}); killed")
-            commands.run(["systemctl", "kill", "--signal=SIGKILL", unit], check=False)
+            problems.append(f"stop took over {limit:.0f}s (as found: {stock}); killed"
+                            if took >= limit else f"still {state} after its stop job; killed")
+            commands.run([*current_scope().systemctl(), "kill", "--signal=SIGKILL", unit],
+                         check=False)
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
-        if self.stock_result is None:
-            self.stock_result = result
-        elif result != self.stock_result:
-            problems.append(f"stop ended with result {result} (as found: {self.stock_result})")
+        if not self.trials:  # the baseline: the unit as found
+            self.stock_results.add(result)
+        elif self.stock_results and result not in self.stock_results:  # none: all re-started
+            problems.append(f"stop ended with result {result} (as found: "
+                            f"{', '.join(sorted(self.stock_results))})")
         return took, problems
 
     def trial(self, sb: Sandbox | None, rows: list[str] | None, kind: str) -> Trial:
@@ -265,7 +308,8 @@ class _Run:
         else:
             write_dropin(self.dropin, sb.render())
         mgr.reload()
-        mgr.reset_failed(info.name)
+        if not self.per_connection:
+            mgr.reset_failed(info.name)
         cursor = journal_cursor()
         since = time.time()
         checks = self.checks
@@ -281,10 +325,23 @@ class _Run:
                     rules = stack.enter_context(audit.AuditRules(
                         f"autosandbox-trial-{os.getpid()}-{len(self.trials) + 1}"))
             cgroup = info.control_group or f"/system.slice/{info.name}"
+            instances = None
+            if self.per_connection:
+                cgroup = slice_of(mgr, info.name)  # its instances' slice
             sampler = stack.enter_context(CgroupSampler(lambda: cgroup))
             marks = self.logs.mark()
-            health, stop_s = self._cycle(checks)
-        denials = parse_denials(journal_lines(info.name, cursor))
+            sock = self.per_connection
+            if sock:
+                health, out = connection_trial(checks, info.name, sock, cursor,
+                                               lambda: accepted(mgr, sock))
+                stop_s, instances = None, len(out.started)
+                for unit in out.started:  # a failed instance is no lasting state of ours
+                    if out.ended.get(unit, "success") != "success":
+                        mgr.reset_failed(unit)
+            else:
+                health, stop_s = self._cycle(checks)
+        journal_unit = f"{prefix_of(info.name)}@*.service" if self.per_connection else info.name
+        denials = parse_denials(journal_lines(journal_unit, cursor))
         for path, lines in self.logs.appended(marks).items():
             denials += [dataclasses.replace(d, text=f"{path}: {d.text}")
                         for d in parse_denials(lines, "log")]
@@ -294,17 +351,19 @@ class _Run:
             if names is not None:
                 denials = seccomp_denials(audit.seccomp_kills(since, names),
                                           sampler.pids) + denials
-        t = Trial(len(self.trials) + 1, kind, rows, health, denials, stop_s=stop_s)
+        t = Trial(len(self.trials) + 1, kind, rows, health, denials, stop_s=stop_s,
+                  instances=instances)
         after = self.before.again()
         if kind == "baseline":
-            self.noise_paths = frozenset(c.path for c in self.before.changes(after))
+            self.noise_after = {c.path: c.after for c in self.before.changes(after)}
+            self.noise_paths = frozenset(self.noise_after)
             if self.noise_paths:
                 self.keep_for_reset()
             self.noise_denials = {d.key() for d in denials}
             self.stock_stop = stop_s
             self.trials.append(t)
             return t
-        changes = self.before.changes(after, self.noise_paths)
+        changes = self.before.changes_beyond(after, self.noise_after)
         t.disk = changes
         t.changes = [c.line() for c in changes]
         t.log += restore(changes)
@@ -315,13 +374,7 @@ class _Run:
     def keep_for_reset(self) -> None:
         """The disk as found, in the run's record: a kill between a trial's change and its
         restore is put back by `reset` (less what the unit as found changes itself)."""
-        scratch = runstate.scratch_dir()
-        if scratch is None:
-            return
-        if self.kept is None:
-            self.kept = scratch / f"disk-{self.info.name}.json"
-            runstate.record("disk", unit=self.info.name, path=str(self.kept))
-        self.before.save(self.kept, self.noise_paths)
+        self.before.keep_for_reset(self.info.name, self.noise_paths)
 
     def put_back(self) -> list[str]:
         """After the unit is restored: what differs from the snapshot, put back where we can."""
@@ -361,7 +414,7 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
             or syscall_names() is None or len(r.trials) >= max_trials):
         return False
     k = _try(r, _killing(sb), None, "seccomp")
-    ev = Evidence(r.may_be_root, r.allow_write)
+    ev = Evidence(r.may_be_root, r.allow_write, home=_own_home())
     k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
                                   k.number, ev)
     k.log += ev.log
@@ -371,7 +424,8 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
 
 def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> None:
     """Relax a failed candidate with the evidence of its trial: disk changes, denials."""
-    ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk))
+    ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk),
+                  home=_own_home())
     t.relaxed = relax_disk(sb, t.disk, t.number, ev)
     t.relaxed += relax_by_evidence(sb, [d for d in t.denials
                                         if d.key() not in r.noise_denials],
@@ -443,4 +497,16 @@ def render_validated(v: Validation) -> str:
     unit = v.unit or v.sandbox.subject
     status = (f"validated on {unit} in {v.restarts} restart(s), the baseline included"
               if v.healthy else f"NOT validated on {unit} after {v.restarts} restart(s)")
+    if v.per_connection:
+        started = sum(t.instances or 0 for t in v.trials)
+        status = (f"validated on {unit} in {v.restarts} trial(s) through {v.per_connection} "
+                  f"({started} instances), the baseline included" if v.healthy else
+                  f"NOT validated on {unit} after {v.restarts} trial(s) through "
+                  f"{v.per_connection}")
     return unitfile.join_lines([*unitfile.comment(f"autosandbox: {status}."), text.rstrip("\n")])
+
+
+def _own_home() -> str | None:
+    """A user's manager: its user's home is the service's own place (sensitive.withheld)."""
+    scope = current_scope()
+    return scope.home if scope.is_user else None

@@ -1,0 +1,38 @@
+"""Reading files whose path a traced service could have prepared (its logs, the programs it ran).
+
+A service may put a FIFO where we read (open() would block until a writer comes: learning
+hangs with a trial's sandbox installed), a device node (opening one can act: a tape rewinds),
+or a symlink to a file of root's. The path is opened O_PATH (which opens nothing for real),
+checked to be a regular file, and only then opened for reading through that very inode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+
+
+def read_regular(path: str, limit: int, offset: int = 0, follow: bool = True) -> bytes | None:
+    """Up to `limit` bytes from `offset` (from the start if the file is shorter than that: it
+    was truncated or rotated); None unless `path` is a regular file we can read. `follow`:
+    False refuses a symlink as the last component."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    with contextlib.closing(os.fdopen(rfd, "rb")) as f:
+        try:
+            size = os.fstat(rfd).st_size
+            f.seek(offset if size >= offset else 0)
+            return f.read(limit)
+        except OSError:
+            return None

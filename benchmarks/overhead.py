@@ -1,15 +1,23 @@
-"""Throughput of nginx while autosandbox learns it, as a ratio of untraced throughput.
+"""Throughput and p99 latency of a server while autosandbox learns it, as ratios of untraced.
 
-nginx (master + 2 workers) serves a 4 KiB static file on loopback; wrk -t2 -c32 drives it for
---seconds, untraced and while `autosandbox learn` traces it with each tracer ('full': strace
-stops on every call; 'fast': strace --seccomp-bpf on the calls the sandbox is built from, the
-syscall set from tracefs, opens from bpftrace when installed). Ratios are measured in one run:
-median of --runs each. With --unit, nginx runs as a systemd service and `autosandbox learn
-UNIT` traces it (in the CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py
---unit' integration/run-vm).
+Workloads (--workload, comma-separated): 'keepalive' and 'close' are nginx (master + 2 workers,
+4 KiB static file) driven by `wrk -t2 -c32 --latency` over keep-alive connections or with
+`Connection: close` (a new connection per request); 'threads' is a threaded Python server
+(a pool of threads accepting on one socket, each request building and serializing a few
+thousand objects) under `Connection: close`. Each is run untraced and while `autosandbox
+learn` traces it with each tracer ('full': strace stops on every call; 'fast': strace
+--seccomp-bpf on the calls the kernel tracer does not record, the syscall set from tracefs,
+opens and the hot calls from bpftrace when installed). Modes are interleaved, ratios measured
+in one run: median of --runs each. The server side (learn, its helpers and the server) is
+pinned to one CPU, wrk to another (--server-cpu, --client-cpu): strace timings swing 3x when
+tracer and tracee are placed apart. The learner's cost is the CPU time of autosandbox and its
+helpers (strace, bpftrace; not the server) per second traced, and their peak RSS (psutil).
+With --unit, nginx runs as a systemd service and `autosandbox learn UNIT` traces it (in the
+CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integration/run-vm).
 
     apt-get install nginx-light wrk   # or nginx
-    python3 benchmarks/overhead.py [--runs 3] [--seconds 10] [--unit]
+    python3 benchmarks/overhead.py [--workload keepalive,close,threads] [--runs 3]
+        [--seconds 10] [--tracers full,fast] [--unit]
 """
 
 from __future__ import annotations
@@ -25,8 +33,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = """
@@ -42,6 +54,46 @@ http {{
     }}
 }}
 """
+# A threaded, allocation-heavy server: 4 threads accept on one socket (no thread per
+# connection: every new thread is a ptrace event stop for strace -f whatever it traces), each
+# request builds a few thousand objects and serializes them.
+THREADED_SERVER = """
+import json, socket, sys, threading
+port = int(sys.argv[1])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(512)
+def serve():
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            data = b""
+            while b"\\r\\n\\r\\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            items = [{"id": i, "name": "item%d" % i, "tags": [str(i)] * 3} for i in range(300)]
+            body = json.dumps(items).encode()[:4096]
+            conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\n"
+                         b"Connection: close\\r\\n\\r\\n" % len(body) + body)
+threads = [threading.Thread(target=serve, daemon=True) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+WORKLOADS = ("keepalive", "close", "threads")
+
+
+@dataclass
+class Sample:
+    rate: float  # requests/s
+    p99_ms: float
+    cpu_per_s: float = 0.0  # CPU seconds of the learner and its helpers per second traced
+    rss_mib: float = 0.0  # peak RSS of autosandbox itself
+    helpers_rss_mib: float = 0.0  # peak RSS of strace + bpftrace together
 
 
 def _free_port() -> int:
@@ -61,38 +113,128 @@ def _wait_port(port: int, timeout: float = 20) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def _wrk(port: int, seconds: int) -> float:
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s",
-                          f"http://127.0.0.1:{port}/index.html"],
-                         capture_output=True, text=True, check=True).stdout
+def _pinned(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
+    header = [] if workload == "keepalive" else ["-H", "Connection: close"]
+    path = "/index.html" if workload != "threads" else "/"
+    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", *header,
+                          f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True,
+                         preexec_fn=_pinned(cpu)).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(m.group(1))
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    if m is None or p99 is None:
+        raise RuntimeError(f"wrk printed no rate or no p99:\n{out}")
+    return Sample(float(m.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)])
 
 
-def run_once(mode: str, workdir: Path, seconds: int) -> float:
-    port = _free_port()
+class LearnerCost:
+    """CPU and peak RSS of `learn` and its helpers (not the traced program: strace's
+    descendants), sampled while wrk runs."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil  # type: ignore[import-untyped]  # only the traced modes need it
+        self._psutil = psutil
+        self.root = psutil.Process(pid)
+        self.start = time.monotonic()
+        self.cpu0 = self._cpu()
+        self.rss = 0.0
+        self.helpers_rss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _procs(self) -> list[Any]:
+        ps = self._psutil
+        out: list[Any] = [self.root]
+        try:
+            todo = self.root.children()
+        except ps.Error:
+            return out
+        while todo:
+            p = todo.pop()
+            try:
+                name = p.name()
+                out.append(p)
+                if name != "strace":  # strace's children are the traced program
+                    todo.extend(p.children())
+            except ps.Error:
+                continue
+        return out
+
+    def _cpu(self) -> dict[int, float]:
+        cpu: dict[int, float] = {}
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+            except self._psutil.Error:
+                continue
+        return cpu
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            helpers = 0.0
+            for p in self._procs():
+                try:
+                    rss = p.memory_info().rss / 2**20
+                    if p is self.root:
+                        self.rss = max(self.rss, rss)
+                    else:
+                        helpers += rss
+                except self._psutil.Error:
+                    continue
+            self.helpers_rss = max(self.helpers_rss, helpers)
+
+    def finish(self, sample: Sample) -> Sample:
+        self._stop.set()
+        self._thread.join(5)
+        cpu1 = self._cpu()
+        used = sum(t - self.cpu0.get(pid, 0.0) for pid, t in cpu1.items())
+        sample.cpu_per_s = used / max(time.monotonic() - self.start, 1e-6)
+        sample.rss_mib, sample.helpers_rss_mib = self.rss, self.helpers_rss
+        return sample
+
+
+def _server_argv(workload: str, workdir: Path, port: int) -> list[str]:
+    if workload == "threads":
+        return [sys.executable, str(workdir / "threaded_server.py"), str(port)]
     (workdir / "nginx.conf").write_text(CONF.format(dir=workdir, port=port))
-    nginx = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(workdir / "nginx.conf"),
-             "-g", "daemon off;"]
+    return [shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(workdir / "nginx.conf"),
+            "-g", "daemon off;"]
+
+
+def run_once(mode: str, workload: str, workdir: Path, seconds: int,
+             cpus: tuple[int | None, int | None]) -> Sample:
+    port = _free_port()
+    server = _server_argv(workload, workdir, port)
     if mode == "untraced":
-        argv = nginx
+        argv = server
     else:
         argv = [sys.executable, "-m", "autosandbox", "learn", "-q", "--tracer", mode,
                 "--duration", f"{seconds + 8}s", "-o", str(workdir / f"{mode}.conf"), "--",
-                *nginx]
+                *server]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, preexec_fn=_pinned(cpus[0]))
     try:
-        _wait_port(port)
+        _wait_port(port, timeout=60)
         time.sleep(1)
-        return _wrk(port, seconds)
+        cost = LearnerCost(proc.pid) if mode != "untraced" else None
+        sample = _wrk(port, seconds, workload, cpus[1])
+        return cost.finish(sample) if cost is not None else sample
     finally:
         if mode == "untraced":
             os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(60)  # learn stops nginx itself at the end of --duration
+        proc.wait(60)  # learn stops the server itself at the end of --duration
 
 
 UNIT = "autosandbox-bench-nginx.service"
@@ -103,11 +245,11 @@ def _systemctl(*args: str) -> None:
     subprocess.run(["systemctl", *args], check=True, capture_output=True)
 
 
-def run_unit_once(mode: str, workdir: Path, seconds: int, port: int) -> float:
+def run_unit_once(mode: str, workload: str, workdir: Path, seconds: int, port: int) -> Sample:
     """The same nginx as a systemd service; traced by `autosandbox learn UNIT`."""
     if mode == "untraced":
         _wait_port(port)
-        return _wrk(port, seconds)
+        return _wrk(port, seconds, workload, None)
     learn = subprocess.Popen(
         [sys.executable, "-m", "autosandbox", "learn", UNIT, "-q", "--no-validate",
          "--tracer", mode, "--duration", f"{seconds + 15}s", "-o", str(workdir / f"{mode}.conf"),
@@ -124,21 +266,52 @@ def run_unit_once(mode: str, workdir: Path, seconds: int, port: int) -> float:
     _wait_port(port, timeout=60)
     time.sleep(1)
     try:
-        return _wrk(port, seconds)
+        cost = LearnerCost(learn.pid)
+        return cost.finish(_wrk(port, seconds, workload, None))
     finally:
         _, err = learn.communicate(timeout=300)
         if learn.returncode != 0:
             raise RuntimeError(f"learn failed ({learn.returncode}): {err}")
 
 
+def _median(samples: list[Sample], attr: str) -> float:
+    return float(statistics.median(getattr(x, attr) for x in samples))
+
+
+def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
+    base = results["untraced"]
+    rate, p99 = _median(base, "rate"), _median(base, "p99_ms")
+    print(f"{workload}: untraced {rate:,.0f} requests/s, p99 {p99:.2f} ms (median of {runs})")
+    for mode, samples in results.items():
+        if mode == "untraced":
+            continue
+        r, l99 = _median(samples, "rate"), _median(samples, "p99_ms")
+        print(f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x; p99 {l99:.2f} ms, "
+              f"{l99 / p99:.2f}x; learner {_median(samples, 'cpu_per_s'):.2f} CPU s/s, "
+              f"RSS {max(x.rss_mib for x in samples):.0f} MiB (+ strace/bpftrace "
+              f"{max(x.helpers_rss_mib for x in samples):.0f} MiB)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", default="keepalive",
+                    help=f"comma-separated, of: {', '.join(WORKLOADS)} (default keepalive)")
+    ap.add_argument("--tracers", default="full,fast", help="comma-separated: full, fast")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--server-cpu", type=int, default=0, help="-1: not pinned")
+    ap.add_argument("--client-cpu", type=int, default=1, help="-1: not pinned")
     ap.add_argument("--unit", action="store_true",
                     help=f"run nginx as a systemd service ({UNIT}) and trace it with "
                     "`autosandbox learn UNIT` (needs systemd as PID 1)")
     args = ap.parse_args()
+    workloads = args.workload.split(",")
+    tracers = args.tracers.split(",")
+    if any(w not in WORKLOADS for w in workloads) or any(t not in ("full", "fast")
+                                                          for t in tracers):
+        sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers full, fast")
+    if args.unit and "threads" in workloads:
+        sys.exit("overhead.py --unit: the unit is nginx (keepalive, close)")
     if args.unit and not Path("/run/systemd/system").is_dir():
         sys.exit("overhead.py --unit: systemd is not running here (run it in the CI VM: "
                  "AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' "
@@ -147,12 +320,17 @@ def main() -> None:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"overhead.py: {tool} is not installed (apt-get install nginx-light wrk "
                      "strace)")
-    with tempfile.TemporaryDirectory(prefix="autosandbox-bench-") as tmp:
+    cpus = (None if args.server_cpu < 0 or args.unit else args.server_cpu,
+            None if args.client_cpu < 0 or args.unit else args.client_cpu)
+    print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f} (1/5/15 min); server CPU {cpus[0]}, wrk CPU {cpus[1]}",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="asb-bench-") as tmp:
         work = Path(tmp)
         (work / "www").mkdir()
         (work / "www" / "index.html").write_bytes(b"x" * 4096)
+        (work / "threaded_server.py").write_text(THREADED_SERVER)
         os.chmod(tmp, 0o755)
-        results: dict[str, list[float]] = {"untraced": [], "full": [], "fast": []}
         port = _free_port()
         if args.unit:
             (work / "nginx.conf").write_text(CONF.format(dir=work, port=port))
@@ -162,25 +340,28 @@ def main() -> None:
             _systemctl("daemon-reload")
             _systemctl("start", UNIT)
         try:
-            for i in range(args.runs):  # interleaved, so drift hits every mode alike
-                for mode in results:
-                    rate = (run_unit_once(mode, work, args.seconds, port) if args.unit
-                            else run_once(mode, work, args.seconds))
-                    results[mode].append(rate)
-                    print(f"run {i + 1} {mode:>8}: {rate:10.0f} requests/s", file=sys.stderr)
+            for workload in workloads:
+                results: dict[str, list[Sample]] = {m: [] for m in ("untraced", *tracers)}
+                for i in range(args.runs):  # interleaved, so drift hits every mode alike
+                    for mode in results:
+                        sample = (run_unit_once(mode, workload, work, args.seconds, port)
+                                  if args.unit
+                                  else run_once(mode, workload, work, args.seconds, cpus))
+                        results[mode].append(sample)
+                        print(f"{workload} run {i + 1} {mode:>8}: {sample.rate:10.0f} "
+                              f"requests/s, p99 {sample.p99_ms:.2f} ms", file=sys.stderr,
+                              flush=True)
+                report(workload, results, args.runs)
+                if args.unit and "fast" in tracers:
+                    profile = json.loads((work / "fast.json").read_text())
+                    print(f"  fast tracer sources: {', '.join(profile['sources'])}")
         finally:
             if args.unit:
                 subprocess.run(["systemctl", "stop", UNIT], check=False)
                 UNIT_FILE.unlink(missing_ok=True)
                 _systemctl("daemon-reload")
-        if args.unit:
-            profile = json.loads((work / "fast.json").read_text())
-            print(f"fast tracer sources: {', '.join(profile['sources'])}")
-        base = statistics.median(results["untraced"])
-        print(f"untraced: {base:.0f} requests/s (median of {args.runs})")
-        for mode in ("full", "fast"):
-            med = statistics.median(results[mode])
-            print(f"{mode:>8}: {med:.0f} requests/s, ratio {med / base:.2f}x of untraced")
+    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")
 
 
 if __name__ == "__main__":

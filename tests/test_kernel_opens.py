@@ -207,8 +207,8 @@ def test_opens_no_trace_can_place_fail_the_learn() -> None:
         finally:
             tracer.close()
         profile = Profile()
-        with pytest.raises(UserError, match=r"opens by the traced processes that could not "
-                                            r"be placed in their trace"):
+        with pytest.raises(UserError, match=r"opens or calls by the traced processes that could "
+                                            r"not be placed in their trace"):
             add_kernel_opens(profile, tracer, [nobody])
         assert tracer.unattributed >= 1  # /etc/hostname at least
         assert not nobody.profile.paths

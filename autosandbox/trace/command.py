@@ -17,9 +17,10 @@ from autosandbox.errors import UserError, require_tool
 from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
-from autosandbox.trace import opens
+from autosandbox.trace import kernel, opens
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.facts import record_facts
+from autosandbox.trace.kernel import CallRecord, CallSink
 from autosandbox.trace.opens import OpenRecord, OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.strace_parser import DETAILED
@@ -43,14 +44,17 @@ FAST_SKIPPED = frozenset({"recvfrom", "sendto", "sendmsg", "stat", "lstat", "new
 FAST_TRACE_SET = tuple(sorted(DETAILED - FAST_SKIPPED))
 
 
-# Left to the kernel when bpftrace reports opens (trace/opens.py): a file server's per-request call.
+# Left to the kernel when bpftrace runs (trace/opens.py): a file server's per-request call;
+# and the hot calls trace/kernel.py records (accept, setsockopt, fcntl, mmap/mprotect).
 KERNEL_OPENS = frozenset({"open", "openat"})
 
 
 def strace_options(fast: bool, kernel_opens: bool = False) -> tuple[str, ...]:
+    """`kernel_opens`: the bpftrace program of opens.py runs (it records kernel.covered() too)."""
     if not fast:
         return STRACE_OPTIONS
-    calls = [n for n in FAST_TRACE_SET if not (kernel_opens and n in KERNEL_OPENS)]
+    left = KERNEL_OPENS | kernel.covered() if kernel_opens else frozenset()
+    calls = [n for n in FAST_TRACE_SET if n not in left]
     names = ",".join(["%process", *(f"?{n}" for n in calls)])
     return (*STRACE_OPTIONS, "--seccomp-bpf", "-e", f"trace={names}")
 
@@ -84,7 +88,7 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
 
 
 def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = None,
-                      on_record: Callable[[OpenRecord], bool] | None = None,
+                      on_record: Callable[[OpenRecord | CallRecord], bool] | None = None,
                       ) -> tuple[OpenTracer | None, str | None]:
     """bpftrace reporting opens (to `on_record` as they come), or None and why not (strace
     then stops on opens)."""
@@ -98,10 +102,14 @@ def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = N
         return None, f"opens were traced by strace: {exc}"
 
 
-def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord], bool]:
-    """Gives each open the kernel reports to the recorder following the thread that made it
-    (one per Exec line); False if none follows it (yet)."""
-    def take(rec: OpenRecord) -> bool:
+def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord | CallRecord], bool]:
+    """Gives each open or call the kernel reports to the recorder following the thread that
+    made it (one per Exec line); False if none follows it (yet)."""
+    calls = CallSink(recorders)
+
+    def take(rec: OpenRecord | CallRecord) -> bool:
+        if isinstance(rec, CallRecord):
+            return calls.take(rec)
         flags, errno_name = rec.flags_text(), rec.errno_name
         return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name)
                    for r in recorders)
@@ -123,10 +131,10 @@ def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[R
     tracer.deliver()
     profile.warnings.extend(tracer.warnings)
     if tracer.unattributed and not partial:
-        raise UserError(f"bpftrace reported {tracer.unattributed} opens by the traced "
+        raise UserError(f"bpftrace reported {tracer.unattributed} opens or calls by the traced "
                         "processes that could not be placed in their trace: the profile would "
-                        "miss the files they opened, so nothing was learned (a bug, please "
-                        "report it; '--tracer full' traces opens with strace instead)")
+                        "miss what they did, so nothing was learned (a bug, please "
+                        "report it; '--tracer full' traces them with strace instead)")
 
 
 def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:

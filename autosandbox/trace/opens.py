@@ -9,6 +9,7 @@ Processes are followed from given pids (command mode: ours, before the fork) or 
 that open a gate FIFO under a given directory (unit mode: see gate.py), through every fork and
 thread; opens are reported from the moment strace executes the program, so strace's own and
 ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder).
+The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from dataclasses import dataclass
 from autosandbox import commands, interrupts, procs
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
+from autosandbox.trace import kernel
+from autosandbox.trace.kernel import CallRecord
 
 log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
@@ -114,15 +117,15 @@ def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
     roots = "".join(f"@t[{int(pid)}] = 1; " for pid in root_pids)
     return f"""
 BEGIN {{ {roots}printf("READY\\n"); }}
-tracepoint:sched:sched_process_fork /@t[args->parent_pid]/ {{ @t[args->child_pid] = 1; }}
-tracepoint:sched:sched_process_fork /@p[args->parent_pid]/ {{ @p[args->child_pid] = 1; }}
+tracepoint:sched:sched_process_fork {{ $pp = args->parent_pid; $cp = args->child_pid;
+  if (@t[$pp]) {{ @t[$cp] = 1; }} if (@p[$pp]) {{ @p[$cp] = 1; }} }}
 tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{ delete(@t[tid]); delete(@p[tid]); }}
 tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
 /@t[tid] && comm == "strace"/ {{ @p[tid] = 1; }}
 {join}{per_call}
-{exit_} /@fn[tid]/ {{
-  $p = str(@fn[tid]);
-  $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + (args->ret >= 0 ? 1 : 0));
+{kernel.script()}{exit_} /@fn[tid]/ {{
+  $p = str(@fn[tid]); $ret = args->ret;
+  $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + ($ret >= 0 ? 1 : 0));
   $show = 1;
   if (@dfd[tid] == -100 && strncmp($p, "/", 1) == 0) {{
     $seen = @seen[$p];
@@ -130,11 +133,12 @@ tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
     if ($show) {{ @seen[$p] = $seen | $bit; }}
   }}
   if ($show) {{
-    printf("OPEN %d %d %d %d %r\\n", tid, @dfd[tid], @fl[tid], args->ret, buf($p, {STRLEN}));
+    printf("OPEN %d %d %d %d %r\\n", tid, @dfd[tid], @fl[tid], $ret, buf($p, {STRLEN}));
   }}
   delete(@fn[tid]); delete(@fl[tid]); delete(@dfd[tid]);
 }}
-END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen); }}
+END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen);
+  {kernel.end_clears()} }}
 """
 
 
@@ -171,15 +175,15 @@ class OpenTracer:
 
     def __init__(self, root_pids: Sequence[int] = (), gate_prefix: str | None = None,
                  ready_timeout: float = 60.0,
-                 on_record: Callable[[OpenRecord], bool] | None = None) -> None:
+                 on_record: Callable[[OpenRecord | CallRecord], bool] | None = None) -> None:
         """`on_record` takes each record as it comes and says whether a followed process made
         it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all."""
         bpftrace = bpftrace_path()
         if bpftrace is None:
             raise OSError("bpftrace is not installed")
-        self.records: list[OpenRecord] = []
+        self.records: list[OpenRecord | CallRecord] = []
         self.on_record = on_record
-        self._pending: collections.deque[OpenRecord] = collections.deque()
+        self._pending: collections.deque[OpenRecord | CallRecord] = collections.deque()
         self.overflow = 0  # records of unknown threads dropped once PENDING_MAX were held
         self.foreign = 0  # records no recorder took, even at the end
         self.unattributed = 0  # overflow + foreign, once delivered: opens the profile misses
@@ -194,6 +198,12 @@ class OpenTracer:
                # 4 MiB of event buffer per CPU (default 256 KiB): a burst of new paths is
                # not lost while our reader catches up
                "BPFTRACE_PERF_RB_PAGES": "1024"}
+        if kernel.BTF.exists():
+            # The kernel's types only: left to itself bpftrace 0.17 also loads the BTF of every
+            # module and searches them all as it resolves types (68 modules in the CI VM, where
+            # this took its start from 43 s to 18 s under qemu TCG; main's program: 5 s).
+            # Our program reads no module's type.
+            env["BPFTRACE_BTF"] = str(kernel.BTF)
         # Paths of the BPF program come from us only (checked in script()).
         log.debug("start: %s -e PROGRAM", commands.shown([bpftrace]))
         self._proc = subprocess.Popen(
@@ -213,7 +223,8 @@ class OpenTracer:
                 self.close()
                 err = " ".join(line.strip() for line in self._stderr
                                if "RLIMIT_MEMLOCK" not in line)[:300]
-                raise OSError(f"bpftrace did not start: {err or 'timed out'}")
+                why = err or f"its program was not running after {ready_timeout:.0f} s"
+                raise OSError(f"bpftrace did not start: {why}")
 
     def _wait_ready(self) -> bool:
         try:
@@ -245,12 +256,16 @@ class OpenTracer:
                         seen.clear()
                     seen.add(key)
                     self._take(rec)
+            elif line.startswith(("CALL ", "USED ")):
+                call = kernel.parse(line.rstrip("\n"))
+                if call is not None:
+                    self._take(call)
             elif line.startswith("READY"):
                 self._ready.set()
             else:
                 self._lost(line)
 
-    def _take(self, rec: OpenRecord) -> None:
+    def _take(self, rec: OpenRecord | CallRecord) -> None:
         if self.on_record is None:
             self.records.append(rec)
         elif not self.on_record(rec):
@@ -269,10 +284,10 @@ class OpenTracer:
                 self.foreign += 1
         if self.overflow or self.foreign:
             # Only the programs strace runs are reported (script()): a record no recorder
-            # takes is an open the profile misses, not a stranger's.
+            # takes is a call the profile misses, not a stranger's.
             self.unattributed += self.overflow + self.foreign
-            self.warnings.append(f"{self.overflow + self.foreign} opens reported by bpftrace "
-                                 "were not placed in any process's trace: left out")
+            self.warnings.append(f"{self.overflow + self.foreign} opens and calls reported by "
+                                 "bpftrace were not placed in any process's trace: left out")
             self.overflow = self.foreign = 0
 
     def _read_err(self) -> None:

@@ -521,6 +521,32 @@ class Recorder:
             self._opened(sc, self.kernel_path(pid, path, True), flags)
             return True
 
+    def kernel_call(self, sc: Syscall, listener: tuple[str, str] | None = None) -> bool:
+        """A call the kernel reported (trace/kernel.py) instead of strace, in strace's form;
+        False if `sc.pid` is not one of the traced program's. `listener`: the family and type
+        (AF_INET, SOCK_STREAM) of the socket an accept() took from, which strace's line of
+        its socket() may not have told yet."""
+        with self.lock:
+            if sc.pid not in self.pids:
+                return False
+            m = _SOCKET_INODE.search(sc.args[0]) if listener and sc.args else None
+            if m is not None and listener is not None and m.group(1) not in self.sockets:
+                if len(self.sockets) >= SOCKETS_MAX:
+                    del self.sockets[next(iter(self.sockets))]
+                self.sockets[m.group(1)] = _Socket(listener[0],
+                                                   _SOCK_PROTO.get(listener[1], listener[1]))
+            self._syscall(sc)
+            return True
+
+    def kernel_socket_used(self, sc: Syscall) -> bool:
+        """The kernel saw the socket of a privileged option (`sc`: its bind or connect, fd
+        only) bound or connected: what strace's line of that call would have shown."""
+        with self.lock:
+            if sc.pid not in self.pids:
+                return False
+            self._socket_used(sc)
+            return True
+
     def _opened(self, sc: Syscall, path: str | None, flags: str) -> None:
         if "O_PATH" in flags:
             self._record(sc, path, "stat")

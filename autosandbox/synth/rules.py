@@ -10,17 +10,20 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from autosandbox import unitfile
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.profile import Endpoint, Profile
 from autosandbox.synth import sensitive
-from autosandbox.synth.catalogue import Directive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
 from autosandbox.synth.subject import Subject
 from autosandbox.synth.target import Target, system_service_parts
+
+if TYPE_CHECKING:  # the catalogue's rows name the rules below: it imports this module
+    from autosandbox.synth.catalogue import Directive
 
 FLAG_TEXT: dict[str, str] = {
     "wx_memory": "writable+executable memory", "realtime": "realtime scheduling",
@@ -76,7 +79,7 @@ class Context:
 
 
 Result = list[Setting | Omission]
-Rule = Callable[[Context, Directive], Result]
+Rule = Callable[[Context, "Directive"], Result]
 
 
 def _plural(n: int, word: str) -> str:
@@ -510,13 +513,3 @@ def private_users(ctx: Context, d: Directive) -> Result:
                     "a user's manager sets up the namespaces and capability limits below only "
                     "inside a user namespace of the service's own; only its user is mapped")]
 
-
-RULES: dict[str, Rule] = {
-    "flag": flag_rule, "protect_system": protect_system, "write_paths": write_paths,
-    "protect_home": protect_home, "private_tmp": private_tmp, "devices": devices,
-    "proc_subset": proc_subset, "private_network": private_network,
-    "address_families": address_families, "ip_addresses": ip_addresses,
-    "socket_bind": socket_bind, "capabilities": capabilities, "namespaces": namespaces,
-    "umask": umask, "architectures": architectures, "syscall_filter": syscall_filter,
-    "private_users": private_users,
-}

@@ -2,6 +2,8 @@
 directories: the drop-in grants nothing the service did not need (container: the full
 tracer; `vm`: the fast tracer)."""
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -98,7 +100,7 @@ def settings(result, directive):
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_forged_trace_and_gate_writes_by_another_uid(unit_file, tracer, tmp_path):
+def test_forged_trace_and_gate_writes_by_another_uid(unit_file, tracer, tmp_path: Path) -> None:
     unit = unit_file("as-adv-sleep.service", "[Service]\nUser=nobody\n"
                      "ExecStartPre=/bin/true\nExecStart=/bin/sleep 600\n")
     proc = learn(unit, tracer, 10, tmp_path / "adv.conf")
@@ -126,7 +128,8 @@ def test_forged_trace_and_gate_writes_by_another_uid(unit_file, tracer, tmp_path
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_rename_through_a_link_to_etc_grants_nothing_there(unit_file, tracer, tmp_path):
+def test_rename_through_a_link_to_etc_grants_nothing_there(
+        unit_file, tracer, tmp_path: Path) -> None:
     base = Path("/srv/as-adv-link")
     base.mkdir(exist_ok=True)
     link = base / "link"

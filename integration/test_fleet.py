@@ -8,6 +8,8 @@ AF_INET6 socket), so a drop-in learned on one host breaks another's workload and
 merged one serves all three. The tests run in order and share the hosts.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -99,7 +101,7 @@ def directive(text, name):
 STATE = {}  # what the first test rolled out, for the later ones
 
 
-def test_learn_merge_canary_rollout(fleet):
+def test_learn_merge_canary_rollout(fleet) -> None:
     r = playbook(fleet, site(fleet))
     assert r.returncode == 0, r.stdout[-3000:]
     fleet_conf = (fleet["artifacts"] / "fleet.validated.conf").read_text()
@@ -135,7 +137,7 @@ def test_learn_merge_canary_rollout(fleet):
     assert "/srv/as-fleet/export" in show.stdout and "AF_INET6" not in show.stdout
 
 
-def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet):
+def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     stamps = {h: on(fleet, h, f"stat -c %Y.%i {DROPIN}; systemctl show -p MainPID {UNIT}",
@@ -161,7 +163,7 @@ def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet):
 CROSS = {"fleet2": ["fleet1", "fleet3"], "fleet3": ["fleet2"]}
 
 
-def test_single_host_dropins_fail_elsewhere(fleet):
+def test_single_host_dropins_fail_elsewhere(fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     for sources in CROSS.values():
@@ -210,7 +212,7 @@ def test_single_host_dropins_fail_elsewhere(fleet):
         assert on(fleet, target, WORKLOADS[target]).returncode == 0
 
 
-def test_broken_host_is_reverted_and_the_play_fails(fleet):
+def test_broken_host_is_reverted_and_the_play_fails(fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     # Roll out fleet1's own drop-in as if it were the reviewed one: the canary (fleet1)

@@ -2,6 +2,8 @@
 #10 item 6, #16 item 7): a baseline first, reload and stop in every trial, no side effects on
 disk, and apply installs only what autosandbox validated."""
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -85,7 +87,7 @@ def _owner_mode(path):
     return st.st_uid, st.st_gid, st.st_mode & 0o7777
 
 
-def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit):
+def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit) -> None:
     unit, _ = lc_unit("as-lc-base", 8391)
     rc, _, err = _validate(unit, "[Service]\nProtectSystem=strict\n",
                            "--health-cmd", "test -e /nonexistent")
@@ -95,7 +97,7 @@ def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit):
     assert unit_property(unit, "ActiveState") == "active"
 
 
-def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit):
+def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit) -> None:
     unit, state = lc_unit("as-lc-reload", 8392)
     before = _owner_mode(state)
     # What a short learn gives this service: no capability but the identity change, and no
@@ -116,7 +118,7 @@ def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit):
     assert int((state / "count").read_text()) >= 1  # it survived a stop and a start
 
 
-def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit):
+def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit) -> None:
     unit, state = lc_unit("as-lc-disk", 8393)
     before = _owner_mode(state)
     assert before == (65534, 65534, 0o700)
@@ -137,7 +139,7 @@ def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit):
 PWN = "[Unit]\nDescription=pwn\n[Service]\nExecStartPre=/bin/touch /run/injected\nUser=root\n"
 
 
-def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit):
+def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit) -> None:
     unit, _ = lc_unit("as-lc-apply", 8394)
     target = ETC / f"{unit}.d" / "50-autosandbox.conf"
     pwn = Path("/tmp/as-lc-pwn.conf")

@@ -4,6 +4,8 @@ Note: on the exit filter list the first matching rule wins (its key is the one l
 so each test installs exactly one rule at a time.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import time
@@ -60,7 +62,7 @@ def pyapp(install_service):
     return svc
 
 
-def test_syscall_rule_scoped_to_service_pid(pyapp):
+def test_syscall_rule_scoped_to_service_pid(pyapp) -> None:
     pid = int(pyapp.prop("MainPID"))
     key = new_key("sys")
     rule = [
@@ -84,7 +86,7 @@ def test_syscall_rule_scoped_to_service_pid(pyapp):
     assert "comm=python3" in out, out
 
 
-def test_path_watch_on_service_state_dir(pyapp):
+def test_path_watch_on_service_state_dir(pyapp) -> None:
     pid = int(pyapp.prop("MainPID"))
     key = new_key("watch")
     rule = ["/var/lib/as-pyapp/", "-p", "wa", "-k", key]

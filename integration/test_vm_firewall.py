@@ -1,11 +1,13 @@
 """(VM only) IPAddressDeny=any in a runtime drop-in makes connect() fail."""
 
+from __future__ import annotations
+
 import json
 import urllib.request
 from pathlib import Path
 
 import pytest
-from systemd_harness import wait_for
+from systemd_harness import DropIn, InstallService, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -30,7 +32,7 @@ def run_probe(svc):
     return json.loads(RESULTS.read_text())[0]
 
 
-def test_ip_address_deny_blocks_connect(install_service, drop_in):
+def test_ip_address_deny_blocks_connect(install_service: InstallService, drop_in: DropIn) -> None:
     app = install_service("as-pyapp")
     app.start()
     wait_for(lambda: health() == 200, what="pyapp on :8082")

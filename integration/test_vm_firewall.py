@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from systemd_harness import DropIn, InstallService, wait_for
+from systemd_harness import DropIn, InstalledService, InstallService, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -16,15 +17,16 @@ RESULTS = Path("/var/lib/as-probe/as-netprobe.json")
 TARGET = "127.0.0.1:8082"
 
 
-def health():
+def health() -> int | None:
     try:
         with urllib.request.urlopen(f"http://{TARGET}/health", timeout=3) as r:
-            return r.status
+            status: int = r.status
+            return status
     except OSError:
         return None
 
 
-def run_probe(svc):
+def run_probe(svc: InstalledService) -> Any:
     if RESULTS.exists():
         RESULTS.unlink()
     svc.start(UNIT)

@@ -6,21 +6,22 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
-from systemd_harness import DropIn, InstallService, run, wait_for
+from systemd_harness import DropIn, InstalledService, InstallService, run, wait_for
 from test_learn import autosandbox, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 
 
-def _learn_file(unit, seconds, exercise):
+def _learn_file(unit: str, seconds: float, exercise: str) -> Path:
     cp = autosandbox("learn", unit, "--duration", f"{seconds}s", "--no-validate", "-o",
                      f"/tmp/{unit}.conf", "--exercise", exercise)
     assert cp.returncode == 0, cp.stderr
     return Path(f"/tmp/{unit}.conf")
 
 
-def _validate(unit, dropin, *extra):
+def _validate(unit: str, dropin: Path, *extra: str) -> tuple[int, Any, str]:
     cp = autosandbox("validate", unit, str(dropin), "--json", "--settle", "2s", *extra)
     return cp.returncode, json.loads(cp.stdout), cp.stderr
 
@@ -35,7 +36,7 @@ def test_missed_write_is_caught_by_exercise_and_fixed_with_evidence(
         run("rm -rf /srv/as-lazy")
 
 
-def _missed_write(svc):
+def _missed_write(svc: InstalledService) -> None:
     svc.start()
     wait_for(lambda: run("curl -fsS localhost:8083/").returncode == 0, what="as-lazy up")
     svc.stop()

@@ -136,3 +136,13 @@ def spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
     proc: subprocess.Popen[bytes] = subprocess.Popen(  # type: ignore[call-overload]
         argv, preexec_fn=child_setup(), start_new_session=True, **kwargs)
     return proc
+
+
+def spawn_reader(argv: list[str], env: dict[str, str], encoding: str,
+                 setup: Callable[[], None] | None = None) -> subprocess.Popen[str]:
+    """spawn() for a long-lived helper we read (bpftrace): stdout and stderr are pipes of
+    text in `encoding`, `setup` runs in the child before exec (a raised rlimit)."""
+    ensure_watchdog()
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            text=True, encoding=encoding, preexec_fn=child_setup(setup),
+                            start_new_session=True)

@@ -11,8 +11,11 @@ Helpers live in systemd_harness.py (a unique module name, so they do not clash w
 another conftest.py); only the standard library is imported at module level.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,10 @@ from systemd_harness import (
     SERVICES_DIR,
     UNIT_DIR,
     VM_HINT,
+    DropIn,
     InstalledService,
+    InstallService,
+    Sh,
     _managed_dirs,
     _remove,
     daemon_reload,
@@ -33,13 +39,13 @@ from systemd_harness import (
 
 
 # --------------------------------------------------------------------------- pytest hooks
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "vm: needs a full VM (audit, BPF); skipped inside containers"
     )
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = str(HERE)
     ours = [i for i in items if str(i.fspath).startswith(here)]
     if not ours:
@@ -59,21 +65,21 @@ def pytest_collection_modifyitems(config, items):
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture
-def sh():
+def sh() -> Sh:
     """The run() helper: sh(cmd, check=False, timeout=120) -> CompletedProcess."""
     return run
 
 
 @pytest.fixture
-def install_service():
+def install_service() -> Iterator[InstallService]:
     """Factory: install_service("as-nginx") copies integration/services/as-nginx/*.service
     (and other unit files) to /etc/systemd/system/ and root/** to /, daemon-reloads and
     returns an InstalledService. Teardown: stop, remove every created file, the unit's
     StateDirectory=/LogsDirectory=/..., runtime drop-ins, reset-failed, daemon-reload.
     """
-    installed = []
+    installed: list[tuple[InstalledService, list[Path]]] = []
 
-    def _install(name):
+    def _install(name: str) -> InstalledService:
         src = SERVICES_DIR / name
         if not src.is_dir():
             raise ValueError(f"no example service {name!r} in {SERVICES_DIR}")
@@ -82,7 +88,7 @@ def install_service():
             for p in src.iterdir()
             if p.is_file() and p.suffix in (".service", ".socket", ".timer", ".path", ".target")
         )
-        created = []
+        created: list[str] = []
         svc = InstalledService(name, [p.name for p in unit_files], created)
         installed.append((svc, unit_files))
         root = src / "root"
@@ -128,13 +134,13 @@ def install_service():
 
 
 @pytest.fixture
-def drop_in():
+def drop_in() -> Iterator[DropIn]:
     """Factory: drop_in(unit, name, text, runtime=True) writes
     /run/systemd/system/UNIT.d/NAME.conf (or /etc/... when runtime=False), daemon-reloads,
     and returns the path. Teardown removes the files and daemon-reloads."""
-    created = []
+    created: list[Path] = []
 
-    def _drop_in(unit, name, text, runtime=True):
+    def _drop_in(unit: str, name: str, text: str, runtime: bool = True) -> Path:
         base = RUNTIME_UNIT_DIR if runtime else UNIT_DIR
         d = base / (unit + ".d")
         if not d.exists():

@@ -2,11 +2,15 @@
 directories: the drop-in grants nothing the service did not need (container: the full
 tracer; `vm`: the fast tracer)."""
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from systemd_harness import daemon_reload, run
@@ -65,11 +69,14 @@ print(wrote, refused)
 """
 
 
-@pytest.fixture
-def unit_file():
-    made = []
+UnitFile = Callable[[str, str], str]  # the fixture: (name, text) -> the unit's name
 
-    def _make(name, text):
+
+@pytest.fixture
+def unit_file() -> Iterator[UnitFile]:
+    made: list[str] = []
+
+    def _make(name: str, text: str) -> str:
         path = UNIT_DIR / name
         path.write_text(text)
         made.append(name)
@@ -84,7 +91,7 @@ def unit_file():
     daemon_reload()
 
 
-def learn(unit, tracer, seconds, out):
+def learn(unit: str, tracer: str, seconds: float, out: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     return subprocess.Popen(
         [sys.executable, "-m", "autosandbox", "learn", unit, "--duration", f"{seconds}s",
@@ -92,13 +99,14 @@ def learn(unit, tracer, seconds, out):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/tmp")
 
 
-def settings(result, directive):
+def settings(result: Any, directive: str) -> list[str]:
     return [v for s in result["sandbox"]["settings"] if s["directive"] == directive
             for v in s["values"]]
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_forged_trace_and_gate_writes_by_another_uid(unit_file, tracer, tmp_path):
+def test_forged_trace_and_gate_writes_by_another_uid(unit_file: UnitFile, tracer: str,
+                                                     tmp_path: Path) -> None:
     unit = unit_file("as-adv-sleep.service", "[Service]\nUser=nobody\n"
                      "ExecStartPre=/bin/true\nExecStart=/bin/sleep 600\n")
     proc = learn(unit, tracer, 10, tmp_path / "adv.conf")
@@ -126,7 +134,8 @@ def test_forged_trace_and_gate_writes_by_another_uid(unit_file, tracer, tmp_path
 
 
 @pytest.mark.parametrize("tracer", TRACERS)
-def test_rename_through_a_link_to_etc_grants_nothing_there(unit_file, tracer, tmp_path):
+def test_rename_through_a_link_to_etc_grants_nothing_there(
+        unit_file: UnitFile, tracer: str, tmp_path: Path) -> None:
     base = Path("/srv/as-adv-link")
     base.mkdir(exist_ok=True)
     link = base / "link"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,8 @@ def one_line(cp: subprocess.CompletedProcess[str], code: int = 2) -> str:
 
 
 @pytest.fixture
-def unit_file():
-    made = []
+def unit_file() -> Iterator[Callable[[str, bytes], str]]:
+    made: list[str] = []
 
     def make(name: str, body: bytes) -> str:
         path = UNIT_DIR / name

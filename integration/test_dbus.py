@@ -1,9 +1,12 @@
 """Units are read and driven over D-Bus through pydbus, against the real systemd."""
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import pytest
-from systemd_harness import wait_for
+from systemd_harness import InstallService, wait_for
 
 MANAGER = "org.freedesktop.systemd1.Manager"
 UNIT = "org.freedesktop.systemd1.Unit"
@@ -11,18 +14,18 @@ SERVICE = "org.freedesktop.systemd1.Service"
 
 
 @pytest.fixture
-def bus():
+def bus() -> Any:
     pydbus = pytest.importorskip("pydbus")
     return pydbus.SystemBus()
 
 
-def test_manager_reachable(bus):
+def test_manager_reachable(bus: Any) -> None:
     systemd = bus.get(".systemd1")
     assert systemd[MANAGER].Version.split()[0].isdigit() or systemd[MANAGER].Version
     assert systemd[MANAGER].SystemState in ("running", "degraded")
 
 
-def test_unit_started_and_read_over_dbus(bus, install_service):
+def test_unit_started_and_read_over_dbus(bus: Any, install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     manager = bus.get(".systemd1")[MANAGER]
 

@@ -1,18 +1,20 @@
 """The test machine itself: systemd is PID 1 and the tools autosandbox relies on exist."""
 
+from __future__ import annotations
+
 import importlib
 import shutil
 
 import pytest
-from systemd_harness import run, systemd_is_pid1
+from systemd_harness import InstallService, run, systemd_is_pid1
 
 
-def test_systemd_is_pid1():
+def test_systemd_is_pid1() -> None:
     assert systemd_is_pid1()
     assert run(["systemctl", "--version"], check=True).stdout.startswith("systemd ")
 
 
-def test_system_is_running():
+def test_system_is_running() -> None:
     cp = run(["systemctl", "is-system-running"])
     state = cp.stdout.strip()
     failed = run(["systemctl", "--failed", "--no-pager", "--no-legend"]).stdout
@@ -40,16 +42,16 @@ def test_system_is_running():
         "redis-cli",
     ],
 )
-def test_tool_present(tool):
+def test_tool_present(tool: str) -> None:
     assert shutil.which(tool), f"{tool} not installed in the image"
 
 
 @pytest.mark.parametrize("module", ["click", "pydbus", "psutil", "pyroute2", "hypothesis", "gi"])
-def test_python_module_importable(module):
+def test_python_module_importable(module: str) -> None:
     importlib.import_module(module)
 
 
-def test_systemd_analyze_verify_and_security(install_service):
+def test_systemd_analyze_verify_and_security(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     cp = run(["systemd-analyze", "verify", "/etc/systemd/system/" + svc.unit])
     assert cp.returncode == 0, cp.stderr

@@ -8,11 +8,14 @@ AF_INET6 socket), so a drop-in learned on one host breaks another's workload and
 merged one serves all three. The tests run in order and share the hosts.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,10 +28,13 @@ WORKLOADS = {"fleet1": f"curl -fsS {BASE}/", "fleet2": f"curl -fsS {BASE}/export
              "fleet3": f"curl -fsS {BASE}/ipv6"}
 DROPIN = f"/etc/systemd/system/{UNIT}.d/50-autosandbox.conf"
 PLAY_TIMEOUT = 900  # generous: two cores shared with other work
+# the fixture: work, repo, hosts (name -> address), key, env, artifacts, inventory
+Fleet = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    assert FLEET_FILE is not None  # the module is skipped without it
     data = json.loads(Path(FLEET_FILE).read_text())
     work = Path(data["work"])
     repo = Path(data["repo"])
@@ -61,7 +67,7 @@ def fleet(tmp_path_factory):
             "artifacts": work / "artifacts", "inventory": work / "inventory.json"}
 
 
-def playbook(fleet, book, *extra):
+def playbook(fleet: Fleet, book: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """ansible-playbook BOOK against the fleet; the CompletedProcess (output in .stdout)."""
     cmd = ["ansible-playbook", "-i", str(fleet["inventory"]), str(book),
            "-e", f"fleet_unit={UNIT}", "-e", "fleet_duration=5s",
@@ -75,7 +81,8 @@ def playbook(fleet, book, *extra):
     return r
 
 
-def on(fleet, host, command, check=False):
+def on(fleet: Fleet, host: str, command: str,
+       check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run a shell command on a host over ssh (as the controller would reach it)."""
     r = subprocess.run(
         ["ssh", "-i", fleet["key"], "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -86,20 +93,21 @@ def on(fleet, host, command, check=False):
     return r
 
 
-def site(fleet):
-    return fleet["repo"] / "ansible" / "playbooks" / "site.yml"
+def site(fleet: Fleet) -> Path:
+    path: Path = fleet["repo"] / "ansible" / "playbooks" / "site.yml"
+    return path
 
 
-def directive(text, name):
+def directive(text: str, name: str) -> str:
     """The values of directive `name` in a drop-in (comments left out), space-joined."""
     return " ".join(line.partition("=")[2] for line in text.splitlines()
                     if line.startswith(name + "="))
 
 
-STATE = {}  # what the first test rolled out, for the later ones
+STATE: dict[str, Any] = {}  # what the first test rolled out, for the later ones
 
 
-def test_learn_merge_canary_rollout(fleet):
+def test_learn_merge_canary_rollout(fleet: Fleet) -> None:
     r = playbook(fleet, site(fleet))
     assert r.returncode == 0, r.stdout[-3000:]
     fleet_conf = (fleet["artifacts"] / "fleet.validated.conf").read_text()
@@ -135,7 +143,7 @@ def test_learn_merge_canary_rollout(fleet):
     assert "/srv/as-fleet/export" in show.stdout and "AF_INET6" not in show.stdout
 
 
-def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet):
+def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet: Fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     stamps = {h: on(fleet, h, f"stat -c %Y.%i {DROPIN}; systemctl show -p MainPID {UNIT}",
@@ -161,7 +169,7 @@ def test_check_mode_changes_nothing_and_diff_shows_what_would(fleet):
 CROSS = {"fleet2": ["fleet1", "fleet3"], "fleet3": ["fleet2"]}
 
 
-def test_single_host_dropins_fail_elsewhere(fleet):
+def test_single_host_dropins_fail_elsewhere(fleet: Fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     for sources in CROSS.values():
@@ -210,7 +218,7 @@ def test_single_host_dropins_fail_elsewhere(fleet):
         assert on(fleet, target, WORKLOADS[target]).returncode == 0
 
 
-def test_broken_host_is_reverted_and_the_play_fails(fleet):
+def test_broken_host_is_reverted_and_the_play_fails(fleet: Fleet) -> None:
     if "merged" not in STATE:
         pytest.skip("needs the roll-out of test_learn_merge_canary_rollout")
     # Roll out fleet1's own drop-in as if it were the reviewed one: the canary (fleet1)

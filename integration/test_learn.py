@@ -1,22 +1,27 @@
 """`autosandbox learn UNIT`: real services under a real systemd, traced while a workload runs,
 and left exactly as they were found."""
 
+from __future__ import annotations
+
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from systemd_harness import run, wait_for
+from systemd_harness import DropIn, InstalledService, InstallService, run, wait_for
 
 SRC = Path(__file__).resolve().parent.parent
 TRACE_DROPIN = "zz-autosandbox-trace.conf"
 
 
-def autosandbox(*args, timeout=300, check_rc=None):
+def autosandbox(*args: str, timeout: float = 300,
+                check_rc: int | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     cp = subprocess.run([sys.executable, "-m", "autosandbox", *args], capture_output=True,
                         text=True, timeout=timeout, env=env, cwd="/tmp")
@@ -25,16 +30,16 @@ def autosandbox(*args, timeout=300, check_rc=None):
     return cp
 
 
-def spawn_learn(*args):
+def spawn_learn(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     return subprocess.Popen([sys.executable, "-m", "autosandbox", "learn", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd="/tmp")
 
 
-def snapshot(unit):
+def snapshot(unit: str) -> dict[str, object]:
     """What must be the same before and after learning."""
-    props = {}
+    props: dict[str, object] = {}
     for p in ("ExecStart", "ExecStartPre", "Type", "ActiveState", "DropInPaths", "User",
               "SystemCallFilter", "ProtectSystem"):
         value = run(["systemctl", "show", "--value", "-p", p, unit], check=True).stdout.strip()
@@ -44,7 +49,8 @@ def snapshot(unit):
     return props
 
 
-def learn_json(unit, seconds, exercise=None, extra=()):
+def learn_json(unit: str, seconds: float, exercise: str | None = None,
+               extra: Sequence[str] = ()) -> Any:
     args = ["learn", unit, "--duration", f"{seconds}s", "--json", "--settle", "3s", *extra]
     if exercise:
         args += ["--exercise", exercise]
@@ -62,19 +68,19 @@ def learn_json(unit, seconds, exercise=None, extra=()):
     return result
 
 
-def setting(result, directive):
+def setting(result: Any, directive: str) -> Any:  # list[str] | None; tests use it as either
     vals = [v for s in result["sandbox"]["settings"] if s["directive"] == directive
             for v in s["values"]]
     found = any(s["directive"] == directive for s in result["sandbox"]["settings"])
     return vals if found else None
 
 
-def evidence(result, directive):
+def evidence(result: Any, directive: str) -> str:
     return " ".join(s["evidence"] for s in result["sandbox"]["settings"]
                     if s["directive"] == directive)
 
 
-def writable(result):
+def writable(result: Any) -> set[str]:
     """Every location the drop-in makes writable, as absolute paths."""
     out = {v.lstrip("-").strip('"') for v in setting(result, "ReadWritePaths") or []}
     for directive, base in (("StateDirectory", "/var/lib/"), ("LogsDirectory", "/var/log/"),
@@ -83,7 +89,7 @@ def writable(result):
     return out
 
 
-def test_learn_nginx(install_service):
+def test_learn_nginx(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     before = snapshot(svc.unit)
@@ -105,7 +111,7 @@ def test_learn_nginx(install_service):
     assert any(p.startswith("/var/log/as-nginx/") for p in profile["paths"])
 
 
-def test_learn_pyapp_state_and_logs(install_service):
+def test_learn_pyapp_state_and_logs(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
     before = snapshot(svc.unit)
@@ -122,7 +128,7 @@ def test_learn_pyapp_state_and_logs(install_service):
         setting(result, "RestrictAddressFamilies") == ["AF_INET"]
 
 
-def test_learn_redis_as_its_user(install_service):
+def test_learn_redis_as_its_user(install_service: InstallService) -> None:
     svc = install_service("as-redis")
     svc.start()
     before = snapshot(svc.unit)
@@ -135,7 +141,8 @@ def test_learn_redis_as_its_user(install_service):
 
 
 @pytest.mark.parametrize("name", ["as-forking", "as-notify"])
-def test_forking_and_notify_services_stay_tracked(install_service, name):
+def test_forking_and_notify_services_stay_tracked(install_service: InstallService,
+                                                   name: str) -> None:
     svc = install_service(name)
     svc.start()
     before = snapshot(svc.unit)
@@ -159,7 +166,7 @@ def test_forking_and_notify_services_stay_tracked(install_service, name):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_restores_the_unit(install_service, sig):
+def test_interrupt_restores_the_unit(install_service: InstallService, sig: signal.Signals) -> None:
     svc = install_service("as-nginx")
     svc.start()
     before = snapshot(svc.unit)
@@ -176,7 +183,7 @@ def test_interrupt_restores_the_unit(install_service, sig):
     assert snapshot(svc.unit) == before
 
 
-def test_one_learn_at_a_time(install_service):
+def test_one_learn_at_a_time(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     before = snapshot(svc.unit)
@@ -190,7 +197,7 @@ def test_one_learn_at_a_time(install_service):
     assert snapshot(svc.unit) == before
 
 
-def test_sigkill_then_reset(install_service):
+def test_sigkill_then_reset(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     before = snapshot(svc.unit)
@@ -214,7 +221,8 @@ def test_sigkill_then_reset(install_service):
     wait_for(lambda: run("curl -fsS localhost:8081/").returncode == 0, what="nginx answers")
 
 
-def _kill_in_second_stop(proc, svc, nth=2):
+def _kill_in_second_stop(proc: subprocess.Popen[str], svc: InstalledService,
+                         nth: int = 2) -> None:
     """SIGKILL `proc` while the unit is in its second stop: the first is the restart that
     puts it under our drop-in, the second leaves it stopped (the trace's end, or a trial's
     stop before its start); the stop job then finishes without us. `nth`: another stop."""
@@ -235,8 +243,8 @@ def _kill_in_second_stop(proc, svc, nth=2):
 
 
 @pytest.mark.parametrize("what", ["learn", "validate", "apply"])
-def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, drop_in,
-                                                              tmp_path, what):
+def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(
+        install_service: InstallService, drop_in: DropIn, tmp_path: Path, what: str) -> None:
     """Seen in CI (VM, signal trial 3): learn killed at a moment it had the unit stopped;
     `reset` removed everything else but left the service dead."""
     svc = install_service("as-pyapp")
@@ -276,7 +284,8 @@ def test_sigkill_while_we_had_it_stopped_then_reset_starts_it(install_service, d
     wait_for(lambda: run("curl -fsS localhost:8082/").returncode == 0, what="as-pyapp answers")
 
 
-def test_unit_with_its_own_filter_and_strict_can_be_learned(install_service):
+def test_unit_with_its_own_filter_and_strict_can_be_learned(
+        install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     own = Path(f"/etc/systemd/system/{svc.unit}.d/10-own.conf")
     own.parent.mkdir(parents=True, exist_ok=True)
@@ -304,7 +313,7 @@ def test_unit_with_its_own_filter_and_strict_can_be_learned(install_service):
         run(["systemctl", "daemon-reload"])
 
 
-def test_clear_errors():
+def test_clear_errors() -> None:
     cp = autosandbox("learn", "no-such-unit.service", "--duration", "1s")
     assert cp.returncode == 2 and "does not exist" in cp.stderr
     assert "Traceback" not in cp.stderr

@@ -2,11 +2,15 @@
 #10 item 6, #16 item 7): a baseline first, reload and stop in every trial, no side effects on
 disk, and apply installs only what autosandbox validated."""
 
+from __future__ import annotations
+
 import json
 import os
 import re
 import textwrap
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from systemd_harness import daemon_reload, run, unit_property
@@ -40,13 +44,17 @@ SERVER = textwrap.dedent("""\
     """)
 
 
+# the fixture: (name, port, extra service lines) -> the unit and its state directory
+LcUnit = Callable[..., tuple[str, Path]]
+
+
 @pytest.fixture
-def lc_unit():
+def lc_unit() -> Iterator[LcUnit]:
     """Factory: lc_unit(name, port, service_lines) installs /etc/systemd/system/NAME.service
     running SERVER with state in /var/lib/NAME (owned by nobody, mode 0700) and starts it."""
-    made = []
+    made: list[tuple[str, Path]] = []
 
-    def _make(name, port, extra=""):
+    def _make(name: str, port: int, extra: str = "") -> tuple[str, Path]:
         LIB.mkdir(parents=True, exist_ok=True)
         (LIB / "server.py").write_text(SERVER)
         state = Path(f"/var/lib/{name}")
@@ -73,19 +81,19 @@ def lc_unit():
     daemon_reload()
 
 
-def _validate(unit, text, *extra):
+def _validate(unit: str, text: str, *extra: str) -> tuple[int, Any, str]:
     path = Path(f"/tmp/{unit}.candidate.conf")
     path.write_text(text)
     cp = autosandbox("validate", unit, str(path), "--json", "--settle", "1s", *extra)
     return cp.returncode, (json.loads(cp.stdout) if cp.stdout.strip() else {}), cp.stderr
 
 
-def _owner_mode(path):
+def _owner_mode(path: str | Path) -> tuple[int, int, int]:
     st = os.stat(path)
     return st.st_uid, st.st_gid, st.st_mode & 0o7777
 
 
-def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit):
+def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit: LcUnit) -> None:
     unit, _ = lc_unit("as-lc-base", 8391)
     rc, _, err = _validate(unit, "[Service]\nProtectSystem=strict\n",
                            "--health-cmd", "test -e /nonexistent")
@@ -95,7 +103,7 @@ def test_a_unit_unhealthy_without_a_sandbox_stops_at_the_baseline(lc_unit):
     assert unit_property(unit, "ActiveState") == "active"
 
 
-def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit):
+def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit: LcUnit) -> None:
     unit, state = lc_unit("as-lc-reload", 8392)
     before = _owner_mode(state)
     # What a short learn gives this service: no capability but the identity change, and no
@@ -116,7 +124,7 @@ def test_reload_needs_cap_kill_and_state_written_at_stop_survives(lc_unit):
     assert int((state / "count").read_text()) >= 1  # it survived a stop and a start
 
 
-def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit):
+def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit: LcUnit) -> None:
     unit, state = lc_unit("as-lc-disk", 8393)
     before = _owner_mode(state)
     assert before == (65534, 65534, 0o700)
@@ -137,7 +145,7 @@ def test_a_directory_chowned_by_the_candidate_is_caught_and_put_back(lc_unit):
 PWN = "[Unit]\nDescription=pwn\n[Service]\nExecStartPre=/bin/touch /run/injected\nUser=root\n"
 
 
-def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit):
+def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit: LcUnit) -> None:
     unit, _ = lc_unit("as-lc-apply", 8394)
     target = ETC / f"{unit}.d" / "50-autosandbox.conf"
     pwn = Path("/tmp/as-lc-pwn.conf")

@@ -1,12 +1,16 @@
 """A runtime drop-in with ProtectSystem=strict + ReadWritePaths= really confines writes."""
 
+from __future__ import annotations
+
 import errno
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from systemd_harness import RUNTIME_UNIT_DIR
+from systemd_harness import RUNTIME_UNIT_DIR, DropIn, InstalledService, InstallService
 
 UNIT = "as-writeprobe.service"
 RESULTS = Path("/var/lib/as-probe/as-writeprobe.json")
@@ -15,7 +19,7 @@ OUTSIDE_DIRS = [Path("/var/tmp/as-probe-outside"), Path("/opt/as-probe-outside")
 
 
 @pytest.fixture
-def scratch_dirs():
+def scratch_dirs() -> Iterator[list[Path]]:
     dirs = [RW_DIR, *OUTSIDE_DIRS]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -24,7 +28,7 @@ def scratch_dirs():
         shutil.rmtree(str(d), ignore_errors=True)
 
 
-def run_probe(svc):
+def run_probe(svc: InstalledService) -> dict[str, Any]:
     if RESULTS.exists():
         RESULTS.unlink()
     svc.start(UNIT)
@@ -32,7 +36,8 @@ def run_probe(svc):
     return {r["target"]: r for r in json.loads(RESULTS.read_text())}
 
 
-def test_protect_system_strict_with_read_write_paths(install_service, drop_in, scratch_dirs):
+def test_protect_system_strict_with_read_write_paths(
+        install_service: InstallService, drop_in: DropIn, scratch_dirs: list[Path]) -> None:
     svc = install_service("as-probe")
     inside = RW_DIR / "inside.txt"
     outside = [d / "outside.txt" for d in OUTSIDE_DIRS]

@@ -1,26 +1,28 @@
 """The example services in integration/services/ start healthy and answer on their ports."""
 
+from __future__ import annotations
+
 import json
 import socket
 import urllib.request
 from pathlib import Path
 
-from systemd_harness import run, wait_for
+from systemd_harness import InstalledService, InstallService, run, wait_for
 
 
-def http_get(port, path="/", timeout=3):
+def http_get(port: int, path: str = "/", timeout: float = 3) -> tuple[int, str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
         return r.status, r.read().decode()
 
 
-def try_http_get(port, path="/"):
+def try_http_get(port: int, path: str = "/") -> tuple[int, str] | None:
     try:
         return http_get(port, path)
     except OSError:
         return None
 
 
-def redis_cmd(port, *args, timeout=3):
+def redis_cmd(port: int, *args: str, timeout: float = 3) -> str:
     """Minimal RESP client: send one command, return the raw reply (stripped)."""
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -34,14 +36,14 @@ def redis_cmd(port, *args, timeout=3):
     return data.decode().strip()  # whole reply, e.g. "+PONG" or "$2\r\nv1"
 
 
-def try_redis_ping(port):
+def try_redis_ping(port: int) -> str | None:
     try:
         return redis_cmd(port, "PING")
     except OSError:
         return None
 
 
-def assert_active(svc):
+def assert_active(svc: InstalledService) -> int:
     state = svc.prop("ActiveState")
     assert state == "active", svc.diagnostics()
     pid = int(svc.prop("MainPID"))
@@ -49,7 +51,7 @@ def assert_active(svc):
     return pid
 
 
-def test_nginx_static_site(install_service):
+def test_nginx_static_site(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     assert_active(svc)
@@ -65,7 +67,7 @@ def test_nginx_static_site(install_service):
     assert "Requests/sec" in cp.stdout
 
 
-def test_pyapp_state_and_logs(install_service):
+def test_pyapp_state_and_logs(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
     pid = assert_active(svc)
@@ -86,7 +88,7 @@ def test_pyapp_state_and_logs(install_service):
     assert json.loads(body)["hits"] == first["hits"] + 2
 
 
-def test_redis_ping(install_service):
+def test_redis_ping(install_service: InstallService) -> None:
     svc = install_service("as-redis")
     svc.start()
     assert_active(svc)
@@ -98,7 +100,7 @@ def test_redis_ping(install_service):
     assert "tcp_port:6380" in cp.stdout
 
 
-def test_forking_service(install_service):
+def test_forking_service(install_service: InstallService) -> None:
     svc = install_service("as-forking")
     svc.start()
     pid = assert_active(svc)
@@ -109,7 +111,7 @@ def test_forking_service(install_service):
     assert not Path(f"/proc/{pid}").exists()
 
 
-def test_notify_service(install_service):
+def test_notify_service(install_service: InstallService) -> None:
     svc = install_service("as-notify")
     svc.start()
     pid = assert_active(svc)

@@ -25,7 +25,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from systemd_harness import (
@@ -70,7 +72,7 @@ class Run:
         for t in self.readers:
             t.start()
 
-    def _read(self, stream, stamped: bool) -> None:
+    def _read(self, stream: IO[str], stamped: bool) -> None:
         for line in stream:
             if stamped:
                 self.lines.append((time.monotonic(), line))
@@ -105,7 +107,7 @@ def autosandbox(*args: str, cwd: Path) -> Run:
 def finish(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     proc = autosandbox(*args, cwd=cwd)
     out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.proc.args, proc.proc.returncode, out, err)
 
 
 def handlers_installed(pid: int) -> bool:
@@ -157,8 +159,13 @@ def restore_pace() -> float:
 
 
 # --------------------------------------------------------------------------- the snapshot
-def _tree(root: Path, content: bool, keep=lambda p: True) -> dict[str, tuple]:
-    out: dict[str, tuple] = {}
+# what a path is: mode, owner, group, the start of its content's digest
+Snap = tuple[str, int, int, str]
+
+
+def _tree(root: Path, content: bool,
+          keep: Callable[[str], bool] = lambda p: True) -> dict[str, Snap]:
+    out: dict[str, Snap] = {}
     if not root.exists():
         return out
     for dirpath, dirnames, filenames in os.walk(root):
@@ -205,7 +212,7 @@ def _unit_state() -> tuple[str, ...]:
     return tuple(sorted(text.split("\n")))
 
 
-def _unit_dirs() -> dict[str, tuple]:
+def _unit_dirs() -> dict[str, tuple[str, int, int]]:
     """Owners and modes of the unit's directories and what is in them (contents are the
     service's own work and change; owners and modes must not)."""
     out = {}
@@ -269,7 +276,7 @@ def settled(baseline: dict[str, object], timeout: float = 60) -> list[str]:
 
 # --------------------------------------------------------------------------- the bench
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory):
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """as-pyapp installed and running, a candidate drop-in learned once, the baseline."""
     src = SERVICES_DIR / "as-pyapp"
     created = []

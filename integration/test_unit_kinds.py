@@ -342,7 +342,8 @@ def test_a_per_connection_learn_cut_by_a_signal_or_killed(kinds) -> None:  # typ
                 assert unit_property(name, "MainPID") == pid  # never stopped or restarted
                 assert _echo(conn, b"still") == b"still\n"
                 # our strace let go of it (the restore, or reset after a kill)
-                wait_for(lambda p=pid: _tracer(p) == 0, timeout=30, what="strace detached")
+                wait_for(lambda p=pid: _tracer(p) == 0,  # type: ignore[misc]
+                         timeout=30, what="strace detached")
                 assert _echo(conn, b"untraced") == b"untraced\n"
         finally:
             if proc.poll() is None:

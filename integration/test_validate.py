@@ -1,29 +1,33 @@
 """Trial and error against a real systemd: validate relaxes only what broke, apply rolls back
 by itself, revert restores byte for byte."""
 
+from __future__ import annotations
+
 import json
 import re
 from pathlib import Path
+from typing import Any
 
-from systemd_harness import run, wait_for
+from systemd_harness import DropIn, InstalledService, InstallService, run, wait_for
 from test_learn import autosandbox, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 
 
-def _learn_file(unit, seconds, exercise):
+def _learn_file(unit: str, seconds: float, exercise: str) -> Path:
     cp = autosandbox("learn", unit, "--duration", f"{seconds}s", "--no-validate", "-o",
                      f"/tmp/{unit}.conf", "--exercise", exercise)
     assert cp.returncode == 0, cp.stderr
     return Path(f"/tmp/{unit}.conf")
 
 
-def _validate(unit, dropin, *extra):
+def _validate(unit: str, dropin: Path, *extra: str) -> tuple[int, Any, str]:
     cp = autosandbox("validate", unit, str(dropin), "--json", "--settle", "2s", *extra)
     return cp.returncode, json.loads(cp.stdout), cp.stderr
 
 
-def test_missed_write_is_caught_by_exercise_and_fixed_with_evidence(install_service):
+def test_missed_write_is_caught_by_exercise_and_fixed_with_evidence(
+        install_service: InstallService) -> None:
     svc = install_service("as-lazy")
     try:
         _missed_write(svc)
@@ -32,7 +36,7 @@ def test_missed_write_is_caught_by_exercise_and_fixed_with_evidence(install_serv
         run("rm -rf /srv/as-lazy")
 
 
-def _missed_write(svc):
+def _missed_write(svc: InstalledService) -> None:
     svc.start()
     wait_for(lambda: run("curl -fsS localhost:8083/").returncode == 0, what="as-lazy up")
     svc.stop()
@@ -54,7 +58,7 @@ def _missed_write(svc):
     assert snapshot(svc.unit) == before
 
 
-def test_removed_family_is_relaxed_by_evidence(install_service):
+def test_removed_family_is_relaxed_by_evidence(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
     dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
@@ -71,7 +75,7 @@ def test_removed_family_is_relaxed_by_evidence(install_service):
     assert out["healthy"] and out["restarts"] == 3
 
 
-def test_silent_breakage_is_found_by_bisection(install_service):
+def test_silent_breakage_is_found_by_bisection(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
     dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
@@ -90,7 +94,7 @@ def test_silent_breakage_is_found_by_bisection(install_service):
     assert snapshot(svc.unit)["ActiveState"] == "active"
 
 
-def test_apply_rolls_back_and_revert_restores_bytes(install_service):
+def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
     target = Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf")
@@ -132,7 +136,8 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
         run(["systemctl", "daemon-reload"])
 
 
-def test_a_unit_whose_stops_end_two_ways_as_found_is_validated(install_service, drop_in):
+def test_a_unit_whose_stops_end_two_ways_as_found_is_validated(
+        install_service: InstallService, drop_in: DropIn) -> None:
     """Seen on Debian's varnish: its stop Result as found is not always the same, so the
     baseline itself "failed" (second stop: exit-code, as found: success) and validation was
     refused. Here ExecStop= fails every other time."""
@@ -149,8 +154,8 @@ def test_a_unit_whose_stops_end_two_ways_as_found_is_validated(install_service, 
     assert rc == 0 and out["healthy"], err
 
 
-def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(install_service,
-                                                                       drop_in):
+def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(
+        install_service: InstallService, drop_in: DropIn) -> None:
     """Seen on mosquitto in the VM: the stock unit changed its pid file in the baseline
     trial, and that excused whatever a candidate did to it, so UMask=0077 was validated and
     only apply saw the pid file made 0600. Only the baseline's own outcome is excused now.

@@ -4,39 +4,43 @@ Note: on the exit filter list the first matching rule wins (its key is the one l
 so each test installs exactly one rule at a time.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
-from systemd_harness import run, wait_for
+from systemd_harness import InstalledService, InstallService, run, wait_for
 
 pytestmark = pytest.mark.vm
 
 STATE_FILE = "/var/lib/as-pyapp/state.json"
 
 
-def get(port, path="/"):
+def get(port: int, path: str = "/") -> int | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
-            return r.status
+            status: int = r.status
+            return status
     except OSError:
         return None
 
 
-def ausearch(key, pid):
+def ausearch(key: str, pid: int) -> str:
     """Events with this key caused by process pid (ausearch exits 1 on no match)."""
     cp = run(["ausearch", "--input-logs", "-k", key, "-p", str(pid), "-i"])
     return cp.stdout if cp.returncode == 0 else ""
 
 
-def new_key(kind):
+def new_key(kind: str) -> str:
     return f"as-it-{kind}-{os.getpid()}-{int(time.time() * 1000)}"
 
 
 @contextlib.contextmanager
-def audit_rule(add, delete, key):
+def audit_rule(add: list[str], delete: list[str], key: str) -> Iterator[None]:
     """auditctl ADD...; yield; auditctl DELETE... (always), and check it is gone."""
     cp = run(["auditctl", *add])
     assert cp.returncode == 0, cp.stderr
@@ -49,7 +53,7 @@ def audit_rule(add, delete, key):
 
 
 @pytest.fixture
-def pyapp(install_service):
+def pyapp(install_service: InstallService) -> InstalledService:
     wait_for(
         lambda: run(["systemctl", "is-active", "auditd"]).stdout.strip() == "active",
         what="auditd active",
@@ -60,7 +64,7 @@ def pyapp(install_service):
     return svc
 
 
-def test_syscall_rule_scoped_to_service_pid(pyapp):
+def test_syscall_rule_scoped_to_service_pid(pyapp: InstalledService) -> None:
     pid = int(pyapp.prop("MainPID"))
     key = new_key("sys")
     rule = [
@@ -84,7 +88,7 @@ def test_syscall_rule_scoped_to_service_pid(pyapp):
     assert "comm=python3" in out, out
 
 
-def test_path_watch_on_service_state_dir(pyapp):
+def test_path_watch_on_service_state_dir(pyapp: InstalledService) -> None:
     pid = int(pyapp.prop("MainPID"))
     key = new_key("watch")
     rule = ["/var/lib/as-pyapp/", "-p", "wa", "-k", key]

@@ -1,11 +1,14 @@
 """(VM only) IPAddressDeny=any in a runtime drop-in makes connect() fail."""
 
+from __future__ import annotations
+
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from systemd_harness import wait_for
+from systemd_harness import DropIn, InstalledService, InstallService, wait_for
 
 pytestmark = pytest.mark.vm
 
@@ -14,15 +17,16 @@ RESULTS = Path("/var/lib/as-probe/as-netprobe.json")
 TARGET = "127.0.0.1:8082"
 
 
-def health():
+def health() -> int | None:
     try:
         with urllib.request.urlopen(f"http://{TARGET}/health", timeout=3) as r:
-            return r.status
+            status: int = r.status
+            return status
     except OSError:
         return None
 
 
-def run_probe(svc):
+def run_probe(svc: InstalledService) -> Any:
     if RESULTS.exists():
         RESULTS.unlink()
     svc.start(UNIT)
@@ -30,7 +34,7 @@ def run_probe(svc):
     return json.loads(RESULTS.read_text())[0]
 
 
-def test_ip_address_deny_blocks_connect(install_service, drop_in):
+def test_ip_address_deny_blocks_connect(install_service: InstallService, drop_in: DropIn) -> None:
     app = install_service("as-pyapp")
     app.start()
     wait_for(lambda: health() == 200, what="pyapp on :8082")

@@ -1,18 +1,20 @@
 """In a full VM: audit works and IPAddressDeny= is enforced, so learning records audit as a
 source, validation reads denials from audit, and the learned IP pins are proven."""
 
+from __future__ import annotations
+
 import json
 import re
 from pathlib import Path
 
 import pytest
-from systemd_harness import run, wait_for
+from systemd_harness import InstallService, run, wait_for
 from test_learn import autosandbox, learn_json, setting, snapshot
 
 pytestmark = pytest.mark.vm
 
 
-def test_learn_uses_audit_and_ip_pins_hold(install_service):
+def test_learn_uses_audit_and_ip_pins_hold(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     before = snapshot(svc.unit)
@@ -30,7 +32,7 @@ def test_learn_uses_audit_and_ip_pins_hold(install_service):
     assert not run(["auditctl", "-l"]).stdout.count("autosandbox-")  # rules removed
 
 
-def test_trial_denials_come_from_audit(install_service):
+def test_trial_denials_come_from_audit(install_service: InstallService) -> None:
     svc = install_service("as-lazy")
     try:
         svc.start()
@@ -54,7 +56,7 @@ def test_trial_denials_come_from_audit(install_service):
         run("rm -rf /srv/as-lazy")
 
 
-def test_fast_tracer_sees_what_the_full_tracer_sees(install_service):
+def test_fast_tracer_sees_what_the_full_tracer_sees(install_service: InstallService) -> None:
     svc = install_service("as-nginx")
     svc.start()
     seen = {}
@@ -76,7 +78,8 @@ def test_fast_tracer_sees_what_the_full_tracer_sees(install_service):
     assert opened["fast"] == opened["full"]
 
 
-def test_filter_breakage_is_relaxed_by_the_call_audit_names(install_service):
+def test_filter_breakage_is_relaxed_by_the_call_audit_names(
+        install_service: InstallService) -> None:
     """A filter missing a group the service needs: bisection blames the filter, one trial
     with the kill action lets audit name the refused call (EPERM is not audited), and only
     the group holding it is added, not the whole of @system-service."""

@@ -391,7 +391,7 @@ class Zoo:
         assert self.window is not None
         found = denials.new_denials(self.window.denials(), self.baseline)
         if self.audit:
-            seen = []
+            seen: list[int] = []
             found += denials.new_denials(denials.audit_denials(self.audit_t0, self.exes, seen),
                                          self.baseline)
             self.rec["audit_records_applied"] = len(seen)

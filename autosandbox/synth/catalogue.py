@@ -2,8 +2,8 @@
 
 Each row says which systemd version introduced it, which build feature it needs, what it
 restricts, how it relaxes (its ladder, tightest value first; "" means "leave it unset") and how
-a profile decides it: either the generic rule "flag" (the tightest value, unless one of
-`blocked_by` flags or an access below `blocked_paths` was seen) or a named rule in rules.py,
+a profile decides it: either the generic rules.flag_rule (the tightest value, unless one of
+`blocked_by` flags or an access below `blocked_paths` was seen) or another rule in rules.py,
 and which denials in a trial relax it one step (`relax_kinds`, `relax_paths`).
 Adding a directive is adding a row (and, for a new kind of decision, one rule).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autosandbox.synth import rules
 from autosandbox.synth.paths import HOME_DIRS
 
 
@@ -28,7 +29,7 @@ class Directive:
     since: int
     restricts: str
     ladder: tuple[str, ...]
-    rule: str = "flag"
+    rule: rules.Rule = rules.flag_rule
     feature: str | None = None
     blocked_by: tuple[str, ...] = ()
     blocked_paths: tuple[str, ...] = ()
@@ -81,28 +82,28 @@ D = Directive
 CATALOGUE: tuple[Directive, ...] = (
     # -- file system ---------------------------------------------------------------------
     D("PrivateUsers", 232, "a user namespace of its own (only its user is mapped), in which a "
-      "user's manager may set up the namespaced directives", ("yes", ""), rule="private_users",
+      "user's manager may set up the namespaced directives", ("yes", ""), rule=rules.private_users,
       user="only"),
     D("ProtectSystem", 232, "mounts the whole file system read-only except /dev, /proc, /sys",
-      ("strict", "full", "yes", ""), rule="protect_system", user=USER_NS),
+      ("strict", "full", "yes", ""), rule=rules.protect_system, user=USER_NS),
     D("ReadWritePaths", 231, "paths left writable under ProtectSystem=strict",
-      ("<paths>", ""), rule="write_paths", grants=True, user=USER_NS),
+      ("<paths>", ""), rule=rules.write_paths, grants=True, user=USER_NS),
     D("StateDirectory", 235, "/var/lib/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
+      ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("CacheDirectory", 235, "/var/cache/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
+      ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("LogsDirectory", 235, "/var/log/NAME, created and made writable by systemd",
-      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
+      ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
-      ("<names>", ""), rule="write_paths", grants=True, user=_NO_EXEC_DIR),
+      ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("ProtectHome", 214, "/home, /root and /run/user",
-      ("yes", "read-only", ""), rule="protect_home", relax_paths=HOME_DIRS, user=USER_NS),
-    D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule="private_tmp",
+      ("yes", "read-only", ""), rule=rules.protect_home, relax_paths=HOME_DIRS, user=USER_NS),
+    D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule=rules.private_tmp,
       user=USER_NS),
     D("PrivateDevices", 209, "a private /dev with pseudo devices only",
       ("yes", ""), blocked_by=("device_nodes",), relax_paths=("/dev/",), user=USER_NS),
     D("DevicePolicy", 208, "access to device nodes (with DeviceAllow=)",
-      ("closed", ""), rule="devices", user=_NO_BPF),
+      ("closed", ""), rule=rules.devices, user=_NO_BPF),
     D("ProtectKernelTunables", 232, "/proc/sys, /sys and kernel variables read-only",
       ("yes", ""), blocked_by=("proc_sys_write", "sys_write"),
       relax_kinds=frozenset({"erofs"}), relax_paths=("/proc/sys/", "/sys/"),
@@ -122,27 +123,27 @@ CATALOGUE: tuple[Directive, ...] = (
       blocked_by=("hostname_set",), user=USER_NS),
     D("ProtectProc", 247, "other users' processes in /proc", ("invisible", ""),
       blocked_by=("proc_other_pids",), user=USER_NS),
-    D("ProcSubset", 247, "non-process files in /proc", ("pid", ""), rule="proc_subset",
+    D("ProcSubset", 247, "non-process files in /proc", ("pid", ""), rule=rules.proc_subset,
       user=USER_NS),
     # -- network -------------------------------------------------------------------------
     D("PrivateNetwork", 33, "all networking but a private loopback", ("yes", ""),
-      rule="private_network", user=USER_NS),
+      rule=rules.private_network, user=USER_NS),
     D("RestrictAddressFamilies", 211, "socket address families",
-      ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule="address_families",
+      ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule=rules.address_families,
       relax_kinds=frozenset({"eafnosupport"})),
     D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
-      ("any", ""), rule="ip_addresses", user=_NO_BPF),
+      ("any", ""), rule=rules.ip_addresses, user=_NO_BPF),
     D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",
-      ("any", ""), rule="socket_bind", feature="BPF_FRAMEWORK", user=_NO_BPF),
+      ("any", ""), rule=rules.socket_bind, feature="BPF_FRAMEWORK", user=_NO_BPF),
     # -- privileges ----------------------------------------------------------------------
     D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
-      ("<caps>", ""), rule="capabilities", user=_NO_CAPS),
+      ("<caps>", ""), rule=rules.capabilities, user=_NO_CAPS),
     D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
       ("yes", ""), blocked_by=("suid_exec", "filecap_exec")),
     D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
       blocked_by=("setuid_bits_set",)),
     D("RestrictNamespaces", 233, "creating namespaces", ("yes", "<namespaces>", ""),
-      rule="namespaces"),
+      rule=rules.namespaces),
     D("RestrictRealtime", 231, "realtime scheduling", ("yes", ""), blocked_by=("realtime",)),
     D("LockPersonality", 235, "changing the execution domain", ("yes", ""),
       blocked_by=("personality",)),
@@ -153,12 +154,12 @@ CATALOGUE: tuple[Directive, ...] = (
     D("RemoveIPC", 232, "IPC objects left behind by the service's user", ("yes", ""),
       blocked_by=("sysv_ipc",),
       user="it removes the IPC objects of a system user when its service stops"),
-    D("UMask", 1, "permissions of created files", ("0077", "0027", ""), rule="umask"),
+    D("UMask", 1, "permissions of created files", ("0077", "0027", ""), rule=rules.umask),
     # -- system calls --------------------------------------------------------------------
     D("SystemCallArchitectures", 209, "system calls of foreign architectures", ("native", ""),
-      rule="architectures"),
+      rule=rules.architectures),
     D("SystemCallFilter", 187, "system calls outside an allow-list (fail with EPERM)",
-      ("<allow-list>", "@system-service", ""), rule="syscall_filter"),
+      ("<allow-list>", "@system-service", ""), rule=rules.syscall_filter),
 )
 
 BY_NAME: dict[str, Directive] = {d.name: d for d in CATALOGUE}

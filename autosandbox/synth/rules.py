@@ -10,17 +10,20 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from autosandbox import unitfile
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.profile import Endpoint, Profile
 from autosandbox.synth import sensitive
-from autosandbox.synth.catalogue import Directive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
 from autosandbox.synth.subject import Subject
 from autosandbox.synth.target import Target, system_service_parts
+
+if TYPE_CHECKING:  # the catalogue's rows name the rules below: it imports this module
+    from autosandbox.synth.catalogue import Directive
 
 FLAG_TEXT: dict[str, str] = {
     "wx_memory": "writable+executable memory", "realtime": "realtime scheduling",
@@ -75,15 +78,16 @@ class Context:
         return self.subject.service
 
 
-Result = list[Setting | Omission]
-Rule = Callable[[Context, Directive], Result]
+# What a rule decides for its directive (results.Result is the whole learn's outcome).
+Decisions = list[Setting | Omission]
+Rule = Callable[[Context, "Directive"], Decisions]
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def flag_rule(ctx: Context, d: Directive) -> Result:
+def flag_rule(ctx: Context, d: Directive) -> Decisions:
     p = ctx.profile
     hits = [f for f in d.blocked_by if f in p.flags]
     if hits:
@@ -100,7 +104,7 @@ def flag_rule(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, [d.tightest], f"not seen: {what}")]
 
 
-def protect_system(ctx: Context, d: Directive) -> Result:
+def protect_system(ctx: Context, d: Directive) -> Decisions:
     plan = ctx.plan
     n = len(plan.anchors) + sum(len(v) for v in plan.managed.values())
     if n:
@@ -115,7 +119,7 @@ def protect_system(ctx: Context, d: Directive) -> Result:
             for k, v in sorted(plan.covered.items()))
     if plan.withheld:
         ev += f"; {_plural(len(plan.withheld), 'place')} withheld (see Withheld)"
-    out: Result = [Setting(d.name, ["strict"], ev)]
+    out: Decisions = [Setting(d.name, ["strict"], ev)]
     covered, left = separate_mounts(ctx)
     if covered:
         values = [v for v in (unitfile.path_value(m, "-") for m in covered) if v]
@@ -162,8 +166,8 @@ def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
     return covered, left
 
 
-def write_paths(ctx: Context, d: Directive) -> Result:
-    out: Result = []
+def write_paths(ctx: Context, d: Directive) -> Decisions:
+    out: Decisions = []
     if d.name == "ReadWritePaths":
         for a in sorted(ctx.plan.anchors.values(), key=lambda a: a.path):
             value = unitfile.path_value(a.path, "-" if a.missing_ok else "")
@@ -189,7 +193,7 @@ def write_paths(ctx: Context, d: Directive) -> Result:
     return out
 
 
-def protect_home(ctx: Context, d: Directive) -> Result:
+def protect_home(ctx: Context, d: Directive) -> Decisions:
     p = ctx.profile
     reads: list[str] = []
     for path, kinds in p.paths.items():
@@ -211,7 +215,7 @@ def protect_home(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, ["yes"], ev)]
 
 
-def private_tmp(ctx: Context, d: Directive) -> Result:
+def private_tmp(ctx: Context, d: Directive) -> Decisions:
     plan = ctx.plan
     if plan.tmp_shared:
         return [Omission(d.name, f"/tmp is shared with other processes: {plan.tmp_shared[0]}")]
@@ -236,10 +240,10 @@ def _device_paths(ctx: Context) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def devices(ctx: Context, d: Directive) -> Result:
+def devices(ctx: Context, d: Directive) -> Decisions:
     if "device_nodes" not in ctx.profile.flags:
         return [Omission(d.name, "PrivateDevices=yes already closes all devices")]
-    out: Result = [Setting(d.name, ["closed"], "only the device nodes seen, and pseudo devices")]
+    out: Decisions = [Setting(d.name, ["closed"], "only the device nodes seen, and pseudo devices")]
     for dev, kind in _device_paths(ctx):
         kinds = ctx.profile.paths[dev]
         mode = "rw" if set(kinds) - {"read", "stat"} else "r"
@@ -260,7 +264,7 @@ def devices(ctx: Context, d: Directive) -> Result:
     return out
 
 
-def proc_subset(ctx: Context, d: Directive) -> Result:
+def proc_subset(ctx: Context, d: Directive) -> Decisions:
     others = [x for x in ctx.profile.accessed("/proc") if not _PROC_OWN.match(x)]
     if others:
         return [Omission(d.name, f"needed: reads {others[0]}"
@@ -272,7 +276,7 @@ def _ip_families(p: Profile) -> set[str]:
     return {f for f in p.families if f in ("AF_INET", "AF_INET6")}
 
 
-def private_network(ctx: Context, d: Directive) -> Result:
+def private_network(ctx: Context, d: Directive) -> Decisions:
     p = ctx.profile
     uses = sorted(set(p.families) - {"AF_UNIX"})
     abstract = [s for s in p.unix_sockets if s.startswith("@")]
@@ -284,7 +288,7 @@ def private_network(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, ["yes"], "no network sockets (only AF_UNIX with paths, or none)")]
 
 
-def address_families(ctx: Context, d: Directive) -> Result:
+def address_families(ctx: Context, d: Directive) -> Decisions:
     fams = sorted(f for f in ctx.profile.families if _FAMILY.match(f))
     if not fams:
         value = "none" if ctx.target.version >= 249 else "AF_UNIX"
@@ -307,7 +311,7 @@ def _ep(e: Endpoint) -> str:
     return f"{e.addr}:{e.port}/{e.proto}"
 
 
-def ip_addresses(ctx: Context, d: Directive) -> Result:
+def ip_addresses(ctx: Context, d: Directive) -> Decisions:
     """An allow-list only for a server that only accepted connections (its clients are the
     peers it saw), or with the peers the user pins: a client's peers change with DNS, NTP
     pools and failover, so what a short trace saw is no list to enforce."""
@@ -377,16 +381,16 @@ def _name_resolution(p: Profile) -> str | None:
     return f"queried {dns[0]}" if dns else None
 
 
-def socket_bind(ctx: Context, d: Directive) -> Result:
+def socket_bind(ctx: Context, d: Directive) -> Decisions:
     p = ctx.profile
-    out: Result = [Setting(d.name, ["any"], "binding denied but to the ports below")]
+    out: Decisions = [Setting(d.name, ["any"], "binding denied but to the ports below")]
     ports = sorted({(e.proto, e.port) for e in p.binds if e.port and e.proto in ("tcp", "udp")})
     for proto, port in ports:
         out.append(Setting("SocketBindAllow", [f"{proto}:{port}"], f"bound {proto} port {port}"))
     return out
 
 
-def capabilities(ctx: Context, d: Directive) -> Result:
+def capabilities(ctx: Context, d: Directive) -> Decisions:
     """Only capabilities with evidence (the call or the owner/mode facts that needed them)."""
     caps = sorted(c for c in ctx.profile.capabilities if c in CAP_NAMES)
     bare = [c for c in caps if not ctx.profile.capabilities[c].examples]
@@ -400,7 +404,7 @@ def capabilities(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, [unitfile.word(c) for c in caps], ev)]
 
 
-def namespaces(ctx: Context, d: Directive) -> Result:
+def namespaces(ctx: Context, d: Directive) -> Decisions:
     ev = ctx.profile.flags.get("namespaces")
     if ev is None:
         return [Setting(d.name, ["yes"], "no namespace created")]
@@ -410,7 +414,7 @@ def namespaces(ctx: Context, d: Directive) -> Result:
     return [Setting(d.name, kinds, f"created: {', '.join(kinds)}")]
 
 
-def umask(ctx: Context, d: Directive) -> Result:
+def umask(ctx: Context, d: Directive) -> Decisions:
     """UMask= changes the mode of every file the service creates: set it only where the facts
     show each one already lacks the bits it would take away."""
     modes, unknown = _created_modes(ctx)
@@ -462,7 +466,7 @@ def _created_modes(ctx: Context) -> tuple[list[tuple[str, int]], list[str]]:
     return modes, unknown
 
 
-def architectures(ctx: Context, d: Directive) -> Result:
+def architectures(ctx: Context, d: Directive) -> Decisions:
     classes = {x: ctx.view.elf_class(x) for x in ctx.profile.execs}
     foreign = sorted(x for x, c in classes.items() if c == 1)
     if foreign:
@@ -473,7 +477,7 @@ def architectures(ctx: Context, d: Directive) -> Result:
                                         f"{_plural(len(classes), 'program')} executed")]
 
 
-def syscall_filter(ctx: Context, d: Directive) -> Result:
+def syscall_filter(ctx: Context, d: Directive) -> Decisions:
     groups = ctx.target.groups
     if not groups:
         return [Omission(d.name, "the target's syscall groups are unknown")]
@@ -504,19 +508,9 @@ def syscall_filter(ctx: Context, d: Directive) -> Result:
                     "a call outside the list fails with EPERM instead of killing the service")]
 
 
-def private_users(ctx: Context, d: Directive) -> Result:
+def private_users(ctx: Context, d: Directive) -> Decisions:
     """Only for a user's manager (catalogue: user="only"), whose namespaced rows need it."""
     return [Setting(d.name, [d.tightest],
                     "a user's manager sets up the namespaces and capability limits below only "
                     "inside a user namespace of the service's own; only its user is mapped")]
 
-
-RULES: dict[str, Rule] = {
-    "flag": flag_rule, "protect_system": protect_system, "write_paths": write_paths,
-    "protect_home": protect_home, "private_tmp": private_tmp, "devices": devices,
-    "proc_subset": proc_subset, "private_network": private_network,
-    "address_families": address_families, "ip_addresses": ip_addresses,
-    "socket_bind": socket_bind, "capabilities": capabilities, "namespaces": namespaces,
-    "umask": umask, "architectures": architectures, "syscall_filter": syscall_filter,
-    "private_users": private_users,
-}

@@ -14,7 +14,7 @@ from autosandbox.profile import Profile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS, USER_NS, Directive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.paths import Withheld, plan_writes
-from autosandbox.synth.rules import RULES, Context, Omission, Setting
+from autosandbox.synth.rules import Context, Omission, Setting
 from autosandbox.synth.subject import subject_of
 from autosandbox.synth.target import Target
 
@@ -151,7 +151,7 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
             sb.omitted.append(Omission(d.name, f"not enforced: {target.describe()} is built "
                                                f"without {d.feature}"))
             continue
-        for item in RULES[d.rule](ctx, d):
+        for item in d.rule(ctx, d):
             if isinstance(item, Setting):
                 if keep and not _may_override(d.name, item, keep):
                     owner = item.directive if item.directive in keep else d.name

@@ -206,10 +206,10 @@ class OpenTracer:
             env["BPFTRACE_BTF"] = str(kernel.BTF)
         # Paths of the BPF program come from us only (checked in script()).
         log.debug("start: %s -e PROGRAM", commands.shown([bpftrace]))
-        self._proc = subprocess.Popen(
-            [bpftrace, "-e", script(root_pids, gate_prefix)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-            encoding="latin-1", preexec_fn=_child_setup(), start_new_session=True)
+        # If autosandbox is killed (SIGKILL too), bpftrace ends with it, even while it starts:
+        # BPF programs left attached would tax every open on the machine (procs.py).
+        self._proc = procs.spawn_reader([bpftrace, "-e", script(root_pids, gate_prefix)],
+                                        env, "latin-1", _raise_memlock)
         runstate.record_process(self._proc.pid)
         self._stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read, name="bpftrace", daemon=True),
@@ -366,12 +366,8 @@ class OpenTracer:
         self.close()
 
 
-def _child_setup() -> Callable[[], None]:
-    def memlock() -> None:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_MEMLOCK,
-                               (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    # If autosandbox is killed (SIGKILL too), bpftrace ends with it, even while it starts:
-    # BPF programs left attached would tax every open on the machine (procs.py).
-    procs.ensure_watchdog()
-    return procs.child_setup(memlock)
+def _raise_memlock() -> None:
+    """(in the child, before exec) BPF maps count against RLIMIT_MEMLOCK on older kernels."""
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                           (resource.RLIM_INFINITY, resource.RLIM_INFINITY))

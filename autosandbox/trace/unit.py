@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autosandbox import interrupts, procs, unitfile
+from autosandbox import commands, interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.profile import Profile
@@ -689,12 +689,12 @@ def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -
     unit = info.name
     if any(e.kind == "ExecReload" for e in info.exec_lines):
         try:
-            cp = subprocess.run([*current_scope().systemctl(), "reload", unit],
-                                capture_output=True, text=True, timeout=120, check=False)
+            cp = commands.run([*current_scope().systemctl(), "reload", unit],
+                              timeout=120, check=False)
             if cp.returncode != 0:
                 why = (cp.stderr.strip().splitlines() or [f"exit {cp.returncode}"])[-1]
                 notes.append(f"reloading {unit} while it was traced failed: {why[:120]}")
-        except subprocess.TimeoutExpired:
+        except commands.ToolTimeout:
             notes.append(f"reloading {unit} while it was traced took over 120s")
         mgr.wait(unit, 30)
     mgr.stop(unit)

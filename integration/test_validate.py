@@ -2,6 +2,7 @@
 by itself, revert restores byte for byte."""
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -90,6 +91,11 @@ def test_silent_breakage_is_found_by_bisection(install_service):
     assert snapshot(svc.unit)["ActiveState"] == "active"
 
 
+def _attrs(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
 def test_apply_rolls_back_and_revert_restores_bytes(install_service):
     svc = install_service("as-pyapp")
     svc.start()
@@ -97,6 +103,10 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
     target.parent.mkdir(parents=True, exist_ok=True)
     original = b"# the admin's own file\n[Service]\nEnvironment=AS_MARK=1\n"
     target.write_bytes(original)
+    os.chown(target, 0, 4)  # secrets in Environment=: 0640 root:adm, and so they stay
+    target.chmod(0o640)
+    found = _attrs(target)
+    backup = Path(f"/var/lib/autosandbox/{svc.unit}/previous.conf")
     run(["systemctl", "daemon-reload"], check=True)
     try:
         breaking = Path("/tmp/as-pyapp-breaking.conf")
@@ -105,7 +115,7 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 3, cp.stderr
         assert "rolled back" in cp.stderr
-        assert target.read_bytes() == original
+        assert target.read_bytes() == original and _attrs(target) == found
         assert svc.prop("ActiveState") == "active"
 
         dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
@@ -118,11 +128,13 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 0, cp.stderr
         assert target.read_text() == dropin.read_text()
+        assert _attrs(target) == found  # no more readable than the file it replaced
+        assert backup.read_bytes() == original and _attrs(backup) == found
         assert svc.prop("ProtectSystem") == "strict"
         assert run("curl -fsS localhost:8082/health").returncode == 0
 
         autosandbox("revert", svc.unit, check_rc=0)
-        assert target.read_bytes() == original
+        assert target.read_bytes() == original and _attrs(target) == found
         assert svc.prop("ProtectSystem") == "no"
         assert svc.prop("ActiveState") == "active"
         again = autosandbox("revert", svc.unit)
@@ -175,3 +187,39 @@ def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(install_
     assert rc == 0 and out["healthy"], err
     assert not re.search(r"^UMask=0077$", out["dropin"], re.M)
     assert oct(Path(marker).stat().st_mode & 0o777) == "0o644"  # as the unit as found leaves it
+
+
+def test_validate_watches_what_the_learned_profile_saw_written(install_service, drop_in):
+    """`validate UNIT FILE` watched only the unit's own directories: a file the service
+    recreates elsewhere (here under /srv) went unseen when a candidate's UMask=0077 made it
+    0600. The profile `learn` keeps for the unit names it now."""
+    svc = install_service("as-pyapp")
+    out_dir = Path("/srv/as-pyapp-out")
+    marker = out_dir / "marker"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drop_in(svc.unit, "50-marker",
+            f"[Service]\nExecStartPost=/bin/sh -c 'rm -f {marker}; echo up > {marker}'\n",
+            runtime=False)
+    try:
+        svc.start()
+        learned = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+        assert str(out_dir) in learned.read_text()  # writable for the service: seen written
+        marker.chmod(0o640)
+        text = re.sub(r"^UMask=.*\n", "", learned.read_text(), flags=re.M)
+        candidate = Path("/tmp/as-pyapp-umask-srv.conf")
+        candidate.write_text(text.replace("[Service]\n", "[Service]\nUMask=0077\n", 1))
+        rc, out, err = _validate(svc.unit, candidate, "--max-trials", "4")
+        first = out["trials"][1]
+        assert not first["healthy"], first
+        assert f"changed on disk: {marker}: mode 0644 -> 0600" in first["problems"], first
+        assert any("learned profile" in n for n in out["notes"]), out["notes"]
+        assert rc == 0 and out["healthy"], err
+        assert oct(marker.stat().st_mode & 0o777) == "0o644"
+
+        # without a learned profile, the output says what is (not) watched
+        Path(f"/var/lib/autosandbox/{svc.unit}/learned.profile.json").unlink()
+        rc, out, err = _validate(svc.unit, learned, "--max-trials", "2")
+        assert any("no learned profile" in n for n in out["notes"]), out["notes"]
+    finally:
+        svc.stop()
+        run(["rm", "-rf", str(out_dir)])

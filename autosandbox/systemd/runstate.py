@@ -22,7 +22,7 @@ from typing import Any
 from autosandbox import procs
 from autosandbox.commands import ToolError
 from autosandbox.errors import UserError
-from autosandbox.systemd.dropins import STATE_DIR, remove_dropin, remove_file, write_file
+from autosandbox.systemd.dropins import STATE_DIR, remove_dropin, remove_file, write_like
 from autosandbox.systemd.manager import current_scope
 
 RUNS_DIR = STATE_DIR / "runs"
@@ -220,7 +220,8 @@ def _undo_apply(e: dict[str, Any]) -> list[str]:
         return []
     saved = Path(e["before"])
     if saved.exists():
-        write_file(target, saved.read_bytes(), e.get("mode", 0o644))
+        write_like(target, saved.read_bytes(),
+                   {k: e[k] for k in ("mode", "uid", "gid") if k in e})
         return [f"restored {target} as it was before the unfinished apply"]
     return []
 

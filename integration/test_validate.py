@@ -189,6 +189,14 @@ def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(install_
     assert oct(Path(marker).stat().st_mode & 0o777) == "0o644"  # as the unit as found leaves it
 
 
+def _without(line: str, path: str) -> str:
+    """A ReadWritePaths= line without `path` (gone if nothing is left)."""
+    if not line.startswith("ReadWritePaths=") or path not in line:
+        return line
+    kept = [p for p in line.split("=", 1)[1].split() if path not in p]
+    return f"ReadWritePaths={' '.join(kept)}\n" if kept else ""
+
+
 def test_validate_watches_what_the_learned_profile_saw_written(install_service, drop_in):
     """`validate UNIT FILE` watched only the unit's own directories: a file the service
     recreates elsewhere (here under /srv) went unseen when a candidate's UMask=0077 made it
@@ -206,6 +214,10 @@ def test_validate_watches_what_the_learned_profile_saw_written(install_service, 
         assert str(out_dir) in learned.read_text()  # writable for the service: seen written
         marker.chmod(0o640)
         text = re.sub(r"^UMask=.*\n", "", learned.read_text(), flags=re.M)
+        # /srv writable without naming it (ProtectSystem=full): not one of the unit's dirs
+        text = re.sub(r"^ProtectSystem=strict$", "ProtectSystem=full", text, flags=re.M)
+        text = "".join(_without(line, str(out_dir)) for line in text.splitlines(True))
+        assert not [x for x in text.splitlines() if str(out_dir) in x and x[:1] != "#"]
         candidate = Path("/tmp/as-pyapp-umask-srv.conf")
         candidate.write_text(text.replace("[Service]\n", "[Service]\nUMask=0077\n", 1))
         rc, out, err = _validate(svc.unit, candidate, "--max-trials", "4")

@@ -4,10 +4,12 @@ by itself, revert restores byte for byte."""
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from systemd_harness import run, wait_for
-from test_learn import autosandbox, snapshot
+from test_learn import SRC, autosandbox, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 
@@ -140,6 +142,54 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service):
         again = autosandbox("revert", svc.unit)
         assert again.returncode == 2 and "nothing to revert" in again.stderr
     finally:
+        target.unlink(missing_ok=True)
+        run(["systemctl", "daemon-reload"])
+
+
+def test_a_killed_revert_is_finished_by_reset(install_service):
+    """revert killed after it put the admin's file back but before it forgot its backup and
+    restarted the unit: reset finishes it (the file as found, the unit reloaded and running,
+    nothing left to revert)."""
+    svc = install_service("as-pyapp")
+    svc.start()
+    target = Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    original = b"[Service]\nEnvironment=AS_TOKEN=s3cret\n"
+    target.write_bytes(original)
+    os.chown(target, 0, 4)
+    target.chmod(0o640)
+    found = _attrs(target)
+    run(["systemctl", "daemon-reload"], check=True)
+    flag = Path("/run/as-revert-paused")
+    try:
+        candidate = Path("/tmp/as-pyapp-home.conf")
+        candidate.write_text("[Service]\nProtectHome=yes\n")
+        autosandbox("apply", "--force", svc.unit, str(candidate), "--health-url",
+                    "http://127.0.0.1:8082/health", "--settle", "2s", check_rc=0)
+        assert svc.prop("ProtectHome") == "yes"
+        env = dict(os.environ, PYTHONPATH=str(SRC),
+                   AUTOSANDBOX_TEST_PAUSE=f"revert-restored:{flag}")
+        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "revert", svc.unit],
+                                env=env, cwd="/tmp", stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=120,
+                     what="revert at its pause")
+            assert proc.poll() is None, proc.communicate()
+        finally:
+            proc.kill()
+            proc.communicate()
+        assert target.read_bytes() == original  # put back, not yet reloaded nor restarted
+        cp = autosandbox("reset", svc.unit, check_rc=0)
+        assert "revert did not finish" in cp.stderr + cp.stdout
+        assert target.read_bytes() == original and _attrs(target) == found
+        assert svc.prop("ProtectHome") == "no"
+        assert svc.prop("ActiveState") == "active"
+        assert run("curl -fsS localhost:8082/health").returncode == 0
+        again = autosandbox("revert", svc.unit)
+        assert again.returncode == 2 and "nothing to revert" in again.stderr
+    finally:
+        flag.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         run(["systemctl", "daemon-reload"])
 

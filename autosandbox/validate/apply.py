@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,24 +255,62 @@ def revert(unit: str, template: bool = False) -> list[str]:
         if not meta_file.exists():
             raise UserError(f"nothing to revert: autosandbox has not applied a drop-in to {unit}")
         meta = json.loads(meta_file.read_text())
-        done = []
-        if meta.get("had_previous"):
-            write_like(target, (state / "previous.conf").read_bytes(), meta.get("attrs"))
-            done.append(f"restored the previous {target}")
-        else:
-            remove_file(target, meta.get("created", []))
-            done.append(f"removed {target}")
-        for name in ("state.json", "previous.conf"):
-            with contextlib.suppress(FileNotFoundError):
-                (state / name).unlink()
-        mgr.reload()
-        if info.name.endswith("@.service"):
-            done.append(f"new connections to {template_socket(mgr, unit)} get {unit} as it "
-                        "was; instances already serving one keep their settings until they end")
-        elif info.running:
-            mgr.reset_failed(unit)
-            done.append(f"restarted {unit}: {mgr.restart(unit)}")
+        previous = (state / "previous.conf").read_bytes() if meta.get("had_previous") else None
+        _record_revert(info, target, state, meta, previous)
+        with interrupts.shielded():  # begun, it is finished: a signal waits for the end
+            done = _finish_revert(mgr, unit, info, target, state, meta, previous)
+        runstate.record("revert-done", target=str(target))
         return done
+
+
+def _record_revert(info: ServiceInfo, target: Path, state: Path, meta: dict[str, object],
+                   previous: bytes | None) -> None:
+    """On record before anything changes: after a kill, `reset` finishes the revert."""
+    saved = None
+    scratch = runstate.scratch_dir()
+    attrs = meta.get("attrs") if isinstance(meta.get("attrs"), dict) else None
+    if scratch is not None and previous is not None:
+        saved = scratch / "revert-previous.conf"
+        write_like(saved, previous, attrs)  # type: ignore[arg-type]
+    per_connection = info.name.endswith("@.service")
+    runstate.record("revert", unit=info.name, target=str(target), state=str(state),
+                    had_previous=previous is not None, previous=str(saved) if saved else None,
+                    attrs=attrs, created=meta.get("created", []),
+                    **({} if per_connection else {"was_running": info.running}))
+
+
+def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, state: Path,
+                   meta: dict[str, object], previous: bytes | None) -> list[str]:
+    done = []
+    if previous is not None:
+        write_like(target, previous, meta.get("attrs"))  # type: ignore[arg-type]
+        done.append(f"restored the previous {target}")
+    else:
+        remove_file(target, meta.get("created", []))  # type: ignore[arg-type]
+        done.append(f"removed {target}")
+    _pause_for_tests("revert-restored")
+    for name in ("state.json", "previous.conf"):
+        with contextlib.suppress(FileNotFoundError):
+            (state / name).unlink()
+    mgr.reload()
+    if info.name.endswith("@.service"):
+        done.append(f"new connections to {template_socket(mgr, unit)} get {unit} as it "
+                    "was; instances already serving one keep their settings until they end")
+    elif info.running:
+        mgr.reset_failed(unit)
+        done.append(f"restarted {unit}: {mgr.restart(unit)}")
+    return done
+
+
+def _pause_for_tests(point: str) -> None:
+    """Integration tests kill a run at a named point: AUTOSANDBOX_TEST_PAUSE=POINT:FILE
+    creates FILE there and waits (to be killed). Unset: nothing."""
+    want, _, flag = os.environ.get("AUTOSANDBOX_TEST_PAUSE", "").partition(":")
+    if want != point or not flag.startswith("/run/"):
+        return
+    Path(flag).touch()
+    while True:
+        time.sleep(1)
 
 
 def diff(unit: str, text: str, template: bool = False) -> str:

@@ -87,3 +87,28 @@ def test_a_file_written_like_another_keeps_its_mode_and_owner(tmp_path: Path) ->
     assert file_attrs(path) == attrs
     write_like(path, b"y", None)  # a record of an older version: the default
     assert file_attrs(path)["mode"] == 0o644
+
+
+def test_a_killed_revert_is_finished_with_the_file_as_found(tmp_path: Path) -> None:
+    import os
+
+    from autosandbox.systemd.dropins import file_attrs
+    from autosandbox.systemd.runstate import _finish_revert
+
+    target, saved = tmp_path / "50-autosandbox.conf", tmp_path / "revert-previous.conf"
+    saved.write_bytes(b"[Service]\nEnvironment=TOKEN=s3cret\n")
+    attrs = {"mode": 0o640, "uid": os.geteuid(),
+             "gid": 4 if os.geteuid() == 0 else os.getegid()}
+    target.write_bytes(b"[Service]\nProtectHome=yes\n")  # ours: killed before the restore
+    done = _finish_revert({"kind": "revert", "target": str(target), "state": str(tmp_path),
+                           "had_previous": True, "previous": str(saved), "attrs": attrs})
+    assert done and "revert did not finish" in done[0]
+    assert target.read_bytes() == saved.read_bytes() and file_attrs(target) == attrs
+    # none was there before ours: ours goes, and so does the directory it made
+    made = tmp_path / "a.service.d"
+    ours = made / "50-autosandbox.conf"
+    made.mkdir()
+    ours.write_text("[Service]\nProtectHome=yes\n")
+    assert _finish_revert({"kind": "revert", "target": str(ours), "state": str(tmp_path),
+                           "had_previous": False, "created": [str(made)]}) != []
+    assert not made.exists()

@@ -31,7 +31,14 @@ from autosandbox.systemd.manager import (
     user_scope,
 )
 from autosandbox.systemd.session import require_root
-from autosandbox.validate.apply import apply, diff, load_learned, revert, save_learned
+from autosandbox.validate.apply import (
+    apply,
+    diff,
+    learned_profile,
+    load_learned,
+    revert,
+    save_learned,
+)
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import parse_candidate, render_validated, validate
 
@@ -390,7 +397,8 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     unit = result.profile.subject.get("unit")
     if unit:
         # a validated learn is what `apply UNIT` installs; another only with --force
-        kept = save_learned(str(unit), result.dropin, result.validated, template)
+        kept = save_learned(str(unit), result.dropin, result.validated, template,
+                            result.profile.to_json())
         how = f"{unit} --template{flag}" if template else f"{unit}{flag}"
         if kept is not None:
             result.notes.append(f"kept for 'autosandbox apply {how}': {kept}"
@@ -439,9 +447,17 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     candidate = parse_candidate(_read(dropin), unit)
     say = None if quiet or as_json else (lambda text: click.echo(text, err=True))
+    # files the service writes outside its directories are watched only if a learn saw them
+    learned = learned_profile(unit)
+    written = sorted(Profile.load(learned).written_paths()) if learned is not None else []
     with runstate.session(unit, _RAW_ARGS):
-        v = validate(unit, candidate, checks, max_trials, on_event=say, allow_write=allow_write)
+        v = validate(unit, candidate, checks, max_trials, on_event=say, allow_write=allow_write,
+                     written=written)
         interrupts.check()  # nothing validated by a cut run is printed or saved
+    v.notes.append(f"watched on disk: the unit's directories and the {len(written)} path(s) "
+                   f"written in the learned profile {learned}" if learned is not None else
+                   "no learned profile of this unit was found: only the unit's directories "
+                   "are watched on disk ('autosandbox learn' keeps one)")
     text = render_validated(v)
     if output is not None:
         _write(output, text)

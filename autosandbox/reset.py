@@ -92,7 +92,8 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     with unit_lock(unit):
         done: list[str] = []
         # restarted only if a run changed it (or a drop-in of ours may have been loaded)
-        touched = any(e["kind"] in ("dropin", "changed") for r in dead for e in r.entries)
+        touched = any(e["kind"] in ("dropin", "changed", "revert")
+                      for r in dead for e in r.entries)
         # read before undo removes the run's scratch directory they are kept in
         disks = [d for r in dead for d in _disk_snapshots(r)]
         for r in dead:

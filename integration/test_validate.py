@@ -4,12 +4,15 @@ by itself, revert restores byte for byte."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 from systemd_harness import DropIn, InstalledService, InstallService, run, wait_for
-from test_learn import autosandbox, snapshot
+from test_learn import SRC, autosandbox, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 
@@ -94,6 +97,11 @@ def test_silent_breakage_is_found_by_bisection(install_service: InstallService) 
     assert snapshot(svc.unit)["ActiveState"] == "active"
 
 
+def _attrs(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
 def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()
@@ -101,6 +109,10 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallServ
     target.parent.mkdir(parents=True, exist_ok=True)
     original = b"# the admin's own file\n[Service]\nEnvironment=AS_MARK=1\n"
     target.write_bytes(original)
+    os.chown(target, 0, 4)  # secrets in Environment=: 0640 root:adm, and so they stay
+    target.chmod(0o640)
+    found = _attrs(target)
+    backup = Path(f"/var/lib/autosandbox/{svc.unit}/previous.conf")
     run(["systemctl", "daemon-reload"], check=True)
     try:
         breaking = Path("/tmp/as-pyapp-breaking.conf")
@@ -109,7 +121,7 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallServ
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 3, cp.stderr
         assert "rolled back" in cp.stderr
-        assert target.read_bytes() == original
+        assert target.read_bytes() == original and _attrs(target) == found
         assert svc.prop("ActiveState") == "active"
 
         dropin = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
@@ -122,16 +134,66 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallServ
                          "http://127.0.0.1:8082/health", "--settle", "2s")
         assert cp.returncode == 0, cp.stderr
         assert target.read_text() == dropin.read_text()
+        assert _attrs(target) == found  # no more readable than the file it replaced
+        assert backup.read_bytes() == original and _attrs(backup) == found
         assert svc.prop("ProtectSystem") == "strict"
         assert run("curl -fsS localhost:8082/health").returncode == 0
 
         autosandbox("revert", svc.unit, check_rc=0)
-        assert target.read_bytes() == original
+        assert target.read_bytes() == original and _attrs(target) == found
         assert svc.prop("ProtectSystem") == "no"
         assert svc.prop("ActiveState") == "active"
         again = autosandbox("revert", svc.unit)
         assert again.returncode == 2 and "nothing to revert" in again.stderr
     finally:
+        target.unlink(missing_ok=True)
+        run(["systemctl", "daemon-reload"])
+
+
+def test_a_killed_revert_is_finished_by_reset(install_service: InstallService) -> None:
+    """revert killed after it put the admin's file back but before it forgot its backup and
+    restarted the unit: reset finishes it (the file as found, the unit reloaded and running,
+    nothing left to revert)."""
+    svc = install_service("as-pyapp")
+    svc.start()
+    target = Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    original = b"[Service]\nEnvironment=AS_TOKEN=s3cret\n"
+    target.write_bytes(original)
+    os.chown(target, 0, 4)
+    target.chmod(0o640)
+    found = _attrs(target)
+    run(["systemctl", "daemon-reload"], check=True)
+    flag = Path("/run/as-revert-paused")
+    try:
+        candidate = Path("/tmp/as-pyapp-home.conf")
+        candidate.write_text("[Service]\nProtectHome=yes\n")
+        autosandbox("apply", "--force", svc.unit, str(candidate), "--health-url",
+                    "http://127.0.0.1:8082/health", "--settle", "2s", check_rc=0)
+        assert svc.prop("ProtectHome") == "yes"
+        env = dict(os.environ, PYTHONPATH=str(SRC),
+                   AUTOSANDBOX_TEST_PAUSE=f"revert-restored:{flag}")
+        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "revert", svc.unit],
+                                env=env, cwd="/tmp", stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=120,
+                     what="revert at its pause")
+            assert proc.poll() is None, proc.communicate()
+        finally:
+            proc.kill()
+            proc.communicate()
+        assert target.read_bytes() == original  # put back, not yet reloaded nor restarted
+        cp = autosandbox("reset", svc.unit, check_rc=0)
+        assert "revert did not finish" in cp.stderr + cp.stdout
+        assert target.read_bytes() == original and _attrs(target) == found
+        assert svc.prop("ProtectHome") == "no"
+        assert svc.prop("ActiveState") == "active"
+        assert run("curl -fsS localhost:8082/health").returncode == 0
+        again = autosandbox("revert", svc.unit)
+        assert again.returncode == 2 and "nothing to revert" in again.stderr
+    finally:
+        flag.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         run(["systemctl", "daemon-reload"])
 
@@ -180,3 +242,52 @@ def test_a_path_the_unit_changes_itself_still_shows_a_candidates_change(
     assert rc == 0 and out["healthy"], err
     assert not re.search(r"^UMask=0077$", out["dropin"], re.M)
     assert oct(Path(marker).stat().st_mode & 0o777) == "0o644"  # as the unit as found leaves it
+
+
+def _without(line: str, path: str) -> str:
+    """A ReadWritePaths= line without `path` (gone if nothing is left)."""
+    if not line.startswith("ReadWritePaths=") or path not in line:
+        return line
+    kept = [p for p in line.split("=", 1)[1].split() if path not in p]
+    return f"ReadWritePaths={' '.join(kept)}\n" if kept else ""
+
+
+def test_validate_watches_what_the_learned_profile_saw_written(
+        install_service: InstallService, drop_in: DropIn) -> None:
+    """`validate UNIT FILE` watched only the unit's own directories: a file the service
+    recreates elsewhere (here under /srv) went unseen when a candidate's UMask=0077 made it
+    0600. The profile `learn` keeps for the unit names it now."""
+    svc = install_service("as-pyapp")
+    out_dir = Path("/srv/as-pyapp-out")
+    marker = out_dir / "marker"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drop_in(svc.unit, "50-marker",
+            f"[Service]\nExecStartPost=/bin/sh -c 'rm -f {marker}; echo up > {marker}'\n",
+            runtime=False)
+    try:
+        svc.start()
+        learned = _learn_file(svc.unit, 4, "curl -fsS localhost:8082/")
+        assert str(out_dir) in learned.read_text()  # writable for the service: seen written
+        marker.chmod(0o640)
+        text = re.sub(r"^UMask=.*\n", "", learned.read_text(), flags=re.M)
+        # /srv writable without naming it (ProtectSystem=full): not one of the unit's dirs
+        text = re.sub(r"^ProtectSystem=strict$", "ProtectSystem=full", text, flags=re.M)
+        text = "".join(_without(line, str(out_dir)) for line in text.splitlines(True))
+        assert not [x for x in text.splitlines() if str(out_dir) in x and x[:1] != "#"]
+        candidate = Path("/tmp/as-pyapp-umask-srv.conf")
+        candidate.write_text(text.replace("[Service]\n", "[Service]\nUMask=0077\n", 1))
+        rc, out, err = _validate(svc.unit, candidate, "--max-trials", "4")
+        first = out["trials"][1]
+        assert not first["healthy"], first
+        assert f"changed on disk: {marker}: mode 0644 -> 0600" in first["problems"], first
+        assert any("learned profile" in n for n in out["notes"]), out["notes"]
+        assert rc == 0 and out["healthy"], err
+        assert oct(marker.stat().st_mode & 0o777) == "0o644"
+
+        # without a learned profile, the output says what is (not) watched
+        Path(f"/var/lib/autosandbox/{svc.unit}/learned.profile.json").unlink()
+        rc, out, err = _validate(svc.unit, learned, "--max-trials", "2")
+        assert any("no learned profile" in n for n in out["notes"]), out["notes"]
+    finally:
+        svc.stop()
+        run(["rm", "-rf", str(out_dir)])

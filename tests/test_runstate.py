@@ -53,3 +53,62 @@ def test_the_disk_as_found_survives_the_run_and_is_put_back(tmp_path: Path) -> N
     assert [c.line() for c in changes] == [f"{kept}: mode 0640 -> 0666"]
     assert restore(changes) == []
     assert kept.stat().st_mode & 0o777 == 0o640 and noisy.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_unfinished_apply_puts_back_the_mode_and_owner_as_found(tmp_path: Path) -> None:
+    """A drop-in holding secrets at 0640 root:adm comes back so, not 0644."""
+    import os
+
+    from autosandbox.systemd.dropins import file_attrs
+    from autosandbox.systemd.runstate import _undo_apply
+
+    target, saved = tmp_path / "50-autosandbox.conf", tmp_path / "apply-before.conf"
+    target.write_bytes(b"[Service]\nEnvironment=TOKEN=s3cret\n")
+    os.chown(target, os.geteuid(), 4 if os.geteuid() == 0 else os.getegid())
+    target.chmod(0o640)
+    found = file_attrs(target)
+    saved.write_bytes(target.read_bytes())
+    target.write_bytes(b"[Service]\nProtectSystem=strict\n")  # what apply put there
+    target.chmod(0o644)
+    assert _undo_apply({"kind": "apply", "target": str(target), "before": str(saved),
+                        **found}) != []
+    assert target.read_bytes() == saved.read_bytes()
+    assert file_attrs(target) == found
+
+
+def test_a_file_written_like_another_keeps_its_mode_and_owner(tmp_path: Path) -> None:
+    import os
+
+    from autosandbox.systemd.dropins import file_attrs, write_like
+
+    path = tmp_path / "previous.conf"
+    attrs = {"mode": 0o600, "uid": os.geteuid(), "gid": 4 if os.geteuid() == 0 else os.getegid()}
+    write_like(path, b"x", attrs)
+    assert file_attrs(path) == attrs
+    write_like(path, b"y", None)  # a record of an older version: the default
+    assert file_attrs(path)["mode"] == 0o644
+
+
+def test_a_killed_revert_is_finished_with_the_file_as_found(tmp_path: Path) -> None:
+    import os
+
+    from autosandbox.systemd.dropins import file_attrs
+    from autosandbox.systemd.runstate import _finish_revert
+
+    target, saved = tmp_path / "50-autosandbox.conf", tmp_path / "revert-previous.conf"
+    saved.write_bytes(b"[Service]\nEnvironment=TOKEN=s3cret\n")
+    attrs = {"mode": 0o640, "uid": os.geteuid(),
+             "gid": 4 if os.geteuid() == 0 else os.getegid()}
+    target.write_bytes(b"[Service]\nProtectHome=yes\n")  # ours: killed before the restore
+    done = _finish_revert({"kind": "revert", "target": str(target), "state": str(tmp_path),
+                           "had_previous": True, "previous": str(saved), "attrs": attrs})
+    assert done and "revert did not finish" in done[0]
+    assert target.read_bytes() == saved.read_bytes() and file_attrs(target) == attrs
+    # none was there before ours: ours goes, and so does the directory it made
+    made = tmp_path / "a.service.d"
+    ours = made / "50-autosandbox.conf"
+    made.mkdir()
+    ours.write_text("[Service]\nProtectHome=yes\n")
+    assert _finish_revert({"kind": "revert", "target": str(ours), "state": str(tmp_path),
+                           "had_previous": False, "created": [str(made)]}) != []
+    assert not made.exists()

@@ -37,9 +37,11 @@ def missing_dirs(path: Path) -> list[str]:
     return out[::-1]
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_file(path: Path, data: bytes, mode: int = 0o644,
+               owner: tuple[int, int] | None = None) -> None:
     """Write `path` whole (a temporary file renamed over it), creating its directories; in a
-    user's manager as that user. OSError as raised."""
+    user's manager as that user. `owner` (uid, gid): given to the file before it takes the
+    place of the old one (a restored file keeps who may read it). OSError as raised."""
     def write() -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".autosandbox-tmp")
@@ -47,7 +49,9 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
             try:
                 os.write(fd, data)
-                os.fchmod(fd, mode)
+                if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+                    os.fchown(fd, *owner)
+                os.fchmod(fd, mode)  # after fchown, which clears set-id bits
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -57,6 +61,22 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
             raise
         return True
     _as_owner(path, write)
+
+
+def file_attrs(path: Path) -> dict[str, int]:
+    """The mode and owner of a file we replace, as its backup and restore keep them."""
+    st = path.stat()
+    return {"mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid, "gid": st.st_gid}
+
+
+def write_like(path: Path, data: bytes, attrs: dict[str, int] | None) -> None:
+    """write_file with the mode and owner of `attrs` (file_attrs of what was there); none
+    recorded (a record of an older version): 0644 and the writer's own."""
+    if not attrs:
+        write_file(path, data)
+        return
+    owner = (attrs["uid"], attrs["gid"]) if "uid" in attrs and "gid" in attrs else None
+    write_file(path, data, attrs.get("mode", 0o644), owner)
 
 
 def remove_file(path: Path, created: list[str] | tuple[str, ...] = ()) -> bool:

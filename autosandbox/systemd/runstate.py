@@ -22,7 +22,7 @@ from typing import Any
 from autosandbox import procs
 from autosandbox.commands import ToolError
 from autosandbox.errors import UserError
-from autosandbox.systemd.dropins import STATE_DIR, remove_dropin, remove_file, write_file
+from autosandbox.systemd.dropins import STATE_DIR, remove_dropin, remove_file, write_like
 from autosandbox.systemd.manager import current_scope
 
 RUNS_DIR = STATE_DIR / "runs"
@@ -186,6 +186,8 @@ def undo(run: Run) -> list[str]:
             done += _remove_audit_rules(e)
         elif kind == "apply" and not any(x["kind"] == "apply-done" for x in run.entries):
             done += _undo_apply(e)
+        elif kind == "revert" and not any(x["kind"] == "revert-done" for x in run.entries):
+            done += _finish_revert(e)
     shutil.rmtree(run.scratch, ignore_errors=True)
     with contextlib.suppress(OSError):
         run.path.unlink()
@@ -220,9 +222,34 @@ def _undo_apply(e: dict[str, Any]) -> list[str]:
         return []
     saved = Path(e["before"])
     if saved.exists():
-        write_file(target, saved.read_bytes(), e.get("mode", 0o644))
+        write_like(target, saved.read_bytes(),
+                   {k: e[k] for k in ("mode", "uid", "gid") if k in e})
         return [f"restored {target} as it was before the unfinished apply"]
     return []
+
+
+def _finish_revert(e: dict[str, Any]) -> list[str]:
+    """A revert killed before it finished: finish it (the file it replaced back, our backup
+    forgotten); `reset` then reloads and restarts the unit as the revert found it."""
+    target = Path(e["target"])
+    attrs = e.get("attrs") if isinstance(e.get("attrs"), dict) else None
+    state = str(e.get("state", ""))
+    ours = state.startswith("/var/lib/autosandbox/")
+    done = []
+    if e.get("had_previous"):
+        saved = [Path(p) for p in (e.get("previous"), ours and f"{state}/previous.conf") if p]
+        found = next((p for p in saved if p.is_file()), None)
+        if found is None:
+            return [f"could not finish the revert of {target}: its backup is gone"]
+        write_like(target, found.read_bytes(), attrs)
+        done.append(f"restored the previous {target} (revert did not finish)")
+    elif remove_file(target, e.get("created", [])):
+        done.append(f"removed {target} (revert did not finish)")
+    if ours:
+        for name in ("state.json", "previous.conf"):
+            with contextlib.suppress(OSError):
+                (Path(state) / name).unlink()
+    return done
 
 
 def remove_tracefs_instance(inst: Path) -> bool:

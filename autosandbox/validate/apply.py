@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,12 @@ from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
     APPLIED_DROPIN,
     dropin_path,
+    file_attrs,
     missing_dirs,
     remove_file,
     unit_lock,
     write_file,
+    write_like,
 )
 from autosandbox.systemd.instances import accepted, template_info, template_socket
 from autosandbox.systemd.journal import journal_cursor
@@ -57,7 +61,8 @@ def _state_dir(unit: str) -> Path:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """(in a user's home: as that user, dropins.write_file)"""
+    """A file of our own (in a user's home: as that user, dropins.write_file); a file we
+    replace or put back keeps its mode and owner instead (write_like)."""
     write_file(path, data, 0o644)
 
 
@@ -134,23 +139,25 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
         disk = _watch(info, text, target)
         disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
+        attrs = file_attrs(target) if before is not None else None
         first = not (state / "state.json").exists()
         created = missing_dirs(target)  # removed again with our file (revert, roll-back)
         if not first:
             created = json.loads((state / "state.json").read_text()).get("created", [])
-        undo.arm(mgr, info, target, before, state if first else None, created)
+        undo.arm(mgr, info, target, before, attrs, state if first else None, created)
         backup: Path | None = None
         if first:
             state.mkdir(parents=True, exist_ok=True)
             if before is not None:
                 backup = state / "previous.conf"
-                _write_bytes(backup, before)  # the file we replace, byte for byte
+                # the file we replace, byte for byte, no more readable than it was
+                write_like(backup, before, attrs)
             (state / "state.json").write_text(json.dumps(
                 {"unit": unit, "had_previous": before is not None, "path": str(target),
-                 "created": created}))
+                 "created": created, "attrs": attrs}))
         elif (state / "previous.conf").exists():
             backup = state / "previous.conf"
-        _write_bytes(target, text.encode("utf-8"))
+        write_like(target, text.encode("utf-8"), attrs)  # as found: who may read it
         health = _restart_and_judge(mgr, unit, info.type, checks, socket)
         changed = _ours(disk.changes(disk.again()))
         if changed:
@@ -161,7 +168,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
             if before is None:
                 remove_file(target, created)
             else:
-                _write_bytes(target, before)
+                write_like(target, before, attrs)
             if first:
                 for name in ("state.json", "previous.conf"):
                     with contextlib.suppress(FileNotFoundError):
@@ -184,21 +191,21 @@ class _Undo:
     """What `apply` puts back if a signal interrupts it (and, after a kill, `reset` does)."""
 
     def __init__(self) -> None:
-        self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, Path | None] | None = None
+        self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, dict[str, int] | None,
+                          Path | None] | None = None
         self.created: list[str] = []
 
     def arm(self, mgr: Manager, info: ServiceInfo, target: Path, before: bytes | None,
-            state: Path | None, created: list[str]) -> None:
+            attrs: dict[str, int] | None, state: Path | None, created: list[str]) -> None:
         saved = None
         scratch = runstate.scratch_dir()
         if scratch is not None and before is not None:
             saved = scratch / "apply-before.conf"
-            _write_bytes(saved, before)
-        mode = target.stat().st_mode & 0o7777 if before is not None else 0o644
+            write_like(saved, before, attrs)
         runstate.record("apply", unit=info.name, target=str(target),
-                        before=str(saved) if saved else None, mode=mode,
+                        before=str(saved) if saved else None, **(attrs or {"mode": 0o644}),
                         state=str(state) if state else None, created=created)
-        self.armed = (mgr, info, target, before, state)
+        self.armed = (mgr, info, target, before, attrs, state)
         self.created = created
 
     def disarm(self) -> None:
@@ -209,11 +216,11 @@ class _Undo:
     def run(self) -> None:
         if self.armed is None:
             return
-        mgr, info, target, before, state = self.armed
+        mgr, info, target, before, attrs, state = self.armed
         if before is None:
             remove_file(target, self.created)
         else:
-            _write_bytes(target, before)
+            write_like(target, before, attrs)
         if state is not None:  # this apply made the backup: it goes too
             for name in ("state.json", "previous.conf"):
                 with contextlib.suppress(FileNotFoundError):
@@ -248,24 +255,62 @@ def revert(unit: str, template: bool = False) -> list[str]:
         if not meta_file.exists():
             raise UserError(f"nothing to revert: autosandbox has not applied a drop-in to {unit}")
         meta = json.loads(meta_file.read_text())
-        done = []
-        if meta.get("had_previous"):
-            _write_bytes(target, (state / "previous.conf").read_bytes())
-            done.append(f"restored the previous {target}")
-        else:
-            remove_file(target, meta.get("created", []))
-            done.append(f"removed {target}")
-        for name in ("state.json", "previous.conf"):
-            with contextlib.suppress(FileNotFoundError):
-                (state / name).unlink()
-        mgr.reload()
-        if info.name.endswith("@.service"):
-            done.append(f"new connections to {template_socket(mgr, unit)} get {unit} as it "
-                        "was; instances already serving one keep their settings until they end")
-        elif info.running:
-            mgr.reset_failed(unit)
-            done.append(f"restarted {unit}: {mgr.restart(unit)}")
+        previous = (state / "previous.conf").read_bytes() if meta.get("had_previous") else None
+        _record_revert(info, target, state, meta, previous)
+        with interrupts.shielded():  # begun, it is finished: a signal waits for the end
+            done = _finish_revert(mgr, unit, info, target, state, meta, previous)
+        runstate.record("revert-done", target=str(target))
         return done
+
+
+def _record_revert(info: ServiceInfo, target: Path, state: Path, meta: dict[str, object],
+                   previous: bytes | None) -> None:
+    """On record before anything changes: after a kill, `reset` finishes the revert."""
+    saved = None
+    scratch = runstate.scratch_dir()
+    attrs = meta.get("attrs") if isinstance(meta.get("attrs"), dict) else None
+    if scratch is not None and previous is not None:
+        saved = scratch / "revert-previous.conf"
+        write_like(saved, previous, attrs)  # type: ignore[arg-type]
+    per_connection = info.name.endswith("@.service")
+    runstate.record("revert", unit=info.name, target=str(target), state=str(state),
+                    had_previous=previous is not None, previous=str(saved) if saved else None,
+                    attrs=attrs, created=meta.get("created", []),
+                    **({} if per_connection else {"was_running": info.running}))
+
+
+def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, state: Path,
+                   meta: dict[str, object], previous: bytes | None) -> list[str]:
+    done = []
+    if previous is not None:
+        write_like(target, previous, meta.get("attrs"))  # type: ignore[arg-type]
+        done.append(f"restored the previous {target}")
+    else:
+        remove_file(target, meta.get("created", []))  # type: ignore[arg-type]
+        done.append(f"removed {target}")
+    _pause_for_tests("revert-restored")
+    for name in ("state.json", "previous.conf"):
+        with contextlib.suppress(FileNotFoundError):
+            (state / name).unlink()
+    mgr.reload()
+    if info.name.endswith("@.service"):
+        done.append(f"new connections to {template_socket(mgr, unit)} get {unit} as it "
+                    "was; instances already serving one keep their settings until they end")
+    elif info.running:
+        mgr.reset_failed(unit)
+        done.append(f"restarted {unit}: {mgr.restart(unit)}")
+    return done
+
+
+def _pause_for_tests(point: str) -> None:
+    """Integration tests kill a run at a named point: AUTOSANDBOX_TEST_PAUSE=POINT:FILE
+    creates FILE there and waits (to be killed). Unset: nothing."""
+    want, _, flag = os.environ.get("AUTOSANDBOX_TEST_PAUSE", "").partition(":")
+    if want != point or not flag.startswith("/run/"):
+        return
+    Path(flag).touch()
+    while True:
+        time.sleep(1)
 
 
 def diff(unit: str, text: str, template: bool = False) -> str:
@@ -289,16 +334,37 @@ LEARNED = "learned.conf"  # the last validated learn: `apply UNIT` installs it
 UNVALIDATED = "unvalidated.conf"  # the last learn that was not validated: only with --force
 
 
-def save_learned(unit: str, text: str, validated: bool, template: bool = False) -> Path | None:
-    """Keep a learned drop-in for `apply UNIT` and `diff UNIT` without a file."""
+LEARNED_PROFILE = "learned.profile.json"  # what `validate UNIT FILE` watches on disk from
+
+
+def save_learned(unit: str, text: str, validated: bool, template: bool = False,
+                 profile: dict[str, object] | None = None) -> Path | None:
+    """Keep a learned drop-in for `apply UNIT` and `diff UNIT` without a file, and its
+    profile (JSON) for `validate UNIT FILE`."""
     try:
         d = _state_dir(template_of(unit) if template else unit)
         d.mkdir(parents=True, exist_ok=True)
         path = d / (LEARNED if validated else UNVALIDATED)
         _write_bytes(path, text.encode("utf-8"))
+        if profile is not None:  # the paths it saw: readable by root alone
+            write_file(d / LEARNED_PROFILE, json.dumps(profile).encode("utf-8"), 0o600)
         return path
     except OSError:
         return None
+
+
+def learned_profile(unit: str) -> Path | None:
+    """The profile the last learn of `unit` kept (an instance's: its own, else its
+    template's), None if there is none."""
+    names = [unit]
+    if "@" in unit and not unit.endswith("@.service"):
+        with contextlib.suppress(UserError):
+            names.append(template_of(unit))
+    for name in names:
+        path = _state_dir(name) / LEARNED_PROFILE
+        if path.is_file():
+            return path
+    return None
 
 
 def load_learned(unit: str, unvalidated_ok: bool = False, template: bool = False) -> str:

@@ -3,6 +3,7 @@ from the kernel, in every shape a program opens a file."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -217,3 +218,39 @@ def test_opens_no_trace_can_place_fail_the_learn() -> None:
         assert any("not placed in any process's trace" in w for w in profile.warnings)
     finally:
         shutil.rmtree(gate)
+
+
+BTRFS_PROGRAM = """
+import os, sys
+os.chdir(sys.argv[1])
+open("relative.txt", "w").write("x")
+d = os.open("d", os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open("dirfd.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d))
+"""
+
+
+@pytest.mark.skipif(not opens.available() or shutil.which("mkfs.btrfs") is None,
+                    reason="needs bpftrace, root and mkfs.btrfs")
+def test_relative_opens_in_a_btrfs_subvolume_are_placed(tmp_path: Path) -> None:
+    """A relative open is placed only in the directory the kernel names by its inode, and the
+    kernel names a btrfs subvolume's by the file system's device, which stat(2) does not show
+    (it shows the subvolume's own): the mount's device (mountinfo) tells them apart."""
+    image, mnt = tmp_path / "fs.img", tmp_path / "mnt"
+    mnt.mkdir()
+    with image.open("wb") as f:
+        f.truncate(128 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(image)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        subprocess.run(["btrfs", "subvolume", "create", str(mnt / "sub")], check=True,
+                       capture_output=True)
+        work = mnt / "sub" / "w"
+        (work / "d").mkdir(parents=True)
+        assert os.stat(work).st_dev != os.stat(mnt).st_dev  # the case: stat shows another device
+        profile = trace_command([PYTHON, "-c", BTRFS_PROGRAM, str(work)], cwd="/",
+                                fast=True).profile
+        assert "bpftrace:open" in profile.sources, profile.warnings
+        assert "write" in profile.paths.get(f"{work}/relative.txt", {}), sorted(profile.paths)
+        assert "write" in profile.paths.get(f"{work}/d/dirfd.txt", {}), sorted(profile.paths)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

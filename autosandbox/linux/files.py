@@ -12,6 +12,8 @@ import contextlib
 import os
 import stat
 
+from autosandbox.linux.mounts import superblock_device
+
 
 def read_regular(path: str, limit: int, offset: int = 0, follow: bool = True) -> bytes | None:
     """Up to `limit` bytes from `offset` (from the start if the file is shorter than that: it
@@ -36,3 +38,22 @@ def read_regular(path: str, limit: int, offset: int = 0, follow: bool = True) ->
             return f.read(limit)
         except OSError:
             return None
+
+
+def kernel_device(kdev: int) -> int:
+    """A dev_t as the kernel holds it (major << 20 | minor) in stat(2)'s encoding."""
+    return os.makedev(kdev >> 20, kdev & 0xFFFFF)
+
+
+def is_inode(path: str, kdev: int, ino: int) -> bool:
+    """Whether `path` (followed) is the inode the kernel named by its superblock's device
+    (`kdev`, the kernel's encoding) and number. stat(2) shows a btrfs subvolume's own device,
+    not the superblock's: then the device of the mount `path` is on must be it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_ino != ino:
+        return False
+    dev = kernel_device(kdev)
+    return st.st_dev == dev or superblock_device(path) == dev

@@ -4,6 +4,8 @@ so that synthesis knows which separate file systems ProtectSystem=strict has to 
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from pathlib import Path
 
 
@@ -37,3 +39,41 @@ def host_mounts() -> dict[str, str]:
     with contextlib.suppress(OSError):
         return parse_mountinfo(Path("/proc/self/mountinfo").read_text())
     return {}
+
+
+def mount_devices(text: str) -> dict[str, int]:
+    """mount point -> the device of its superblock (the kernel's s_dev, field 3 of mountinfo),
+    the last mount of each point. stat(2) may show another device: a btrfs subvolume's own."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or ":" not in fields[2]:
+            continue
+        major, _, minor = fields[2].partition(":")
+        if major.isdigit() and minor.isdigit():
+            out[_unescape(fields[4])] = os.makedev(int(major), int(minor))
+    return out
+
+
+
+_devices: tuple[float, dict[str, int]] = (float("-inf"), {})
+
+
+def superblock_device(path: str) -> int | None:
+    """The superblock device of the mount `path` (resolved) is on. mountinfo is read again at
+    most once a second: a mount made during a trace is found."""
+    global _devices
+    at, table = _devices
+    now = time.monotonic()
+    if now - at > 1.0:
+        try:
+            table = mount_devices(Path("/proc/self/mountinfo").read_text())
+        except OSError:
+            return None
+        _devices = (now, table)
+    probe = os.path.realpath(path)
+    while probe not in table:
+        if probe == "/":
+            return None
+        probe = os.path.dirname(probe)
+    return table[probe]

@@ -111,8 +111,8 @@ def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord | Ca
         if isinstance(rec, CallRecord):
             return calls.take(rec)
         flags, errno_name = rec.flags_text(), rec.errno_name
-        return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name)
-                   for r in recorders)
+        return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name, rec.root,
+                            rec.start_dir) for r in recorders)
     return take
 
 

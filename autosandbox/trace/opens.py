@@ -8,7 +8,9 @@ in the kernel. strace still stops on every other call the recorder reads.
 Processes are followed from given pids (command mode: ours, before the fork) or from the shells
 that open a gate FIFO under a given directory (unit mode: see gate.py), through every fork and
 thread; opens are reported from the moment strace executes the program, so strace's own and
-ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder).
+ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder),
+checked against the directory the kernel names by its inode; the kernel also names the root of a
+process in a chroot, so the recorder places its absolute paths below the right directory.
 The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap).
 """
 
@@ -30,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autosandbox import commands, interrupts, procs
+from autosandbox.linux.files import is_inode
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel
@@ -42,7 +45,7 @@ STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, 
 PENDING_MAX = 8192
 SEEN_MAX = 16384
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9/._:@+-]*$")
-_RECORD = re.compile(r"^OPEN (\d+) (-?\d+) (-?\d+) (-?\d+) (.*)$")
+_RECORD = re.compile(r"^OPEN (\d+) (-?\d+) (-?\d+) (-?\d+) (\d+) (\d+) (.*)$")
 _ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 _MARK = re.compile("\x00([0-9a-f]{2})")  # an escaped byte, once told from a literal "\\x"
 AT_FDCWD = -100
@@ -58,6 +61,12 @@ class OpenRecord:
     ret: int
     path: str
     dir_path: str | None  # where a relative path started, read from /proc at once
+    # The kernel's (device, inode) of the opener's root when it is not strace's (a chroot),
+    # and of the directory a relative path started at: the recorder places the path by them,
+    # not by what it knows so far of the process (strace's line of a chroot or chdir may
+    # come after this record).
+    root: tuple[int, int] | None = None
+    start_dir: tuple[int, int] | None = None
 
     @property
     def raw_absolute(self) -> bool:
@@ -121,23 +130,34 @@ tracepoint:sched:sched_process_fork {{ $pp = args->parent_pid; $cp = args->child
   if (@t[$pp]) {{ @t[$cp] = 1; }} if (@p[$pp]) {{ @p[$cp] = 1; }} }}
 tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{ delete(@t[tid]); delete(@p[tid]); }}
 tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
-/@t[tid] && comm == "strace"/ {{ @p[tid] = 1; }}
+/@t[tid] && comm == "strace"/ {{ @p[tid] = 1; @root0 = (uint64)curtask->fs->root.dentry; }}
 {join}{per_call}
 {kernel.script()}{exit_} /@fn[tid]/ {{
-  $p = str(@fn[tid]); $ret = args->ret;
+  $p = str(@fn[tid]); $ret = args->ret; $dfd = @dfd[tid];
   $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + ($ret >= 0 ? 1 : 0));
-  $show = 1;
-  if (@dfd[tid] == -100 && strncmp($p, "/", 1) == 0) {{
-    $seen = @seen[$p];
-    $show = ($seen & $bit) == 0 ? 1 : 0;
-    if ($show) {{ @seen[$p] = $seen | $bit; }}
+  $show = 1; $dev = (uint32)0; $ino = (uint64)0;
+  if (strncmp($p, "/", 1) == 0) {{
+    $root = curtask->fs->root.dentry;
+    if ((uint64)$root != @root0) {{
+      $dev = $root->d_sb->s_dev; $ino = $root->d_inode->i_ino;
+    }} else {{
+      $seen = @seen[$p];
+      $show = ($seen & $bit) == 0 ? 1 : 0;
+      if ($show) {{ @seen[$p] = $seen | $bit; }}
+    }}
+  }} else if ($dfd == -100) {{
+    $cwd = curtask->fs->pwd.dentry; $dev = $cwd->d_sb->s_dev; $ino = $cwd->d_inode->i_ino;
+  }} else if ($dfd >= 0 && (uint64)$dfd < (uint64)curtask->files->fdt->max_fds) {{
+    $dir = *(curtask->files->fdt->fd + $dfd);
+    $dev = $dir->f_inode->i_sb->s_dev; $ino = $dir->f_inode->i_ino;
   }}
   if ($show) {{
-    printf("OPEN %d %d %d %d %r\\n", tid, @dfd[tid], @fl[tid], $ret, buf($p, {STRLEN}));
+    printf("OPEN %d %d %d %d %u %lu %r\\n", (int32)tid, (int32)$dfd, (int32)@fl[tid],
+           (int32)$ret, $dev, $ino, buf($p, {STRLEN}));
   }}
   delete(@fn[tid]); delete(@fl[tid]); delete(@dfd[tid]);
 }}
-END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen);
+END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen); clear(@root0);
   {kernel.end_clears()} }}
 """
 
@@ -237,7 +257,7 @@ class OpenTracer:
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
-        seen: set[tuple[int, str, str | None, bool, bool]] = set()
+        seen: set[tuple[int, str, str | None, tuple[int, int] | None, bool, bool]] = set()
         for line in self._proc.stdout:
             if line.startswith("OPEN "):
                 rec = self._parse(line.rstrip("\n"))
@@ -246,10 +266,10 @@ class OpenTracer:
                 # Relative opens come every time: keep one per process and kind, so a long
                 # session's memory does not grow with its requests (and forget past SEEN_MAX).
                 # (Absolute paths come once each already: the BPF program remembers them.)
-                if rec.raw_absolute:
+                if rec.raw_absolute and rec.root is None:
                     self._take(rec)
                     continue
-                key = (rec.tid, rec.path, rec.dir_path, bool(rec.flags & _WRITE_BITS),
+                key = (rec.tid, rec.path, rec.dir_path, rec.root, bool(rec.flags & _WRITE_BITS),
                        rec.ret >= 0)
                 if key not in seen:
                     if len(seen) >= SEEN_MAX:
@@ -306,8 +326,10 @@ class OpenTracer:
         m = _RECORD.match(line)
         if m is None:
             return None
-        tid, dirfd, flags, ret = (int(m.group(i)) for i in range(1, 5))
-        raw = m.group(5)
+        # (device, inode): of the root for an absolute path (none: strace's root), else of
+        # the directory a relative path started at
+        tid, dirfd, flags, ret, dev, ino = (int(m.group(i)) for i in range(1, 7))
+        raw = m.group(7)
         path = decode(raw)
         if path is not None and len(os.fsencode(path)) >= STRLEN - 1:
             # Cut at STRLEN: what is left is not the file, and its parent is not what was
@@ -316,20 +338,25 @@ class OpenTracer:
             self._cut += 1
             return None
         dir_path = None
+        start_dir = None
         if path is not None and not path.startswith("/"):
-            # Where a relative path started, read at once: the process may chdir or exit.
-            # A dirfd we cannot read is refused; an unreadable cwd is left to the recorder.
+            # Where a relative path started, read at once: the process may chdir or exit. Only
+            # the directory the kernel named counts (by its inode: the process may have moved
+            # on by now). A dirfd we cannot read so is refused; a cwd is left to the recorder.
+            start_dir = (dev, ino)
             link = f"/proc/{tid}/cwd" if dirfd == AT_FDCWD else f"/proc/{tid}/fd/{dirfd}"
             with contextlib.suppress(OSError):
                 dir_path = os.readlink(link)
-            if dir_path is not None and not dir_path.startswith("/"):
+            if dir_path is not None and not (dir_path.startswith("/") and ino
+                                             and is_inode(dir_path, dev, ino)):
                 dir_path = None
             if dir_path is None and dirfd != AT_FDCWD:
                 path = None
         if path is None:
             self._unreadable += 1
             return None
-        return OpenRecord(tid, flags & 0xFFFFFFFF, ret, path, dir_path)
+        root = (dev, ino) if path.startswith("/") and ino else None
+        return OpenRecord(tid, flags & 0xFFFFFFFF, ret, path, dir_path, root, start_dir)
 
     def close(self) -> None:
         if self._closed:
@@ -356,8 +383,8 @@ class OpenTracer:
                                  " (more than bpftrace reports whole): left out")
         if self._unreadable:
             self.warnings.append(f"{self._unreadable} opens had a path bpftrace could not "
-                                 "report exactly (ambiguous, or relative to a dirfd of a "
-                                 "process gone before it was read): left out")
+                                 "report exactly (ambiguous, or relative to a dirfd that "
+                                 "was closed or changed before it was read): left out")
 
     def __enter__(self) -> OpenTracer:
         return self

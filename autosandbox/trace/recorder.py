@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
+from autosandbox.linux.files import is_inode
 from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import GROUP_LIMIT, WRITE_KINDS, Endpoint, Profile
 from autosandbox.trace.capabilities import RULES_BY_SYSCALL
@@ -148,6 +149,7 @@ class Recorder:
         # pids whose "/" is not ours -> that root on our side ("" if unknown). Their absolute
         # names are taken below it; what -y prints (fds, the cwd) is already on our side.
         self.chrooted: dict[int, str] = {}
+        self.chroot_dirs: list[str] = []  # every chroot directory seen (the kernel's opens)
         self.fs_ids: set[int] = set()  # pids that set their fsuid/fsgid apart
         self.split_ids: set[int] = set()  # pids whose real, effective, saved uids may differ
         # capabilities a socket option shows once the socket is used (capabilities.CapRule)
@@ -382,10 +384,12 @@ class Recorder:
             return path
         return root + ("" if path == "/" else _normalize(path))
 
-    def kernel_path(self, pid: int, path: str, follow: bool) -> str:
-        if pid in self.chrooted:
+    def kernel_path(self, pid: int, path: str, follow: bool,
+                    chrooted: bool | None = None) -> str:
+        """`chrooted`: whether `pid` had a root of its own then (default: it has one now)."""
+        if pid in self.chrooted if chrooted is None else chrooted:
             # Its absolute links lead below its root, not ours: `..` folded, links kept.
-            if not self.chrooted[pid]:
+            if not self.chrooted.get(pid, "-"):
                 self._note("paths of a chroot whose directory is not known are recorded as "
                            "named", path)
             return _normalize(path)
@@ -490,6 +494,8 @@ class Recorder:
                 self.chrooted.pop(sc.pid, None)
             else:
                 self.chrooted[sc.pid] = path or ""
+                if path and path not in self.chroot_dirs and len(self.chroot_dirs) < 64:
+                    self.chroot_dirs.append(path)
         self._record(sc, path, kind, literal)
 
     def _open(self, sc: Syscall, dirfd: int | None, index: int) -> None:
@@ -502,24 +508,48 @@ class Recorder:
         self._opened(sc, path, flags)
 
     def opened(self, pid: int, path: str, dir_path: str | None, flags: str,
-               errno: str | None) -> bool:
+               errno: str | None, root: tuple[int, int] | None = None,
+               start_dir: tuple[int, int] | None = None) -> bool:
         """An open the kernel reported (trace/opens.py) instead of strace; False if `pid` is
-        not one of the traced program's. A relative path starts at `dir_path` or the cwd."""
+        not one of the traced program's, or its chroot is not known yet. The kernel's facts
+        place it, not what strace told of the process so far (its line of a chroot or chdir
+        may come later): `root` is the (device, inode) of its root when that is not strace's,
+        `start_dir` of the directory a relative path started at, which is `dir_path` (read
+        from /proc and checked) or, if it could not be read, the cwd known here if that is it."""
         with self.lock:
             if pid not in self.pids:
                 return False
+            chroot = None if root is None else self._chroot_dir(pid, root)
+            if root is not None and chroot is None:
+                return False  # strace's line of that chroot has not come (yet)
+            # a relative path's links are read as the recorder knows the process now
+            chrooted = None if not path.startswith("/") else root is not None
             if not path.startswith("/"):
-                path = os.path.join(dir_path or self.cwd.get(pid, self.root_cwd), path)
-            else:
-                path = self._ours(pid, path)
+                if dir_path is None:
+                    dir_path = self.cwd.get(pid, self.root_cwd)
+                    if start_dir is not None and not is_inode(dir_path, *start_dir):
+                        self._note("opened relative to a directory the process had left when "
+                                   "it was read: left out", path)
+                        return True
+                path = os.path.join(dir_path, path)
+            elif chroot is not None:
+                path = chroot + ("" if path == "/" else _normalize(path))
             sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
             if errno is not None:
                 errs = self.profile.failed_syscalls.setdefault("openat", {})
                 errs[errno] = errs.get(errno, 0) + 1
             # strace's -y names the opened file itself: symlinks and `..` resolved, as here,
             # but seen from the traced process, not from us (/proc/self, /dev/stdin).
-            self._opened(sc, self.kernel_path(pid, path, True), flags)
+            self._opened(sc, self.kernel_path(pid, path, True, chrooted), flags)
             return True
+
+    def _chroot_dir(self, pid: int, root: tuple[int, int]) -> str | None:
+        """The chroot directory (on our side) that is the inode `root`, among those strace
+        reported; the process's own if several are."""
+        found = [d for d in self.chroot_dirs if is_inode(d, *root)]
+        if len(found) > 1 and self.chrooted.get(pid) in found:
+            return self.chrooted[pid]
+        return found[0] if len(set(found)) == 1 else None
 
     def kernel_call(self, sc: Syscall, listener: tuple[str, str] | None = None) -> bool:
         """A call the kernel reported (trace/kernel.py) instead of strace, in strace's form;

@@ -136,8 +136,8 @@ def test_kernel_opens_match_strace(tmp_path: Path) -> None:
         # on a loaded machine the reader can come after its exit. Then it is left out and
         # counted, never guessed (seen under .ci/under-load).
         assert late == ["1 opens had a path bpftrace could not report exactly (ambiguous, "
-                        "or relative to a dirfd of a process gone before it was read): "
-                        "left out"], late
+                        "or relative to a dirfd that was closed or changed before it was "
+                        "read): left out"], late
         assert "BASE/sub/dirfd.txt" not in fast
         full.pop("BASE/sub/dirfd.txt")
     else:
@@ -226,6 +226,8 @@ os.chdir(sys.argv[1])
 open("relative.txt", "w").write("x")
 d = os.open("d", os.O_RDONLY | os.O_DIRECTORY)
 os.close(os.open("dirfd.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d))
+for _ in range(500):  # alive a while: a dirfd is read from /proc while its process lives
+    open("relative.txt").read()
 """
 
 
@@ -251,6 +253,11 @@ def test_relative_opens_in_a_btrfs_subvolume_are_placed(tmp_path: Path) -> None:
                                 fast=True).profile
         assert "bpftrace:open" in profile.sources, profile.warnings
         assert "write" in profile.paths.get(f"{work}/relative.txt", {}), sorted(profile.paths)
-        assert "write" in profile.paths.get(f"{work}/d/dirfd.txt", {}), sorted(profile.paths)
+        if not [w for w in profile.warnings if "could not report" in w]:
+            # (a dirfd is read from /proc: on a loaded machine its process may be gone)
+            assert "write" in profile.paths.get(f"{work}/d/dirfd.txt", {}), \
+                sorted(profile.paths)
+        assert not [w for w in profile.warnings if "left out" in w and "could not" not in w], \
+            profile.warnings
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

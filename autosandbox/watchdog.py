@@ -5,6 +5,12 @@ It notes each announced pid and, polling, each child of the owner, with its sess
 start time. On end-of-file (the owner is gone, however it died) it SIGKILLs those still
 alive with the same start time, and every process of the sessions they led that started
 after the leader (a session id is not reused while a member lives). Never by name.
+
+A poll can see a child between its fork and its setsid (a child waiting for a CPU on a busy
+machine is there for milliseconds), still in the owner's session: what a helper announces
+of itself (after its setsid) replaces that, and so does a later poll or, at the end, the
+session of a child still alive. Otherwise the session it leads (strace's tracee, holding the
+user's terminal) would be left running.
 """
 
 from __future__ import annotations
@@ -39,9 +45,9 @@ def watch(owner: int) -> dict[int, tuple[int, int]]:
     """Until end-of-file on stdin: pid -> (session, start time) of all we were told of."""
     known: dict[int, tuple[int, int]] = {}
 
-    def note(pid: int) -> None:
-        st = stat(pid)
-        if st is not None and pid not in known:
+    def note(pid: int, st: tuple[int, int] | None) -> None:
+        # the same process (its start time) noted again: its session now, maybe its own
+        if st is not None and (pid not in known or known[pid][1] == st[1]):
             known[pid] = st
 
     os.set_blocking(0, False)
@@ -51,7 +57,7 @@ def watch(owner: int) -> dict[int, tuple[int, int]]:
             chunk = os.read(0, 4096)
         except BlockingIOError:
             for pid in children(owner):
-                note(pid)
+                note(pid, stat(pid))
             time.sleep(0.05)  # helpers announce themselves; polling is the second net
             continue
         if not chunk:
@@ -61,13 +67,19 @@ def watch(owner: int) -> dict[int, tuple[int, int]]:
         for line in lines:
             words = line.split()
             if len(words) == 3 and all(w.isdigit() for w in words):
-                # what the helper said of itself: right even if it is already gone
-                known.setdefault(int(words[0]), (int(words[1]), int(words[2])))
+                # what the helper said of itself after its setsid: right even if it is
+                # already gone, and over a poll that saw it before its setsid
+                note(int(words[0]), (int(words[1]), int(words[2])))
             elif len(words) == 1 and words[0].isdigit():
-                note(int(words[0]))
+                note(int(words[0]), stat(int(words[0])))
 
 
 def kill_all(known: dict[int, tuple[int, int]]) -> None:
+    # one still alive is in the session it is in now (it may have left ours since its poll)
+    for pid, (_, start) in known.items():
+        st = stat(pid)
+        if st is not None and st[1] == start:
+            known[pid] = st
     # a session id is not reused while a member lives; a leader's pid alive with another
     # start time was reused, and that session is not ours
     sessions = {p: start for p, (sid, start) in known.items()

@@ -196,7 +196,7 @@ def trace_command(
         # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
         # strace: no capability check of the traced program is missed, none of ours is counted.
         gate_r, gate_w = os.pipe()
-        shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"',
+        shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r} || exit 1; exec {gate_r}<&-; exec "$@"',
                 "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
                                                  kernel_opens=open_tracer is not None)]
         started = time.monotonic()

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autosandbox.profile import Profile
 from autosandbox.trace.command import STRACE_OPTIONS
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -71,7 +71,7 @@ def parse_child(path: str, repeat: int) -> None:
     """Runs in a fresh process so that its peak RSS is its own."""
     profile = Profile()
     rec = Recorder(profile, "/")
-    parser = StraceParser()
+    parser = StraceParser(READ_CALLS)
     start = time.process_time()
     for _ in range(repeat):
         with open(path, encoding="latin-1", buffering=1 << 20) as f:

@@ -15,7 +15,7 @@ from autosandbox.synth.synthesize import Sandbox, synthesize
 from autosandbox.synth.target import host_target
 from autosandbox.systemd import analyze
 from autosandbox.trace.command import trace_command
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser
 
 # Debian's interpreter: its files live under /usr, so home-directory rules are not disturbed
@@ -34,7 +34,7 @@ def record(lines: list[str], roots: tuple[int, ...] = (), uid: int = 0, gid: int
     """The profile of recorded strace lines, as the recorder makes it."""
     profile = Profile()
     rec = Recorder(profile, "/", uid=uid, gid=gid, roots=roots, first_is_root=first_is_root)
-    parser = StraceParser()
+    parser = StraceParser(READ_CALLS)
     for line in lines:
         ev = parser.feed(line)
         if ev is not None:

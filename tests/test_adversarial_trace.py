@@ -19,7 +19,7 @@ from autosandbox.trace import opens
 from autosandbox.trace.command import trace_command
 from autosandbox.trace.facts import record_facts
 from autosandbox.trace.gate import GateServer, proc_cgroup, shim_script, slice_cgroup
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser
 from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import syscall_tracer_available
@@ -307,7 +307,7 @@ def test_privileged_lines_stay_out_of_the_profile() -> None:
     main = Recorder(Profile(), "/", roots=(20,))
     for rec, line in ((pre, '10 mkdir("/etc/prefix-demo", 0755) = 0'),
                       (main, '20 socket(AF_UNIX, SOCK_STREAM, 0) = 3<socket:[1]>')):
-        parser = StraceParser()
+        parser = StraceParser(READ_CALLS)
         ev = parser.feed(line)
         assert ev is not None
         rec.handle(ev)

@@ -12,7 +12,7 @@ import pytest
 
 from autosandbox.profile import Profile
 from autosandbox.trace.command import trace_command
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser
 from tests.conftest import PYTHON
 
@@ -78,7 +78,7 @@ def kernel_id(path: Path) -> tuple[int, int]:
 
 
 def recorder() -> tuple[Recorder, StraceParser]:
-    return Recorder(Profile(), "/", roots=(PID,), first_is_root=False), StraceParser()
+    return Recorder(Profile(), "/", roots=(PID,), first_is_root=False), StraceParser(READ_CALLS)
 
 
 def feed(rec: Recorder, parser: StraceParser, line: str) -> None:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from autosandbox.profile import Endpoint, Profile
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser, Syscall, split_args, unescape
 
 DATA = Path(__file__).parent / "data" / "multiproc.strace.gz"
@@ -17,7 +17,7 @@ DATA = Path(__file__).parent / "data" / "multiproc.strace.gz"
 def _record() -> tuple[Profile, StraceParser, Recorder]:
     profile = Profile(subject={"command": ["bash", "multiproc.sh"]})
     rec = Recorder(profile, "/tmp")
-    parser = StraceParser()
+    parser = StraceParser(READ_CALLS)
     with gzip.open(DATA, "rt", encoding="latin-1") as f:
         for line in f:
             ev = parser.feed(line.rstrip("\n"))
@@ -75,7 +75,7 @@ def test_split_and_unescape() -> None:
 
 
 def test_hostile_return_decoration_does_not_confuse_the_split() -> None:
-    parser = StraceParser()
+    parser = StraceParser(READ_CALLS)
     ev = parser.feed('42 openat(AT_FDCWD</x>, "a) = 0", O_RDONLY) = 3</x/a) = 0>')
     assert isinstance(ev, Syscall)
     assert ev.ret == "3" and ev.ret_path == "/x/a) = 0"

@@ -22,8 +22,7 @@ from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.facts import record_facts
 from autosandbox.trace.kernel import CallRecord, CallSink
 from autosandbox.trace.opens import OpenRecord, OpenTracer
-from autosandbox.trace.recorder import Recorder
-from autosandbox.trace.strace_parser import DETAILED
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import (
     CapabilityTracer,
@@ -41,7 +40,7 @@ STRACE_OPTIONS = ("-f", "-y", "-q", "-s", "64")
 # `--tracer full` records those too; validation catches what a missing lookup hides.
 FAST_SKIPPED = frozenset({"recvfrom", "sendto", "sendmsg", "stat", "lstat", "newfstatat",
                           "fstatat64", "statx"})
-FAST_TRACE_SET = tuple(sorted(DETAILED - FAST_SKIPPED))
+FAST_TRACE_SET = tuple(sorted(READ_CALLS - FAST_SKIPPED))
 
 
 # Left to the kernel when bpftrace runs (trace/opens.py): a file server's per-request call;

@@ -1031,4 +1031,9 @@ _HANDLERS.update({
     "personality": Recorder._personality,
 })
 
-__all__ = ["Recorder", "unescape"]
+# The calls whose arguments are read here: the parser splits these and the fast tracer stops
+# on these (trace/command.py), derived from the tables above so that none is traced for nothing.
+READ_CALLS: frozenset[str] = frozenset(_HANDLERS) | frozenset(FLAG_CALLS) | frozenset(
+    RULES_BY_SYSCALL)
+
+__all__ = ["READ_CALLS", "Recorder", "unescape"]

@@ -9,36 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-
-# Syscalls whose arguments the recorder reads. Everything else is only counted.
-DETAILED: frozenset[str] = frozenset(
-    """
-    open openat openat2 creat execve execveat
-    stat lstat newfstatat fstatat64 statx access faccessat faccessat2 readlink readlinkat
-    getxattr lgetxattr listxattr llistxattr statfs
-    mkdir mkdirat unlink unlinkat rmdir rename renameat renameat2 link linkat symlink symlinkat
-    chmod fchmod fchmodat fchmodat2 chown lchown fchown fchownat truncate utime utimes utimensat
-    futimesat setxattr lsetxattr fsetxattr removexattr lremovexattr mknod mknodat
-    chdir fchdir chroot mount umount2 pivot_root fsopen fsmount move_mount open_tree
-    inotify_add_watch
-    socket socketpair bind connect sendto sendmsg accept accept4 recvfrom setsockopt
-    clone clone3 fork vfork unshare setns
-    setuid setgid setreuid setregid setresuid setresgid setfsuid setfsgid setgroups
-    ptrace process_vm_readv process_vm_writev
-    mmap mprotect pkey_mprotect
-    sched_setscheduler sched_setattr setpriority personality
-    init_module finit_module delete_module
-    settimeofday clock_settime adjtimex clock_adjtime
-    sethostname setdomainname
-    add_key request_key keyctl syslog
-    shmget semget msgget
-    bpf perf_event_open reboot kexec_load kexec_file_load iopl ioperm
-    prctl fcntl timerfd_create capset mlock mlock2 mlockall
-    kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo
-    """.split()
-)
 
 # Frequent calls that matter only with certain arguments: parse them only when the line has the
 # token (mmap runs thousands of times; only W+X mappings are interesting).
@@ -182,7 +153,9 @@ def _split_call(body: str) -> tuple[str, str, str | None, str | None] | None:
 class StraceParser:
     """Turns lines of `strace -f` output into events; keeps per-pid unfinished halves."""
 
-    def __init__(self, detailed: frozenset[str] = DETAILED) -> None:
+    def __init__(self, detailed: frozenset[str]) -> None:
+        """`detailed`: the calls split into arguments (the recorder's READ_CALLS); every
+        other one is only counted."""
         self.detailed = detailed
         self.counts: dict[str, int] = {}
         self.failed: dict[str, dict[str, int]] = {}  # undetailed calls that failed: name -> errno
@@ -265,13 +238,3 @@ class StraceParser:
             return None
         sig = rest.split(" ", 1)[0]
         return Signal(pid, sig)
-
-
-def parse_lines(lines: Iterable[str], parser: StraceParser | None = None) -> Iterator[Event]:
-    """Parse an iterable of lines (with or without newlines) into events, lazily."""
-    p = parser or StraceParser()
-    feed = p.feed
-    for line in lines:
-        ev = feed(line.rstrip("\n"))
-        if ev is not None:
-            yield ev

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from autosandbox.profile import Profile
-from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser
 
 
@@ -24,7 +24,7 @@ class TraceStream:
         self.fifo = self.dir / "trace.fifo"
         os.mkfifo(self.fifo, 0o600)
         self.recorder = recorder
-        self.parser = StraceParser()
+        self.parser = StraceParser(READ_CALLS)
         self.events = 0
         self.error: BaseException | None = None
         self._rfd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from autosandbox import unitfile
 from autosandbox.systemd import analyze
+from autosandbox.trace import opens
+from autosandbox.trace.command import trace_command
 
-from .conftest import PYTHON, sandbox_for, trace_python
+from .conftest import PYTHON, sandbox_for
 
 HOSTILE = st.text(
     alphabet=st.sampled_from([*"ab %%\"'\\\n\t\r;#=[]$`*?~-+@:,.", "é", "\u2028", "\x01", "\x7f",
@@ -44,6 +46,20 @@ def _base() -> Path:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(names=st.lists(HOSTILE, min_size=1, max_size=4, unique=True))
 def test_hostile_names_cannot_inject(names: list[str]) -> None:
+    """strace reports the writes (its escapes decoded)."""
+    check_names(names, fast=False)
+
+
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(names=st.lists(HOSTILE, min_size=8, max_size=16, unique=True))
+def test_hostile_names_through_the_kernel_tracer_cannot_inject(names: list[str]) -> None:
+    """bpftrace reports the opens (its escapes decoded), where the host has it: fewer,
+    larger examples, as each trace starts bpftrace (seconds)."""
+    check_names(names, fast=None)
+
+
+def check_names(names: list[str], fast: bool | None) -> None:
     base = _base()
     base.mkdir(parents=True)
     try:
@@ -52,7 +68,11 @@ def test_hostile_names_cannot_inject(names: list[str]) -> None:
             (Path(os.fsencode(base).decode("utf-8", "surrogateescape")) / os.fsdecode(raw)
              ).write_bytes(b"")
         (base / NAMES_FILE).write_bytes(b"\0".join(raws))
-        profile = trace_python(WRITER, str(base))
+        result = trace_command([PYTHON, "-c", WRITER, str(base)], cwd="/", fast=fast)
+        assert result.exit_code == 0
+        profile = result.profile
+        if fast is None and opens.available():
+            assert "bpftrace:open" in profile.sources, profile.warnings
         sb = sandbox_for(profile)
         text = sb.render()
         unit = analyze.command_unit([PYTHON, "-c", "pass"])

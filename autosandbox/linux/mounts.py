@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,17 +23,20 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def parse_mountinfo(text: str) -> dict[str, str]:
-    """mount point -> file system type, the last mount of each point (the visible one)."""
-    out: dict[str, str] = {}
+def _entries(text: str) -> Iterator[tuple[str, str, str]]:
+    """(mount point, MAJOR:MINOR of its superblock, file system type) of each mountinfo line."""
     for line in text.splitlines():
         fields = line.split()
         if "-" not in fields or len(fields) < 7:
             continue
         sep = fields.index("-")
         if sep + 1 < len(fields):
-            out[_unescape(fields[4])] = fields[sep + 1]
-    return out
+            yield _unescape(fields[4]), fields[2], fields[sep + 1]
+
+
+def parse_mountinfo(text: str) -> dict[str, str]:
+    """mount point -> file system type, the last mount of each point (the visible one)."""
+    return {point: fstype for point, _, fstype in _entries(text)}
 
 
 def host_mounts() -> dict[str, str]:
@@ -45,15 +49,11 @@ def mount_devices(text: str) -> dict[str, int]:
     """mount point -> the device of its superblock (the kernel's s_dev, field 3 of mountinfo),
     the last mount of each point. stat(2) may show another device: a btrfs subvolume's own."""
     out: dict[str, int] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 5 or ":" not in fields[2]:
-            continue
-        major, _, minor = fields[2].partition(":")
+    for point, dev, _ in _entries(text):
+        major, _, minor = dev.partition(":")
         if major.isdigit() and minor.isdigit():
-            out[_unescape(fields[4])] = os.makedev(int(major), int(minor))
+            out[point] = os.makedev(int(major), int(minor))
     return out
-
 
 
 _devices: tuple[float, dict[str, int]] = (float("-inf"), {})

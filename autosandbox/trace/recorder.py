@@ -380,9 +380,7 @@ class Recorder:
     def _ours(self, pid: int, path: str) -> str:
         """An absolute name a process used, as a path on our side: below its chroot."""
         root = self.chrooted.get(pid)
-        if not root or root == "/":
-            return path
-        return root + ("" if path == "/" else _normalize(path))
+        return path if not root or root == "/" else _below(root, path)
 
     def kernel_path(self, pid: int, path: str, follow: bool,
                     chrooted: bool | None = None) -> str:
@@ -533,7 +531,7 @@ class Recorder:
                         return True
                 path = os.path.join(dir_path, path)
             elif chroot is not None:
-                path = chroot + ("" if path == "/" else _normalize(path))
+                path = _below(chroot, path)
             sc = Syscall(pid, "openat", [], "-1" if errno else "3", None, errno)
             if errno is not None:
                 errs = self.profile.failed_syscalls.setdefault("openat", {})
@@ -549,7 +547,7 @@ class Recorder:
         found = [d for d in self.chroot_dirs if is_inode(d, *root)]
         if len(found) > 1 and self.chrooted.get(pid) in found:
             return self.chrooted[pid]
-        return found[0] if len(set(found)) == 1 else None
+        return found[0] if len(found) == 1 else None
 
     def kernel_call(self, sc: Syscall, listener: tuple[str, str] | None = None) -> bool:
         """A call the kernel reported (trace/kernel.py) instead of strace, in strace's form;
@@ -947,6 +945,11 @@ class Recorder:
 _SELF_LINKS = {"/proc/self": "/proc/{pid}", "/proc/thread-self": "/proc/{pid}/task/{pid}",
                "/dev/fd": "/proc/{pid}/fd", "/dev/stdin": "/proc/{pid}/fd/0",
                "/dev/stdout": "/proc/{pid}/fd/1", "/dev/stderr": "/proc/{pid}/fd/2"}
+
+
+def _below(root: str, path: str) -> str:
+    """An absolute name a process in a chroot of `root` used, as a path on our side."""
+    return root + ("" if path == "/" else _normalize(path))
 
 
 def _as_seen_by(pid: int, path: str) -> str:

@@ -282,6 +282,13 @@ class Profile:
             self.sources.append(source)
 
     # -- queries -------------------------------------------------------------------------
+    @property
+    def fast_traced(self) -> bool:
+        """The fast tracer learned it: the syscall set came from the kernel (tracefs or
+        bpftrace), and strace skipped calls that rarely decide a directive (trace/command.py's
+        FAST_SKIPPED, e.g. the peers of unconnected UDP sockets)."""
+        return any(s.endswith(":raw_syscalls") for s in self.sources)
+
     def written_paths(self, with_groups: bool = False) -> dict[str, set[str]]:
         """Written paths and their write kinds; `with_groups` adds each PathGroup directory
         whose entries were written (as DIR/*; synthesis reads path_groups itself)."""

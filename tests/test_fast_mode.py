@@ -8,6 +8,7 @@ import re
 import pytest
 
 from autosandbox.profile import Profile
+from autosandbox.trace import opens
 from autosandbox.trace.command import trace_command
 from autosandbox.trace.tracefs import syscall_tracer_available
 
@@ -17,15 +18,26 @@ CODE = ("import socket, threading, os, subprocess, mmap\n"
         "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
         "t = threading.Thread(target=print, args=('x',)); t.start(); t.join()\n"
         "subprocess.run(['/bin/true']); os.listdir('/etc')\n"
-        "open('/proc/self/status').read(); os.getcwd(); os.umask(0o22)\n")
+        "open('/proc/self/status').read(); os.getcwd(); os.umask(0o22)\n"
+        "os.setgroups(os.getgroups())\n")  # as root: a capability check the kernel grants
 
 
 @pytest.mark.skipif(not syscall_tracer_available(),
                     reason="tracefs raw_syscalls not usable here (container or no tracefs)")
-def test_fast_mode_loses_nothing() -> None:
+@pytest.mark.parametrize("kernel", ["bpftrace", "tracefs"])
+def test_fast_mode_loses_nothing(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With bpftrace the BPF program records the syscall set and capability checks
+    (kernel_sets.py); without it, tracefs instances do."""
+    if kernel == "bpftrace" and not opens.available():
+        pytest.skip("bpftrace is not usable here")
     full = trace_command([PYTHON, "-c", CODE], cwd="/", fast=False).profile
+    if kernel == "tracefs":
+        monkeypatch.setattr(opens, "available", lambda: False)
     fast = trace_command([PYTHON, "-c", CODE], cwd="/", fast=True).profile
-    assert "tracefs:raw_syscalls" in fast.sources
+    assert f"{kernel}:raw_syscalls" in fast.sources and fast.fast_traced
+    assert not full.fast_traced
+    assert set(full.capabilities) == set(fast.capabilities)
+    assert "CAP_SETGID" in fast.capabilities
     assert set(full.syscalls) <= set(fast.syscalls)
     # strace's set-up in the child before exec shows up, nothing else
     assert set(fast.syscalls) - set(full.syscalls) <= {"kill", "prctl", "getpid", "getppid"}

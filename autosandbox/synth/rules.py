@@ -345,7 +345,7 @@ def ip_addresses(ctx: Context, d: Directive) -> Decisions:
         return [Omission(d.name, f"IP sockets, but nothing served or accepted: a client; {why}")]
     udp = [t for t in p.socket_types if t.startswith(("AF_INET/", "AF_INET6/"))
            and t.endswith("SOCK_DGRAM")]
-    if udp and "tracefs:raw_syscalls" in p.sources:
+    if udp and p.fast_traced:
         return [Omission(d.name, f"{udp[0]} sockets, whose peers the fast tracer does not "
                                  f"record: it may be a client too; {why}")]
     resolves = _name_resolution(p)

@@ -14,14 +14,15 @@ from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
-from autosandbox.linux.syscalls import NOT_CALLS
+from autosandbox.linux.syscalls import NOT_CALLS, syscall_names
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
-from autosandbox.trace import kernel, opens
+from autosandbox.trace import kernel, kernel_sets, opens
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.facts import record_facts
 from autosandbox.trace.kernel import CallRecord, CallSink
-from autosandbox.trace.opens import OpenRecord, OpenTracer
+from autosandbox.trace.kernel_sets import SANDBOXED, SyscallRecord
+from autosandbox.trace.opens import OpenTracer, Record
 from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import (
@@ -87,7 +88,7 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
 
 
 def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = None,
-                      on_record: Callable[[OpenRecord | CallRecord], bool] | None = None,
+                      on_record: Callable[[Record], bool] | None = None,
                       ) -> tuple[OpenTracer | None, str | None]:
     """bpftrace reporting opens (to `on_record` as they come), or None and why not (strace
     then stops on opens)."""
@@ -101,14 +102,18 @@ def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = N
         return None, f"opens were traced by strace: {exc}"
 
 
-def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[OpenRecord | CallRecord], bool]:
-    """Gives each open or call the kernel reports to the recorder following the thread that
-    made it (one per Exec line); False if none follows it (yet)."""
+def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[Record], bool]:
+    """Gives each open, call or new syscall the kernel reports to the recorder following the
+    thread that made it (one per Exec line); False if none follows it (yet)."""
     calls = CallSink(recorders)
+    names = syscall_names() or {}
 
-    def take(rec: OpenRecord | CallRecord) -> bool:
+    def take(rec: Record) -> bool:
         if isinstance(rec, CallRecord):
             return calls.take(rec)
+        if isinstance(rec, SyscallRecord):
+            name = names.get(rec.nr, f"syscall_{rec.nr}")
+            return any(r.kernel_syscall(rec.tid, name) for r in recorders)
         flags, errno_name = rec.flags_text(), rec.errno_name
         return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name, rec.root,
                             rec.start_dir) for r in recorders)
@@ -136,8 +141,9 @@ def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[R
                         "report it; '--tracer full' traces them with strace instead)")
 
 
-def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
+def add_kernel_capabilities(profile: Profile, granted: dict[str, int], source: str) -> None:
     """Granted checks become needs; the known-noisy ones only when a syscall corroborates."""
+    profile.add_source(source)
     for cap, count in sorted(granted.items()):
         if cap in NOISY_KERNEL_CAPS and cap not in profile.capabilities:
             profile.warnings.append(
@@ -147,9 +153,9 @@ def add_kernel_capabilities(profile: Profile, granted: dict[str, int]) -> None:
         profile.add_cap(cap, f"kernel granted {count} checks", count)
 
 
-def add_syscall_set(profile: Profile, names: set[str]) -> None:
-    """Calls tracefs saw but strace was not asked to stop on: in the set, counted once."""
-    profile.add_source("tracefs:raw_syscalls")
+def add_syscall_set(profile: Profile, names: set[str], source: str) -> None:
+    """Calls the kernel saw but strace was not asked to stop on: in the set, counted once."""
+    profile.add_source(source)
     for name in names - NOT_CALLS:
         profile.syscalls.setdefault(name, 1)
 
@@ -173,8 +179,6 @@ def trace_command(
     recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
     fast = _fast_tracer(fast)
     systracer: SyscallSetTracer | None = None
-    use_caps = os.geteuid() == 0 and cap_capable_available()
-    profile.add_source("tracefs:cap_capable" if use_caps else "syscall-inference")
     open_tracer: OpenTracer | None = None
     proc: subprocess.Popen[bytes] | None = None
     stream: TraceStream | None = None
@@ -192,6 +196,9 @@ def trace_command(
                                                      on_record=kernel_open_sink([recorder]))
             if why_not is not None:
                 profile.warnings.append(why_not)
+        # The BPF program, where it runs, also records the syscall set and the capability
+        # checks (kernel_sets.py); else tracefs instances do, which cost far more.
+        use_caps = os.geteuid() == 0 and cap_capable_available() and open_tracer is None
         # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
         # strace: no capability check of the traced program is missed, none of ours is counted.
         gate_r, gate_w = os.pipe()
@@ -209,7 +216,7 @@ def trace_command(
             if use_caps:
                 tracer = stack.enter_context(
                     CapabilityTracer(proc.pid, ignore_pids=frozenset({proc.pid})))
-            if fast:
+            if fast and open_tracer is None:
                 systracer = stack.enter_context(
                     SyscallSetTracer(proc.pid, is_program=recorder.pids.__contains__))
             os.write(gate_w, b"go\n")
@@ -286,13 +293,20 @@ def _folded(profile: Profile, recorder: Recorder, open_tracer: OpenTracer | None
             tracer: CapabilityTracer | None, systracer: SyscallSetTracer | None,
             cut: bool = False) -> Profile:
     """The kernel's views (opens, capability checks, the syscall set) folded into strace's."""
-    if open_tracer is not None:
-        add_kernel_opens(profile, open_tracer, [recorder], partial=cut)
     if tracer is not None:
         # checks inside a user namespace of the program's own grant nothing on the host
-        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns))
+        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns),
+                                "tracefs:cap_capable")
+    elif open_tracer is not None and kernel_sets.caps_available():
+        add_kernel_capabilities(profile, open_tracer.granted.get(SANDBOXED, {}),
+                                "bpftrace:cap_capable")
+    else:
+        profile.add_source("syscall-inference")
+    if open_tracer is not None:
+        add_kernel_opens(profile, open_tracer, [recorder], partial=cut)
+        add_syscall_set(profile, recorder.kernel_syscalls, "bpftrace:raw_syscalls")
     if systracer is not None:
-        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
+        add_syscall_set(profile, systracer.syscalls_for(recorder.pids), "tracefs:raw_syscalls")
     return profile
 
 

@@ -34,19 +34,28 @@ MAX_LINE = 64  # "PID INDEX\n": anything longer is not an announcement
 MAX_REFUSED = 20  # refusals kept as examples (all are counted)
 
 
-def shim_script(control: Path, gate: Path, index: int) -> str:
+def _gate_open(privileged: bool) -> str:
+    """How a shim opens its gate: a `+` line's (outside the sandbox) read-write, which is how
+    the BPF program (opens.py) tells its process apart from the sandboxed lines'."""
+    return "<>" if privileged else "<"
+
+
+def shim_script(control: Path, gate: Path, index: int, privileged: bool = False) -> str:
     """The shell that waits at the gate (paths are ours: /run/autosandbox/UNIT/...)."""
-    return f"echo \"$$ {index}\" > '{control}'; read -r _ < '{gate}'; exec \"$@\""
+    return (f"echo \"$$ {index}\" > '{control}'; read -r _ {_gate_open(privileged)} '{gate}'; "
+            "exec \"$@\"")
 
 
-def instance_shim_script(control: Path, index: int, wait_s: int = 120) -> str:
+def instance_shim_script(control: Path, index: int, wait_s: int = 120,
+                         privileged: bool = False) -> str:
     """The shell of a per-connection instance: it waits for its own gate (made once its pid
     is believed), reads the trace FIFO from it and hands it to strace (`$1`) as `-o`; a gate
     that never comes (not believed) fails the instance after `wait_s` s."""
     gate = f"{control.parent}/gate-"
     return (f"echo \"$$ {index}\" > '{control}'; g='{gate}'$$.fifo; n=0; "
             f"while [ ! -p \"$g\" ]; do n=$((n+1)); [ $n -le {wait_s * 50} ] || exit 1; "
-            "sleep 0.02; done; read -r o < \"$g\"; s=$1; shift; exec \"$s\" -o \"$o\" \"$@\"")
+            f"sleep 0.02; done; read -r o {_gate_open(privileged)} \"$g\"; s=$1; shift; "
+            "exec \"$s\" -o \"$o\" \"$@\"")
 
 
 def proc_cgroup(pid: int) -> str | None:

@@ -3,12 +3,12 @@ on them: accept/accept4, setsockopt, fcntl, mmap/mprotect/pkey_mprotect.
 
 A server that accepts a connection per request paid one ptrace stop per request for accept4
 alone (it left nginx a third of its rate). Here the BPF program reads the arguments the
-recorder decides on and prints a call once per distinct decisive arguments and result (a map in
-the kernel is the de-duplication): a peer's address, not its ephemeral port; a socket option by
-level and name (every call for the options that show a capability); fcntl by command (every
-F_SETLEASE); a mapping by its protection. Records are translated here into the strace form of
-the call (strace_parser.Syscall) and given to the same Recorder: recorder.py stays the one home
-of what a call means.
+recorder decides on and prints a call once per distinct decisive arguments and result, per
+class of line (a map in the kernel is the de-duplication; classes: kernel_sets.py): a peer's
+address, not its ephemeral port; a socket option by level and name (every call for the options
+that show a capability); fcntl by command (every F_SETLEASE); a mapping by its protection.
+Records are translated here into the strace form of the call (strace_parser.Syscall) and given
+to the same Recorder: recorder.py stays the one home of what a call means.
 
 Left to strace: socket() (bind/connect, still strace's, read the socket's type from it: a late
 kernel record would leave their endpoints without a protocol), clone/clone3/fork (strace -f
@@ -141,8 +141,8 @@ def script() -> str:
             '    printf("CALL setsockopt %d %d %d %d %d %d %lu\\n", tid, $ret, $fd, $lv, $op,'
             " @sval[tid], $ino);\n"
             f"    if ($ret == 0 && ({on_use})) {{ @sou[pid, $fd] = 1; }}\n"
-            "  } else if (!@sos[$lv, $op, $ret]) {\n"
-            "    @sos[$lv, $op, $ret] = 1;\n"
+            "  } else if (!@sos[@p[tid], $lv, $op, $ret]) {\n"
+            "    @sos[@p[tid], $lv, $op, $ret] = 1;\n"
             '    printf("CALL setsockopt %d %d -1 %d %d 0 0\\n", tid, $ret, $lv, $op);\n'
             "  }\n"
             "  delete(@sfd[tid]); delete(@slv[tid]); delete(@sop[tid]); delete(@sval[tid]);\n}\n")
@@ -165,8 +165,8 @@ def script() -> str:
             " @fcmd[tid] = args->cmd; @farg[tid] = args->arg; }\n"
             "tracepoint:syscalls:sys_exit_fcntl /@ffd[tid]/ {\n"
             f"  $cmd = @fcmd[tid]; {_RET}\n"
-            f"  if ($cmd == {F_SETLEASE} || !@fcs[$cmd, $ret]) {{\n"
-            "    @fcs[$cmd, $ret] = 1;\n"
+            f"  if ($cmd == {F_SETLEASE} || !@fcs[@p[tid], $cmd, $ret]) {{\n"
+            "    @fcs[@p[tid], $cmd, $ret] = 1;\n"
             '    printf("CALL fcntl %d %d %d %d %d\\n", tid, $ret, @ffd[tid] - 1, $cmd,'
             " @farg[tid]);\n"
             "  }\n"
@@ -178,8 +178,8 @@ def script() -> str:
             f"tracepoint:syscalls:sys_enter_{c} /@p[tid]/ {{ @mprot[tid] = args->prot + 1; }}\n"
             f"tracepoint:syscalls:sys_exit_{c} /@mprot[tid]/ {{\n"
             f"  $prot = @mprot[tid] - 1; {_RET}\n"
-            f"  if (!@mem[{i}, $prot, $ret]) {{\n"
-            f"    @mem[{i}, $prot, $ret] = 1;\n"
+            f"  if (!@mem[@p[tid], {i}, $prot, $ret]) {{\n"
+            f"    @mem[@p[tid], {i}, $prot, $ret] = 1;\n"
             f'    printf("CALL {c} %d %d %d\\n", tid, $ret, $prot);\n'
             "  }\n"
             "  delete(@mprot[tid]);\n}\n")

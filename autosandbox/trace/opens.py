@@ -11,7 +11,9 @@ thread; opens are reported from the moment strace executes the program, so strac
 ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder),
 checked against the directory the kernel names by its inode; the kernel also names the root of a
 process in a chroot, so the recorder places its absolute paths below the right directory.
-The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap).
+The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap),
+the syscall set and the granted capability checks (trace/kernel_sets.py). Every de-duplication
+is per class (kernel_sets.py): what a unit's `+` line did never hides the same of a sandboxed line.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from autosandbox import commands, interrupts, procs
+from autosandbox.linux.capabilities import cap_name
 from autosandbox.linux.files import is_inode
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
-from autosandbox.trace import kernel
+from autosandbox.trace import kernel, kernel_sets
 from autosandbox.trace.kernel import CallRecord
+from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED, SyscallRecord
 
 log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
@@ -46,6 +50,9 @@ PENDING_MAX = 8192
 SEEN_MAX = 16384
 _SAFE_LITERAL = re.compile(r"^[A-Za-z0-9/._:@+-]*$")
 _RECORD = re.compile(r"^OPEN (\d+) (-?\d+) (-?\d+) (-?\d+) (\d+) (\d+) (.*)$")
+# getpgid() of this pid (above any pid_max: it fails with ESRCH) by us is the flush marker
+MARK_PID = 0x7FFFFFF0
+_MARK_LINE = re.compile(r"^MARK (\d+)$")
 _ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 _MARK = re.compile("\x00([0-9a-f]{2})")  # an escaped byte, once told from a literal "\\x"
 AT_FDCWD = -100
@@ -88,6 +95,9 @@ class OpenRecord:
         return "|".join(names)
 
 
+Record = OpenRecord | CallRecord | SyscallRecord  # what the BPF program reports as it goes
+
+
 def bpftrace_path() -> str | None:
     return shutil.which("bpftrace")
 
@@ -115,26 +125,33 @@ def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
     exit_ = ",".join(f"tracepoint:syscalls:sys_exit_{c}" for c in calls)
     join = ""
     if gate_prefix is not None:
+        # a `+` line's shim opens its gate read-write (gate.py): the privileged class
         join = (f'tracepoint:syscalls:sys_enter_openat /!@t[tid] && comm == "sh"/ {{\n'
+                "  $rw = (args->flags & 3) == 2;\n"
                 f'  if (strncmp(str(args->filename), "{gate_prefix}", {len(gate_prefix)}) == 0)'
-                " { @t[tid] = 1; }\n}\n")
+                f" {{ @t[tid] = $rw ? {PRIVILEGED} : {SANDBOXED}; }}\n}}\n")
     # open(2) has no dirfd: it behaves as openat(AT_FDCWD, ...).
     per_call = "\n".join(
         f"tracepoint:syscalls:sys_enter_{c} /@p[tid]/ {{ @fn[tid] = args->filename; "
         f"@fl[tid] = args->flags; @dfd[tid] = {'(int32)args->dfd' if c == 'openat' else -100}; }}"
         for c in calls)
-    roots = "".join(f"@t[{int(pid)}] = 1; " for pid in root_pids)
+    roots = "".join(f"@t[{int(pid)}] = {SANDBOXED}; " for pid in root_pids)
+    mark = (f"tracepoint:syscalls:sys_enter_getpgid /pid == {os.getpid()}/ {{"
+            f' if (args->pid == {MARK_PID}) {{ printf("MARK %d\\n", cpu); }} }}')
     return f"""
-BEGIN {{ {roots}printf("READY\\n"); }}
+BEGIN {{ @t[0] = 0; delete(@t[0]); {roots}printf("READY\\n"); }}
+{mark}
 tracepoint:sched:sched_process_fork {{ $pp = args->parent_pid; $cp = args->child_pid;
-  if (@t[$pp]) {{ @t[$cp] = 1; }} if (@p[$pp]) {{ @p[$cp] = 1; }} }}
+  if (@t[$pp]) {{ @t[$cp] = @t[$pp]; }} if (@p[$pp]) {{ @p[$cp] = @p[$pp]; }} }}
 tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{ delete(@t[tid]); delete(@p[tid]); }}
 tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
-/@t[tid] && comm == "strace"/ {{ @p[tid] = 1; @root0 = (uint64)curtask->fs->root.dentry; }}
+/@t[tid] && comm == "strace"/ {{ $c = @t[tid]; @p[tid] = $c;
+  @root0 = (uint64)curtask->fs->root.dentry; {kernel_sets.exec_marks()} }}
 {join}{per_call}
-{kernel.script()}{exit_} /@fn[tid]/ {{
+{kernel.script()}{kernel_sets.script()}{exit_} /@fn[tid]/ {{
   $p = str(@fn[tid]); $ret = args->ret; $dfd = @dfd[tid];
-  $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + ($ret >= 0 ? 1 : 0));
+  $bit = 1 << (((@fl[tid] & {_WRITE_BITS}) != 0 ? 2 : 0) + ($ret >= 0 ? 1 : 0)
+               + (@p[tid] == {PRIVILEGED} ? 4 : 0));
   $show = 1; $dev = (uint32)0; $ino = (uint64)0;
   if (strncmp($p, "/", 1) == 0) {{
     $root = curtask->fs->root.dentry;
@@ -157,8 +174,8 @@ tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
   }}
   delete(@fn[tid]); delete(@fl[tid]); delete(@dfd[tid]);
 }}
-END {{ clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd); clear(@seen); clear(@root0);
-  {kernel.end_clears()} }}
+END {{ {kernel_sets.end()} clear(@t); clear(@p); clear(@fn); clear(@fl); clear(@dfd);
+  clear(@seen); clear(@root0); {kernel.end_clears()} }}
 """
 
 
@@ -195,24 +212,28 @@ class OpenTracer:
 
     def __init__(self, root_pids: Sequence[int] = (), gate_prefix: str | None = None,
                  ready_timeout: float = 60.0,
-                 on_record: Callable[[OpenRecord | CallRecord], bool] | None = None) -> None:
+                 on_record: Callable[[Record], bool] | None = None) -> None:
         """`on_record` takes each record as it comes and says whether a followed process made
         it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all."""
         bpftrace = bpftrace_path()
         if bpftrace is None:
             raise OSError("bpftrace is not installed")
-        self.records: list[OpenRecord | CallRecord] = []
+        self.records: list[Record] = []
         self.on_record = on_record
-        self._pending: collections.deque[OpenRecord | CallRecord] = collections.deque()
+        self._pending: collections.deque[Record] = collections.deque()
         self.overflow = 0  # records of unknown threads dropped once PENDING_MAX were held
         self.foreign = 0  # records no recorder took, even at the end
         self.unattributed = 0  # overflow + foreign, once delivered: opens the profile misses
         self.warnings: list[str] = []
+        # class (kernel_sets) -> capability -> checks the kernel granted (printed at the end)
+        self.granted: dict[int, dict[str, int]] = {}
         self.lost = 0
         self._unreadable = 0
         self._cut = 0
         self._closed = False
         self._ready = threading.Event()
+        self._marks: set[int] = set()  # CPUs whose records bpftrace has printed (flush())
+        self._marked = threading.Condition()
         env = {**os.environ, "BPFTRACE_STRLEN": str(STRLEN),
                "BPFTRACE_MAP_KEYS_MAX": "65536",
                # 4 MiB of event buffer per CPU (default 256 KiB): a burst of new paths is
@@ -258,34 +279,56 @@ class OpenTracer:
     def _read(self) -> None:
         assert self._proc.stdout is not None
         seen: set[tuple[int, str, str | None, tuple[int, int] | None, bool, bool]] = set()
-        for line in self._proc.stdout:
+        for raw in self._proc.stdout:
+            line = raw.rstrip("\n")
             if line.startswith("OPEN "):
-                rec = self._parse(line.rstrip("\n"))
-                if rec is None:
-                    continue
-                # Relative opens come every time: keep one per process and kind, so a long
-                # session's memory does not grow with its requests (and forget past SEEN_MAX).
-                # (Absolute paths come once each already: the BPF program remembers them.)
-                if rec.raw_absolute and rec.root is None:
-                    self._take(rec)
-                    continue
-                key = (rec.tid, rec.path, rec.dir_path, rec.root, bool(rec.flags & _WRITE_BITS),
-                       rec.ret >= 0)
-                if key not in seen:
-                    if len(seen) >= SEEN_MAX:
-                        seen.clear()
-                    seen.add(key)
-                    self._take(rec)
-            elif line.startswith(("CALL ", "USED ")):
-                call = kernel.parse(line.rstrip("\n"))
-                if call is not None:
-                    self._take(call)
-            elif line.startswith("READY"):
-                self._ready.set()
-            else:
+                self._open(line, seen)
+            elif not self._other(line):
                 self._lost(line)
 
-    def _take(self, rec: OpenRecord | CallRecord) -> None:
+    def _open(self, line: str,
+              seen: set[tuple[int, str, str | None, tuple[int, int] | None, bool, bool]]) -> None:
+        rec = self._parse(line)
+        if rec is None:
+            return
+        # Relative opens come every time: keep one per process and kind, so a long session's
+        # memory does not grow with its requests (and forget past SEEN_MAX). (Absolute paths
+        # come once each already: the BPF program remembers them.)
+        if rec.raw_absolute and rec.root is None:
+            self._take(rec)
+            return
+        key = (rec.tid, rec.path, rec.dir_path, rec.root, bool(rec.flags & _WRITE_BITS),
+               rec.ret >= 0)
+        if key not in seen:
+            if len(seen) >= SEEN_MAX:
+                seen.clear()
+            seen.add(key)
+            self._take(rec)
+
+    def _other(self, line: str) -> bool:
+        """A line of the program other than an open; False if it is none of ours."""
+        if line.startswith(("CALL ", "USED ", "SYS ")):
+            rec = kernel_sets.parse(line) if line.startswith("SYS ") else kernel.parse(line)
+            if rec is not None:
+                self._take(rec)
+        elif line.startswith("@capn["):
+            count = kernel_sets.parse_count(line)
+            if count is not None:
+                cls, cap, n = count
+                self.granted.setdefault(cls, {})[cap_name(cap)] = n
+        elif line.startswith("READY"):
+            self._ready.set()
+        elif line.startswith("MARK "):
+            m = _MARK_LINE.match(line)
+            if m is not None:
+                with self._marked:
+                    self._marks.add(int(m.group(1)))
+                    self._marked.notify_all()
+        else:
+            return False
+        return True
+
+    def _take(self, rec: Record) -> None:
         if self.on_record is None:
             self.records.append(rec)
         elif not self.on_record(rec):
@@ -358,12 +401,41 @@ class OpenTracer:
         root = (dev, ino) if path.startswith("/") and ino else None
         return OpenRecord(tid, flags & 0xFFFFFFFF, ret, path, dir_path, root, start_dir)
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until bpftrace has printed every record the kernel holds for it (call once the
+        traced processes ended): stopped before, it would drop what it had not read yet (seen
+        on a busy machine: 300 of 956 files created, gone without a "lost" warning). Records
+        are in order per CPU, so a marker call made on each CPU, once printed, says that CPU's
+        earlier records were. False if that did not happen within `timeout` s."""
+        old = os.sched_getaffinity(0)
+        with self._marked:
+            self._marks.clear()
+        try:
+            for cpu in sorted(old):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, {cpu})  # this thread only
+                    os.getpgid(MARK_PID)
+        finally:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, old)
+        with self._marked:
+            done = self._marked.wait_for(lambda: old <= self._marks or self._proc.poll() is
+                                         not None, timeout)
+        # CPUs we may not run on (a cpuset) cannot be marked: their records get a moment
+        online = os.cpu_count() or len(old)
+        if done and len(old) < online:
+            time.sleep(0.5)
+        return done and old <= self._marks
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         began = time.monotonic()
         log.debug("stopping bpftrace (pid %d)", self._proc.pid)
+        if self._proc.poll() is None and not interrupts.interrupted() and not self.flush():
+            self.warnings.append("bpftrace did not catch up with the kernel's records within "
+                                 "10 s: opens and calls may be missing")
         if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(signal.SIGINT)  # bpftrace detaches and runs END

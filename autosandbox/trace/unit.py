@@ -56,6 +56,7 @@ from autosandbox.systemd.manager import (
     current_scope,
 )
 from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.trace import kernel_sets
 from autosandbox.trace.command import (
     Progress,
     add_kernel_capabilities,
@@ -75,6 +76,7 @@ from autosandbox.trace.gate import (
     shim_script,
     slice_cgroup,
 )
+from autosandbox.trace.kernel_sets import SANDBOXED
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.stream import TraceStream
@@ -178,13 +180,15 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
             if e.kind != kind:
                 continue
             shim: list[str] = []
+            plus = "privileged" in e.flags
             output = ["-o", str(fifos[e])] if e in fifos else []
             if gates is not None and gates.per_instance:
                 # the instance's own FIFO comes through its gate (gate.py)
-                shim = ["/bin/sh", "-c", instance_shim_script(gates.control, i),
+                shim = ["/bin/sh", "-c", instance_shim_script(gates.control, i,
+                                                               privileged=plus),
                         "autosandbox-shim"]
             elif gates is not None:
-                shim = ["/bin/sh", "-c", shim_script(gates.control, gates.gates[i], i),
+                shim = ["/bin/sh", "-c", shim_script(gates.control, gates.gates[i], i, plus),
                         "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
             words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
@@ -424,17 +428,20 @@ class _UnitTrace:
         # matches the gates by this path (a longer unit name falls back to strace's opens).
         gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=self.state_dir))
         os.chmod(gate_dir, 0o711)
-        if cap_capable_available():
-            self.tracer = CapabilityTracer(None)
-            self.tracer.__enter__()
         if fast:
-            self.systracer = SyscallSetTracer(None, self._is_program).__enter__()
             # The shims open their gates: that is how bpftrace learns the unit's processes.
             self.open_tracer, why_not = start_open_tracer(
                 gate_prefix=f"{gate_dir}/gate-",
                 on_record=kernel_open_sink(self.recorders))
             if why_not is not None:
                 self.notes.append(why_not)
+        # The BPF program, where it runs, also records the syscall set and the capability
+        # checks (kernel_sets.py); else tracefs instances do, which cost far more.
+        if cap_capable_available() and self.open_tracer is None:
+            self.tracer = CapabilityTracer(None)
+            self.tracer.__enter__()
+        if fast and self.open_tracer is None:
+            self.systracer = SyscallSetTracer(None, self._is_program).__enter__()
         # identical lines share one stream
         self.line_streams = [self.streams[e] for e in self.info.exec_lines if e in self.streams]
         if self.per_conn:
@@ -640,8 +647,14 @@ class _UnitTrace:
         # per connection: each instance's profile merged into the template's
         pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams])
         events = sum(s.events for e, s in streams if "privileged" not in e.flags)
+        if self.open_tracer is not None:
+            # The kernel reports a call once per class: an instance left out above may have
+            # been the first to make it, so every sandboxed line's calls count.
+            add_syscall_set(profile, set().union(*(
+                s.recorder.kernel_syscalls for e, s in self.all_streams()
+                if "privileged" not in e.flags)), "bpftrace:raw_syscalls")
         if self.systracer is not None:
-            add_syscall_set(profile, self.systracer.syscalls_for(pids))
+            add_syscall_set(profile, self.systracer.syscalls_for(pids), "tracefs:raw_syscalls")
         if self.gates is not None:
             profile.warnings.extend(self.gates.warnings())
         self._add_kernel_evidence(profile, pids, outside)
@@ -674,9 +687,12 @@ class _UnitTrace:
         else:
             self.notes.append(f"audit was not used: {self.audit_why}")
         if self.tracer is not None:
-            profile.add_source("tracefs:cap_capable")
             # a process in a user namespace of its own is granted its checks there, not ours
-            add_kernel_capabilities(profile, self.tracer.granted_for(pids - outside))
+            add_kernel_capabilities(profile, self.tracer.granted_for(pids - outside),
+                                    "tracefs:cap_capable")
+        elif self.open_tracer is not None and kernel_sets.caps_available():
+            add_kernel_capabilities(profile, self.open_tracer.granted.get(SANDBOXED, {}),
+                                    "bpftrace:cap_capable")
         else:
             profile.add_source("syscall-inference")
 

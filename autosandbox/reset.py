@@ -21,18 +21,16 @@ from autosandbox.systemd.dropins import (
     dropin_path,
     remove_dropin,
     state_dir_of,
-    unit_lock,
 )
 from autosandbox.systemd.instances import is_template, prefix_of, running_instances, slice_of
 from autosandbox.systemd.manager import (
     RUNNING,
     Manager,
-    check_unit_name,
     current_scope,
     use_scope,
     user_scope,
 )
-from autosandbox.systemd.session import require_root
+from autosandbox.systemd.session import UnitSession, check_name, require_root
 from autosandbox.trace.unit import detach_strace
 from autosandbox.validate.snapshot import Snapshot, restore
 
@@ -41,8 +39,8 @@ def reset_unit(unit: str | None) -> list[str]:
     """Undo what killed autosandbox runs left: those of `unit` (and its trace or trial drop-in,
     by name), or with None every run on record whose owner is dead. Lines say what was done."""
     require_root()
-    if unit is not None and not is_template(unit):
-        check_unit_name(unit)
+    if unit is not None:
+        check_name(unit)
     uid = current_scope().uid
     runs = [r for r in runstate.runs() if r.pid != os.getpid()
             and (unit is None or (r.unit == unit and r.manager_uid == uid))]
@@ -89,7 +87,7 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     mgr = Manager()
     if not is_template(unit):  # a template's instances are never restarted: only files go
         mgr.info(unit)
-    with unit_lock(unit):
+    with UnitSession(unit):
         done: list[str] = []
         # restarted only if a run changed it (or a drop-in of ours may have been loaded)
         touched = any(e["kind"] in ("dropin", "changed", "revert")

@@ -1,21 +1,34 @@
-"""What every command that touches a unit shares: root, signals, and the unit's own files.
+"""What every command that touches a unit shares: root, the unit's lock, signals, a restore
+whatever happens, and the unit's own files.
 
-learn, validate, apply, revert and reset all run as root, unwind on SIGTERM/SIGHUP as on
-Ctrl-C, and read the unit's settings as systemd reads them (fragment, then drop-ins)."""
+learn, validate, apply, revert and reset each hold a unit through one UnitSession (the same
+steps in the same order); all of them read the unit's settings as systemd reads them
+(fragment, then drop-ins)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux.elf import opens_sessions
 from autosandbox.systemd import analyze
-from autosandbox.systemd.dropins import APPLIED_DROPIN
-from autosandbox.systemd.manager import ServiceInfo
+from autosandbox.systemd.dropins import APPLIED_DROPIN, TRACE_DROPIN, TRIAL_DROPIN, unit_lock
+from autosandbox.systemd.instances import is_template
+from autosandbox.systemd.manager import ServiceInfo, check_unit_name, current_scope
+
+# When a session's restore runs: "exit" however the body ends (validate: the unit goes back
+# after every run), "error" when it raised (learn: the trace restores the unit itself; its
+# FIFOs go), "interrupt" on a signal only (apply: a finished apply, healthy or rolled back by
+# itself, is not undone).
+RestoreOn = Literal["exit", "error", "interrupt"]
+
+_DROPIN_KINDS = {TRACE_DROPIN: "trace", TRIAL_DROPIN: "trial"}
 
 
 def require_root() -> None:
@@ -24,15 +37,61 @@ def require_root() -> None:
                         "unit): run with sudo")
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP unwind like Ctrl-C, so the unit is always restored (interrupts.py:
-    a second signal does not cut the restore)."""
-    old = interrupts.install()
-    try:
-        yield
-    finally:
-        interrupts.restore(old)
+def check_name(unit: str) -> None:
+    """A service's name; a template (NAME@.service) is checked by what resolves it to the
+    Accept=yes socket that starts it (learn_target, instances.template_socket)."""
+    if not is_template(unit):
+        check_unit_name(unit)
+
+
+class UnitSession:
+    """One command's hold on one unit, in one order. Made: root, then the unit's name (before
+    anything is asked of systemd). Entered: the unit's lock (one autosandbox per unit), then
+    SIGTERM and SIGHUP unwind like Ctrl-C, then `own_dropin` (the runtime drop-in the command
+    writes) left by an earlier run is refused. Left: `restore` runs when `restore_on` says,
+    shielded (interrupts.py: no signal cuts it short; one that came inside is raised once it
+    is done), then the signal handlers and the lock are put back.
+
+    `restore` may be given once what it puts back exists (validate: after its snapshot)."""
+
+    def __init__(self, unit: str, *, own_dropin: Path | None = None,
+                 restore: Callable[[], object] | None = None,
+                 restore_on: RestoreOn = "exit") -> None:
+        require_root()
+        check_name(unit)
+        self.unit = unit
+        self.own_dropin = own_dropin
+        self.restore = restore
+        self.restore_on = restore_on
+        self._held: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> UnitSession:
+        with contextlib.ExitStack() as held:
+            held.enter_context(unit_lock(self.unit))
+            held.callback(interrupts.restore, interrupts.install())
+            dropin = self.own_dropin
+            if dropin is not None and dropin.exists():
+                again = f"autosandbox reset {self.unit}{current_scope().flag()}"
+                raise UserError(f"a {_DROPIN_KINDS[dropin.name]} drop-in from an earlier run "
+                                f"is still installed ({dropin}): run '{again}' first")
+            self._held = held.pop_all()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        held, self._held = self._held, None
+        assert held is not None, "a UnitSession is entered once"
+        with held:
+            if self.restore is not None and self._due(kind):
+                with interrupts.shielded():
+                    self.restore()
+
+    def _due(self, kind: type[BaseException] | None) -> bool:
+        if self.restore_on == "exit":
+            return True
+        if self.restore_on == "error":
+            return kind is not None
+        return kind is not None and issubclass(kind, KeyboardInterrupt)
 
 
 def _unit_files(info: ServiceInfo, exclude: Path) -> Iterator[tuple[str, str]]:

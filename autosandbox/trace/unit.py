@@ -32,7 +32,6 @@ from autosandbox.systemd.dropins import (
     dropin_path,
     remove_dropin,
     state_dir_of,
-    unit_lock,
     unit_state_dir,
     write_dropin,
 )
@@ -55,7 +54,7 @@ from autosandbox.systemd.manager import (
     check_unit_name,
     current_scope,
 )
-from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.systemd.session import UnitSession, existing_settings
 from autosandbox.trace import kernel_sets
 from autosandbox.trace.command import (
     Progress,
@@ -294,9 +293,11 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
     `scheduled`: the unit is not restarted; the runs its timer starts are traced.
     `per_connection`: `unit` is a template (NAME@.service) an Accept=yes socket starts: each
     instance started in the window is traced on its own, none is stopped or restarted."""
-    require_root()
-    if not per_connection:
-        check_unit_name(unit)
+    dropin = dropin_path(unit, TRACE_DROPIN)
+    # a trace that fails or is cut leaves no FIFOs (also when cut after the unit's restore,
+    # while the profile is built); the unit itself is restored by _UnitTrace.run
+    session = UnitSession(unit, own_dropin=dropin, restore_on="error",
+                          restore=lambda: shutil.rmtree(state_dir_of(unit), ignore_errors=True))
     strace = require_strace()
     mgr = Manager()
     info = template_info(mgr, unit) if per_connection else mgr.info(unit)
@@ -308,19 +309,10 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
                  else f"RootImage={info.root_image}")
         raise UserError(f"{unit} runs in a root of its own ({which}): tracing it is not "
                         "supported (strace and its FIFOs are not there); nothing was changed")
-    dropin = dropin_path(unit, TRACE_DROPIN)
-    with unit_lock(unit), terminate_as_interrupt():
-        if dropin.exists():
-            raise UserError(f"a trace drop-in from an earlier run is still installed ({dropin}):"
-                            f" run 'autosandbox reset {unit}{current_scope().flag()}' first")
-        try:
-            plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled,
-                         per_connection)
-            return _UnitTrace(mgr, info, strace, dropin, plan).run()
-        except BaseException:
-            # also when cut after the restore, while the profile is built: its FIFOs go too
-            shutil.rmtree(state_dir_of(unit), ignore_errors=True)
-            raise
+    with session:
+        plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled,
+                     per_connection)
+        return _UnitTrace(mgr, info, strace, dropin, plan).run()
 
 
 @dataclass(frozen=True)

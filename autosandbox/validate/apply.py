@@ -8,7 +8,6 @@ import difflib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from autosandbox.systemd.dropins import (
     file_attrs,
     missing_dirs,
     remove_file,
-    unit_lock,
     write_file,
     write_like,
 )
@@ -30,11 +28,10 @@ from autosandbox.systemd.journal import journal_cursor
 from autosandbox.systemd.manager import (
     Manager,
     ServiceInfo,
-    check_unit_name,
     current_scope,
     template_of,
 )
-from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.systemd.session import UnitSession, check_name, existing_settings
 from autosandbox.validate.candidate import read_candidate
 from autosandbox.validate.health import Health, HealthChecks, judge
 from autosandbox.validate.perconn import connection_trial, require_connections
@@ -82,19 +79,15 @@ def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
     return judge(mgr, unit, service_type, checks, mgr.restart(unit))
 
 
-def _installed(unit: str, template: bool = False,
-               root: bool = True) -> tuple[Manager, ServiceInfo, Path, Path]:
-    """What apply and revert work on: systemd, the unit, the /etc drop-in, our backups.
-    `template`: the drop-in and backups are those of every instance of the unit's template.
-    A template started per connection (NAME@.service of an Accept=yes socket) is named as
-    such: its info is the template's."""
-    if root:
-        require_root()
+def _installed(unit: str, template: bool = False) -> tuple[Manager, ServiceInfo, Path, Path]:
+    """What apply, revert and diff work on (they check its name first): systemd, the unit,
+    the /etc drop-in, our backups. `template`: the drop-in and backups are those of every
+    instance of the unit's template. A template started per connection (NAME@.service of an
+    Accept=yes socket) is named as such: its info is the template's."""
     mgr = Manager()
     if template_socket(mgr, unit) is not None:
         return (mgr, template_info(mgr, unit), dropin_path(unit, APPLIED_DROPIN, runtime=False),
                 _state_dir(unit))
-    check_unit_name(unit)
     where = template_of(unit) if template else unit
     return (mgr, mgr.info(unit), dropin_path(where, APPLIED_DROPIN, runtime=False),
             _state_dir(where))
@@ -131,11 +124,14 @@ def _ours(changes: list[Change]) -> list[Change]:
 def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
           template: bool = False) -> Applied:
     check_applicable(unit, text, force)
+    # a signal rolls back to the file that was there before
+    undo = _Undo()
+    session = UnitSession(unit, restore=undo.run, restore_on="interrupt")
     mgr, info, target, state = _installed(unit, template)
     socket = template_socket(mgr, unit)
     if socket is not None:
         require_connections(checks, unit, socket)
-    with unit_lock(unit), terminate_as_interrupt(), _undo_if_interrupted() as undo:
+    with session:
         disk = _watch(info, text, target)
         disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
@@ -235,22 +231,10 @@ class _Undo:
             mgr.stop(info.name)
 
 
-@contextlib.contextmanager
-def _undo_if_interrupted() -> Iterator[_Undo]:
-    """A signal during apply rolls back to the file that was there before (shielded: a
-    second signal does not cut the roll-back short)."""
-    undo = _Undo()
-    try:
-        yield undo
-    except KeyboardInterrupt:
-        with interrupts.shielded():
-            undo.run()
-        raise
-
-
 def revert(unit: str, template: bool = False) -> list[str]:
+    session = UnitSession(unit)
     mgr, info, target, state = _installed(unit, template)
-    with unit_lock(unit), terminate_as_interrupt():
+    with session:
         meta_file = state / "state.json"
         if not meta_file.exists():
             raise UserError(f"nothing to revert: autosandbox has not applied a drop-in to {unit}")
@@ -314,7 +298,8 @@ def _pause_for_tests(point: str) -> None:
 
 
 def diff(unit: str, text: str, template: bool = False) -> str:
-    _, info, target, _ = _installed(unit, template, root=False)
+    check_name(unit)
+    _, info, target, _ = _installed(unit, template)
     current = target.read_text(encoding="utf-8") if target.exists() else ""
     out = list(difflib.unified_diff(current.splitlines(keepends=True),
                                     text.splitlines(keepends=True),

@@ -25,7 +25,6 @@ from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
     dropin_path,
     remove_dropin,
-    unit_lock,
     write_dropin,
 )
 from autosandbox.systemd.instances import (
@@ -36,8 +35,8 @@ from autosandbox.systemd.instances import (
     template_socket,
 )
 from autosandbox.systemd.journal import journal_cursor, journal_lines
-from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name, current_scope
-from autosandbox.systemd.session import existing_settings, require_root, terminate_as_interrupt
+from autosandbox.systemd.manager import Manager, ServiceInfo, current_scope
+from autosandbox.systemd.session import UnitSession, existing_settings
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     Denial,
@@ -159,54 +158,34 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
     synth/sensitive.py withholds). `per_connection`: `unit` is a template started by this
     Accept=yes socket: the candidate goes to the template's drop-in, nothing is restarted,
     each trial's checks drive connections through the socket (perconn.py)."""
-    require_root()
+    dropin = dropin_path(unit, TRIAL_DROPIN)
+    session = UnitSession(unit, own_dropin=dropin)
     mgr = Manager()
     per_connection = per_connection or template_socket(mgr, unit)
     if per_connection:
         require_connections(checks, unit, per_connection)
         info = template_info(mgr, unit)
     else:
-        check_unit_name(unit)
         info = mgr.info(unit)
-    dropin = dropin_path(unit, TRIAL_DROPIN)
-    with unit_lock(unit), terminate_as_interrupt():
-        if dropin.exists():
-            again = f"autosandbox reset {unit}{current_scope().flag()}"
-            raise UserError(f"a trial drop-in from an earlier run is still installed "
-                            f"({dropin}): run '{again}' first")
+    left: list[str] = []
+    with session:
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
                    [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
         run.per_connection = per_connection
-        validation: Validation | None = None
-        try:
-            run.keep_for_reset()
-            validation = run.loop(candidate, max_trials)
-        finally:
-            loaded = remove_dropin(dropin)  # written: systemd may have loaded it
-            if loaded:
-                mgr.reload()
-            if per_connection:
-                pass  # its instances end with their connections; the socket listens on
-            elif not loaded and unit not in mgr.changed:
-                pass  # interrupted before the first trial: the unit runs as it was found
-            elif info.running:
-                mgr.reset_failed(unit)
-                mgr.restart(unit)
-            else:
-                mgr.stop(unit)
-                mgr.reset_failed(unit)
-            left = run.put_back()
-        if left:
-            validation.notes += [f"on disk after validation: {x}" for x in left]
-        if per_connection:
-            validation.per_connection = per_connection
-            counts = [t.instances or 0 for t in validation.trials]
-            validation.notes.append(
-                f"{sum(counts)} instance(s) of {unit} started through {per_connection} in "
-                f"{len(counts)} trial(s) ({', '.join(map(str, counts))}); the socket and "
-                "instances already running were left alone")
-        return validation
+        session.restore = lambda: left.extend(run.restore_unit())
+        run.keep_for_reset()
+        validation = run.loop(candidate, max_trials)
+    if left:
+        validation.notes += [f"on disk after validation: {x}" for x in left]
+    if per_connection:
+        validation.per_connection = per_connection
+        counts = [t.instances or 0 for t in validation.trials]
+        validation.notes.append(
+            f"{sum(counts)} instance(s) of {unit} started through {per_connection} in "
+            f"{len(counts)} trial(s) ({', '.join(map(str, counts))}); the socket and "
+            "instances already running were left alone")
+    return validation
 
 
 class _Run:
@@ -375,6 +354,25 @@ class _Run:
         """The disk as found, in the run's record: a kill between a trial's change and its
         restore is put back by `reset` (less what the unit as found changes itself)."""
         self.before.keep_for_reset(self.info.name, self.noise_paths)
+
+    def restore_unit(self) -> list[str]:
+        """The unit as it was found, then the disk (put_back's lines): the validation's
+        restore, run by its UnitSession however the validation ends."""
+        mgr, unit = self.mgr, self.info.name
+        loaded = remove_dropin(self.dropin)  # written: systemd may have loaded it
+        if loaded:
+            mgr.reload()
+        if self.per_connection:
+            pass  # its instances end with their connections; the socket listens on
+        elif not loaded and unit not in mgr.changed:
+            pass  # interrupted before the first trial: the unit runs as it was found
+        elif self.info.running:
+            mgr.reset_failed(unit)
+            mgr.restart(unit)
+        else:
+            mgr.stop(unit)
+            mgr.reset_failed(unit)
+        return self.put_back()
 
     def put_back(self) -> list[str]:
         """After the unit is restored: what differs from the snapshot, put back where we can."""

@@ -1,6 +1,9 @@
-"""What a denial names, granted on one row, where relaxing is more than a step down the
-ladder (validate/relax.py decides which). Each takes the candidate and returns a new one with
-the Relaxation it made (None: nothing); the records relaxation shares live here too."""
+"""What a denial names, granted on one row: the functions the catalogue's relaxation triggers
+refer to (synth/catalogue.py, Trigger), where relaxing is more than a step down the ladder.
+Each takes the candidate and returns a new one with the Relaxation it made (None: nothing).
+
+The records relaxation shares (Relaxation, Evidence) live here, below the catalogue that
+names these functions, so that relax.py can walk the catalogue."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Relaxing a candidate: with evidence first (a denied path, a refused family), else one step
-down the ladder of the directive bisection blamed. The catalogue says how each one relaxes;
-grants.py widens a row by what a denial names. Every relaxation returns a new Sandbox; the
-one given is left as it was (a trial's record keeps the candidate it ran with)."""
+down the ladder of the directive bisection blamed. The catalogue says how each one relaxes:
+which denials name a row (its triggers) and, where that is more than a step, the function
+in grants.py that widens it. Every relaxation returns a new Sandbox; the one given is left
+as it was (a trial's record keeps the candidate it ran with)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,7 @@ from autosandbox.synth.model import Omission, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
 from autosandbox.validate.denials import Denial
-from autosandbox.validate.grants import (
-    Evidence,
-    Relaxation,
-    Relaxed,
-    add_capability,
-    add_family,
-    add_writable,
-    allow_syscall,
-    family_to_add,
-    filter_refuses,
-    with_writable,
-)
+from autosandbox.validate.grants import Evidence, Relaxation, Relaxed, with_writable
 from autosandbox.validate.snapshot import Change
 
 
@@ -87,11 +77,8 @@ LOOKUPS = frozenset({"stat", "lstat", "newfstatat", "fstatat64", "statx", "acces
                      "listxattr", "llistxattr", "statfs"})
 
 
-# Rows a denial relaxes one step (the catalogue's relax_kinds/relax_paths); a row named by
-# the errno alone comes first: a journal line may mention a path that is not the object.
-_DENIAL_ROWS = sorted((d for d in CATALOGUE if d.relax_kinds or d.relax_paths),
-                      key=lambda d: bool(d.relax_paths))
-_API_FS = ("/proc/", "/sys/", "/dev/")
+# Every row's triggers, in the order they are tried: catalogue.Stage, then catalogue order.
+_TRIGGERS = sorted(((d, t) for d in CATALOGUE for t in d.relax), key=lambda dt: dt[1].stage)
 
 
 def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int,
@@ -108,23 +95,22 @@ def relax_by_evidence(sb: Sandbox, denials: list[Denial], trial: int,
 
 
 def _relax_for(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
-    """The one relaxation a denial is evidence for, the most specific first: a refused
-    family, a refused call (the filter's, else a capability's), a catalogue row the denial
-    names, a path made writable, a capability for an access its mode bits refuse."""
-    if dn.kind == "eafnosupport" and family_to_add(sb, dn):
-        return add_family(sb, dn, trial, ev)
-    if dn.kind == "eperm" and dn.syscall:
-        if filter_refuses(sb, dn):
-            return allow_syscall(sb, dn, trial, ev)
-        return add_capability(sb, dn, trial, ev)
-    row = next((d.name for d in _DENIAL_ROWS
-                if sb.values(d.name) is not None and d.relaxed_by(dn.kind, dn.path)), None)
-    if row is not None:
-        return relax_row(sb, row, trial, f"{dn.source}: {dn.text}")
-    if dn.path and dn.kind == "erofs" and not dn.path.startswith(_API_FS):
-        return add_writable(sb, dn, trial, ev)
-    if dn.kind == "eacces" and dn.path:
-        return add_capability(sb, dn, trial, ev)
+    """The one relaxation a denial is evidence for: the first trigger that applies decides
+    (the most specific first: a refused family, a refused call, the filter's else a
+    capability's, a catalogue row the denial names, a path made writable, a capability for
+    an access its mode bits refuse)."""
+    for d, t in _TRIGGERS:
+        if not t.matches(dn):
+            continue
+        if t.when is not None:
+            applies = t.when(sb, dn)
+        else:  # a grant decides itself; a step needs the row set
+            applies = t.grant is not None or sb.values(d.name) is not None
+        if not applies:
+            continue
+        if t.grant is None:
+            return relax_row(sb, d.name, trial, f"{dn.source}: {dn.text}")
+        return t.grant(sb, dn, trial, ev)
     return sb, None
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from autosandbox.errors import HealthError
 from autosandbox.profile import Profile
+from autosandbox.synth.model import Sandbox
 from autosandbox.synth.specifiers import for_every_instance as for_every_instance_of
 from autosandbox.synth.subject import subject_of
-from autosandbox.synth.synthesize import Sandbox, synthesize
+from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import target_for
 from autosandbox.systemd import analyze
 from autosandbox.validate.trials import Validation, render_validated

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from autosandbox.profile import Profile
-from autosandbox.synth.synthesize import Sandbox, synthesize
+from autosandbox.synth.model import Sandbox
+from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import host_target
 from autosandbox.systemd import analyze
 from autosandbox.trace.command import trace_command

@@ -8,7 +8,8 @@ import os
 from collections.abc import Sequence
 
 from autosandbox.profile import Endpoint, Fact, Profile
-from autosandbox.synth.synthesize import Sandbox, synthesize
+from autosandbox.synth.model import Sandbox
+from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import host_target
 from autosandbox.systemd import analyze
 

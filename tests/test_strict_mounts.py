@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from autosandbox.linux.mounts import parse_mountinfo
 from autosandbox.profile import Fact
-from autosandbox.synth.synthesize import Sandbox
+from autosandbox.synth.model import Sandbox
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.relax import relax_row
 from tests.synth_profiles import synth, touch, unit_profile
@@ -62,7 +62,7 @@ def test_relaxing_protect_system_drops_them() -> None:
     p = unit_profile("web.service")
     p.mounts = dict(MOUNTS)
     sb = synth(p)
-    rel = relax_row(sb, "ProtectSystem", 3, "bisection")
+    sb, rel = relax_row(sb, "ProtectSystem", 3, "bisection")
     assert rel is not None and sb.values("ProtectSystem") == ["full"]
     assert sb.values("ReadOnlyPaths") is None  # full leaves /run writable by design
 

@@ -7,7 +7,7 @@ import pytest
 
 from autosandbox.errors import UserError
 from autosandbox.profile import Endpoint, Fact
-from autosandbox.synth.synthesize import Sandbox
+from autosandbox.synth.model import Sandbox
 
 from .synth_profiles import served, synth, touch, unit_profile, verified
 

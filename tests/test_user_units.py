@@ -13,8 +13,8 @@ import pytest
 from autosandbox.errors import UserError
 from autosandbox.profile import Fact, Profile
 from autosandbox.synth.catalogue import CATALOGUE, USER_NS
+from autosandbox.synth.model import Sandbox
 from autosandbox.synth.sensitive import withheld
-from autosandbox.synth.synthesize import Sandbox
 from autosandbox.systemd import dropins
 from autosandbox.systemd.manager import (
     SYSTEM,

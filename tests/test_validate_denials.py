@@ -15,7 +15,8 @@ import pytest
 
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import Denial, parse_denials
-from autosandbox.validate.relax import Evidence, relax_by_evidence, relax_disk
+from autosandbox.validate.grants import Evidence
+from autosandbox.validate.relax import relax_by_evidence, relax_disk
 from autosandbox.validate.snapshot import Change, Entry
 
 RECORDED = (Path(__file__).parent / "data" / "denials.journal").read_text().splitlines()
@@ -28,8 +29,8 @@ def _caps(denials: list[Denial], ev: Evidence | None = None,
     sb = parse_candidate("[Service]\nProtectSystem=strict\nCapabilityBoundingSet=\n" + extra,
                          "demo.service")
     ev = ev or Evidence()
-    relax_by_evidence(sb, denials, 2, ev)
-    return sb.values("CapabilityBoundingSet"), ev
+    relaxed, _ = relax_by_evidence(sb, denials, 2, ev)
+    return relaxed.values("CapabilityBoundingSet"), ev
 
 
 def _journal(path: str) -> list[Denial]:
@@ -103,11 +104,12 @@ def test_a_denied_write_never_grants_a_sensitive_place() -> None:
                   "openat", uid=0)
     sb = parse_candidate("[Service]\nProtectSystem=strict\n", "demo.service")
     ev = Evidence()
-    assert relax_by_evidence(sb, [cron], 2, ev) == []
+    sb, done = relax_by_evidence(sb, [cron], 2, ev)
+    assert done == []
     assert sb.values("ReadWritePaths") is None
     assert "/etc/cron.d" in ev.log[0] and "--allow-write" in ev.log[0]
     allowed = Evidence(allowed=("/etc/cron.d",))
-    assert [r.after for r in relax_by_evidence(sb, [cron], 2, allowed)] == ["/etc/cron.d"]
+    assert [r.after for r in relax_by_evidence(sb, [cron], 2, allowed)[1]] == ["/etc/cron.d"]
 
 
 def test_a_write_below_missing_directories_widens_nothing(tmp_path: Path) -> None:
@@ -115,7 +117,8 @@ def test_a_write_below_missing_directories_widens_nothing(tmp_path: Path) -> Non
     dn = Denial("erofs", str(deep), "journal", f"open {deep}: Read-only file system")
     sb = parse_candidate("[Service]\nProtectSystem=strict\n", "demo.service")
     ev = Evidence()
-    assert relax_by_evidence(sb, [dn], 2, ev) == []
+    sb, done = relax_by_evidence(sb, [dn], 2, ev)
+    assert done == []
     assert sb.values("ReadWritePaths") is None and "does not exist" in ev.log[0]
 
 
@@ -124,7 +127,7 @@ def test_a_directory_systemd_chowned_becomes_a_plain_writable_path() -> None:
                          "RuntimeDirectory=demo\nUMask=0077\n", "demo.service")
     chowned = Change("/var/lib/demo", Entry("dir", 65534, 65534, 0o700),
                      Entry("dir", 0, 0, 0o755))
-    done = relax_disk(sb, [chowned], 3, Evidence())
+    sb, done = relax_disk(sb, [chowned], 3, Evidence())
     assert [(r.directive, r.after) for r in done] == \
         [("StateDirectory", "ReadWritePaths=/var/lib/demo")]
     assert sb.values("StateDirectory") is None
@@ -133,6 +136,7 @@ def test_a_directory_systemd_chowned_becomes_a_plain_writable_path() -> None:
     # a pid file created again under UMask=0077 (memcached's 0644 -> 0600): UMask= it is,
     # not the RuntimeDirectory= it lives in
     pid = Change("/run/demo/demo.pid", Entry("file", 0, 0, 0o644), Entry("file", 0, 0, 0o600))
-    assert [(r.directive, r.after) for r in relax_disk(sb, [pid], 4, Evidence())] == \
+    sb, done = relax_disk(sb, [pid], 4, Evidence())
+    assert [(r.directive, r.after) for r in done] == \
         [("UMask", "0027")]
     assert sb.values("RuntimeDirectory") == ["demo"]

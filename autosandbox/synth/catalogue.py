@@ -4,7 +4,8 @@ Each row says which systemd version introduced it, which build feature it needs,
 restricts, how it relaxes (its ladder, tightest value first; "" means "leave it unset") and how
 a profile decides it: either the generic rules.flag_rule (the tightest value, unless one of
 `blocked_by` flags or an access below `blocked_paths` was seen) or another rule in rules.py,
-and which denials in a trial relax it one step (`relax_kinds`, `relax_paths`).
+and which denials in a trial relax it (`relax`: the errno kinds and paths that name it, and
+for a grant more than a step down the ladder, the function in validate/grants.py that makes it).
 Adding a directive is adding a row (and, for a new kind of decision, one rule).
 
 `user` says what a row does in a user's service manager (systemd --user), which runs
@@ -18,9 +19,70 @@ text is why it is left out there; "only" rows are written for user managers alon
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal
 
 from autosandbox.synth import rules
 from autosandbox.synth.paths import HOME_DIRS
+from autosandbox.validate.denials import Denial
+from autosandbox.validate.grants import (
+    Check,
+    Grant,
+    add_capability,
+    add_family,
+    add_writable,
+    allow_syscall,
+    family_to_add,
+    filter_refuses,
+)
+
+
+class Stage(IntEnum):
+    """The order relaxation tries triggers in (then catalogue order): the most specific
+    evidence first."""
+
+    CALL = 0  # the denial names what the row refused: the family, the system call
+    CALL_CAPABILITY = 1  # a refused call the filter does not explain: a capability it needs
+    ERRNO = 2  # the errno alone names the row: a journal line may mention a path that is
+    #            not the object
+    PATH = 3  # the path lies where the row hides or freezes the file system
+    ACCESS = 4  # a refused write or access no row explains: a path, a capability to grant
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A denial in a trial that relaxes a row (validate/relax.py): of one of `kinds` (erofs,
+    eacces, eperm, eafnosupport; empty: any kind), on a path matching one of `paths` ("/dir/":
+    below /dir; "/dir": /dir or below; empty: any path or none) and none of `not_paths`,
+    naming what `needs` says it must ("path", "syscall", "family"). It applies when `when`
+    says so (none: a `grant` always, a step when the row is set); then `grant` (a function
+    in validate/grants.py) widens the row by what the denial names, or, without one, the row
+    goes one step down its ladder. The first trigger that applies decides for the denial,
+    whether it relaxed anything or not."""
+
+    stage: Stage
+    kinds: frozenset[str] = frozenset()
+    paths: tuple[str, ...] = ()
+    not_paths: tuple[str, ...] = ()
+    needs: Literal["path", "syscall", "family"] | None = None
+    when: Check | None = None
+    grant: Grant | None = None
+
+    def matches(self, dn: Denial) -> bool:
+        """Whether the denial is of this trigger's kind, place and detail."""
+        if self.kinds and dn.kind not in self.kinds:
+            return False
+        if self.needs is not None and not {"path": dn.path, "syscall": dn.syscall,
+                                           "family": dn.family}[self.needs]:
+            return False
+        if self.paths and not (dn.path is not None and _below(dn.path, self.paths)):
+            return False
+        return not (self.not_paths and dn.path is not None and _below(dn.path, self.not_paths))
+
+
+def _below(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path.startswith(p) if p.endswith("/") else path == p or path.startswith(p + "/")
+               for p in prefixes)
 
 
 @dataclass(frozen=True)
@@ -34,25 +96,10 @@ class Directive:
     blocked_by: tuple[str, ...] = ()
     blocked_paths: tuple[str, ...] = ()
     grants: bool = False  # widens what the sandbox allows (never the cause of a breakage)
-    # A denial in a trial that relaxes this row one step (validate/relax.py): of one of
-    # `relax_kinds` (erofs, eacces, eperm, eafnosupport; empty: any kind) on a path matching
-    # one of `relax_paths` ("/dir/": below /dir; "/dir": /dir or below; empty: any or none).
-    # A row with neither is relaxed by its own evidence rule or by bisection only.
-    relax_kinds: frozenset[str] = frozenset()
-    relax_paths: tuple[str, ...] = ()
+    # The denials in a trial that relax this row (validate/relax.py). A row with none is
+    # relaxed by disk changes (relax_disk) or by bisection only.
+    relax: tuple[Trigger, ...] = ()
     user: str = "yes"
-
-    def relaxed_by(self, kind: str, path: str | None) -> bool:
-        """Whether a denial of `kind` on `path` names this row."""
-        if not self.relax_kinds and not self.relax_paths:
-            return False
-        if self.relax_kinds and kind not in self.relax_kinds:
-            return False
-        if not self.relax_paths:
-            return True
-        return path is not None and any(
-            path.startswith(p) if p.endswith("/") else path == p or path.startswith(p + "/")
-            for p in self.relax_paths)
 
     @property
     def tightest(self) -> str:
@@ -79,6 +126,10 @@ _NO_BPF = ("a user's manager cannot attach the BPF programs that enforce it (it 
 _NO_EXEC_DIR = ("in a user's manager it names a directory below $XDG_CONFIG_HOME, "
                 "$XDG_CACHE_HOME or $XDG_RUNTIME_DIR, not the system's; left to ReadWritePaths=")
 D = Directive
+T = Trigger
+# The API file systems: a write refused there is not a path to grant (the rows that freeze
+# them name their own paths).
+API_FS = ("/proc/", "/sys/", "/dev/")
 CATALOGUE: tuple[Directive, ...] = (
     # -- file system ---------------------------------------------------------------------
     D("PrivateUsers", 232, "a user namespace of its own (only its user is mapped), in which a "
@@ -87,7 +138,9 @@ CATALOGUE: tuple[Directive, ...] = (
     D("ProtectSystem", 232, "mounts the whole file system read-only except /dev, /proc, /sys",
       ("strict", "full", "yes", ""), rule=rules.protect_system, user=USER_NS),
     D("ReadWritePaths", 231, "paths left writable under ProtectSystem=strict",
-      ("<paths>", ""), rule=rules.write_paths, grants=True, user=USER_NS),
+      ("<paths>", ""), rule=rules.write_paths, grants=True, user=USER_NS,
+      relax=(T(Stage.ACCESS, frozenset({"erofs"}), needs="path", not_paths=API_FS,
+               grant=add_writable),)),
     D("StateDirectory", 235, "/var/lib/NAME, created and made writable by systemd",
       ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("CacheDirectory", 235, "/var/cache/NAME, created and made writable by systemd",
@@ -97,16 +150,18 @@ CATALOGUE: tuple[Directive, ...] = (
     D("RuntimeDirectory", 211, "/run/NAME, created at start and removed at stop",
       ("<names>", ""), rule=rules.write_paths, grants=True, user=_NO_EXEC_DIR),
     D("ProtectHome", 214, "/home, /root and /run/user",
-      ("yes", "read-only", ""), rule=rules.protect_home, relax_paths=HOME_DIRS, user=USER_NS),
+      ("yes", "read-only", ""), rule=rules.protect_home, user=USER_NS,
+      relax=(T(Stage.PATH, paths=HOME_DIRS),)),
     D("PrivateTmp", 187, "a private /tmp and /var/tmp", ("yes", ""), rule=rules.private_tmp,
       user=USER_NS),
     D("PrivateDevices", 209, "a private /dev with pseudo devices only",
-      ("yes", ""), blocked_by=("device_nodes",), relax_paths=("/dev/",), user=USER_NS),
+      ("yes", ""), blocked_by=("device_nodes",), user=USER_NS,
+      relax=(T(Stage.PATH, paths=("/dev/",)),)),
     D("DevicePolicy", 208, "access to device nodes (with DeviceAllow=)",
       ("closed", ""), rule=rules.devices, user=_NO_BPF),
     D("ProtectKernelTunables", 232, "/proc/sys, /sys and kernel variables read-only",
       ("yes", ""), blocked_by=("proc_sys_write", "sys_write"),
-      relax_kinds=frozenset({"erofs"}), relax_paths=("/proc/sys/", "/sys/"),
+      relax=(T(Stage.PATH, frozenset({"erofs"}), ("/proc/sys/", "/sys/")),),
       blocked_paths=("/proc/kallsyms", "/proc/kcore", "/proc/sysrq-trigger", "/proc/latency_stats",
                      "/proc/timer_list", "/proc/acpi", "/proc/fs", "/proc/irq", "/proc/scsi"),
       user=USER_NS),
@@ -130,14 +185,19 @@ CATALOGUE: tuple[Directive, ...] = (
       rule=rules.private_network, user=USER_NS),
     D("RestrictAddressFamilies", 211, "socket address families",
       ("<families>", "AF_UNIX AF_NETLINK AF_INET AF_INET6", ""), rule=rules.address_families,
-      relax_kinds=frozenset({"eafnosupport"})),
+      relax=(T(Stage.CALL, frozenset({"eafnosupport"}), needs="family", when=family_to_add,
+               grant=add_family),
+             T(Stage.ERRNO, frozenset({"eafnosupport"})))),
     D("IPAddressDeny", 235, "IP traffic to and from other hosts (with IPAddressAllow=)",
       ("any", ""), rule=rules.ip_addresses, user=_NO_BPF),
     D("SocketBindDeny", 249, "ports the service may bind (with SocketBindAllow=)",
       ("any", ""), rule=rules.socket_bind, feature="BPF_FRAMEWORK", user=_NO_BPF),
     # -- privileges ----------------------------------------------------------------------
     D("CapabilityBoundingSet", 187, "capabilities any process of the service can ever have",
-      ("<caps>", ""), rule=rules.capabilities, user=_NO_CAPS),
+      ("<caps>", ""), rule=rules.capabilities, user=_NO_CAPS,
+      relax=(T(Stage.CALL_CAPABILITY, frozenset({"eperm"}), needs="syscall",
+               grant=add_capability),
+             T(Stage.ACCESS, frozenset({"eacces"}), needs="path", grant=add_capability))),
     D("NoNewPrivileges", 187, "gaining privileges through setuid binaries or file caps",
       ("yes", ""), blocked_by=("suid_exec", "filecap_exec")),
     D("RestrictSUIDSGID", 242, "creating setuid/setgid files", ("yes", ""),
@@ -159,7 +219,9 @@ CATALOGUE: tuple[Directive, ...] = (
     D("SystemCallArchitectures", 209, "system calls of foreign architectures", ("native", ""),
       rule=rules.architectures),
     D("SystemCallFilter", 187, "system calls outside an allow-list (fail with EPERM)",
-      ("<allow-list>", "@system-service", ""), rule=rules.syscall_filter),
+      ("<allow-list>", "@system-service", ""), rule=rules.syscall_filter,
+      relax=(T(Stage.CALL, frozenset({"eperm"}), needs="syscall", when=filter_refuses,
+               grant=allow_syscall),)),
 )
 
 BY_NAME: dict[str, Directive] = {d.name: d for d in CATALOGUE}

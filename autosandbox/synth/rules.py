@@ -18,6 +18,7 @@ from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.profile import Endpoint, Profile
 from autosandbox.synth import sensitive
 from autosandbox.synth.host import FileView
+from autosandbox.synth.model import Omission, Setting
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
 from autosandbox.synth.subject import Subject
 from autosandbox.synth.target import Target, system_service_parts
@@ -45,19 +46,6 @@ NS_NAMES = {"CLONE_NEWNS": "mnt", "CLONE_NEWUTS": "uts", "CLONE_NEWIPC": "ipc",
 _FAMILY = re.compile(r"^AF_[A-Z0-9]+$")
 _SYSCALL = re.compile(r"^[a-z0-9_]+$")
 _PROC_OWN = re.compile(r"^/proc(/(\d+|self|thread-self)(/.*)?)?$")
-
-
-@dataclass
-class Setting:
-    directive: str
-    values: list[str]  # rendered words; an empty list writes `Directive=` (e.g. no capabilities)
-    evidence: str
-
-
-@dataclass
-class Omission:
-    directive: str
-    why: str
 
 
 @dataclass

@@ -12,11 +12,9 @@ paths (the catalogue's `<paths>`/`<names>` rows): a name that merely contains th
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 from autosandbox.synth.catalogue import CATALOGUE
-from autosandbox.synth.rules import Setting
-from autosandbox.synth.synthesize import Sandbox
+from autosandbox.synth.model import Sandbox, Setting
 
 PATH_ROWS = frozenset(d.name for d in CATALOGUE if d.ladder[:1] in (("<paths>",), ("<names>",)))
 _HEX = re.compile(r"\\x([0-9a-fA-F]{2})")
@@ -61,7 +59,7 @@ def for_every_instance(sb: Sandbox, instance: str) -> tuple[Sandbox, list[str]]:
             settings.append(s)
             continue
         values = [generalize_word(v, instance) for v in s.values]
-        if values == s.values:
+        if values == list(s.values):
             settings.append(s)
             continue
         changed += [f"{s.directive}={v}" for v, old in zip(values, s.values, strict=True)
@@ -69,4 +67,4 @@ def for_every_instance(sb: Sandbox, instance: str) -> tuple[Sandbox, list[str]]:
         settings.append(Setting(s.directive, values,
                                 f"{s.evidence} (learned on instance {instance}; written for "
                                 "every instance)"))
-    return (replace(sb, settings=settings), changed) if changed else (sb, [])
+    return (sb.with_settings(settings), changed) if changed else (sb, [])

@@ -5,82 +5,17 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from autosandbox import __version__, unitfile
+from autosandbox import unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import Profile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS, USER_NS, Directive
 from autosandbox.synth.host import FileView
-from autosandbox.synth.paths import Withheld, plan_writes
-from autosandbox.synth.rules import Context, Omission, Setting
+from autosandbox.synth.model import Omission, Sandbox, Setting
+from autosandbox.synth.paths import plan_writes
+from autosandbox.synth.rules import Context
 from autosandbox.synth.subject import subject_of
 from autosandbox.synth.target import Target
-
-
-@dataclass
-class Sandbox:
-    subject: str
-    target: Target
-    sources: list[str]
-    settings: list[Setting] = field(default_factory=list)
-    omitted: list[Omission] = field(default_factory=list)
-    hints: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    withheld: list[Withheld] = field(default_factory=list)  # grants asked for, not given
-    # What the user named with --allow-write: relaxation withholds by the same list
-    # (sensitive.withheld(path, sandbox.allow_write)).
-    allow_write: list[str] = field(default_factory=list)
-
-    def values(self, directive: str) -> list[str] | None:
-        """Rendered words of a directive (all its lines joined); None if it is not set."""
-        found = [s for s in self.settings if s.directive == directive]
-        if not found:
-            return None
-        return [v for s in found for v in s.values]
-
-    def render(self, header: bool = True) -> str:
-        lines: list[str] = []
-        if header:
-            lines += unitfile.comment(
-                f"Sandbox learned by autosandbox {__version__} for {self.subject} on "
-                f"{datetime.now(UTC):%Y-%m-%d}; sources: {', '.join(self.sources)}; "
-                f"target: {self.target.describe()}. Review before applying.")
-        lines.append("[Service]")
-        for s in self.settings:
-            lines += unitfile.comment(s.evidence)
-            lines.append(unitfile.assignment(s.directive, s.values))
-        if self.hints:
-            lines.append("")
-            for h in self.hints:
-                lines += unitfile.comment("Hint: " + h)
-        if self.withheld:
-            lines.append("")
-            lines += unitfile.comment("Withheld (never granted on evidence alone):")
-            for w in self.withheld:
-                lines += unitfile.comment("  " + w.line())
-        if self.omitted:
-            lines.append("")
-            lines += unitfile.comment("Left out:")
-            for o in self.omitted:
-                lines += unitfile.comment(f"  {o.directive}=: {o.why}")
-        return unitfile.join_lines(lines)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "subject": self.subject,
-            "target": {"version": self.target.version,
-                       "features": sorted(self.target.features)},
-            "sources": self.sources,
-            "settings": [{"directive": s.directive, "values": s.values, "evidence": s.evidence}
-                         for s in self.settings],
-            "omitted": [{"directive": o.directive, "why": o.why} for o in self.omitted],
-            "hints": self.hints,
-            "warnings": self.warnings,
-            "withheld": [w.to_json() for w in self.withheld],
-            "allow_write": self.allow_write,
-        }
 
 
 def service_name(profile: Profile) -> str | None:
@@ -136,36 +71,36 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
     ctx = Context(profile, target, subject, view, plan_writes(profile, subject, view, allowed),
                   allowed, ip_allow_peers(ip_allow))
     name = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
-    sb = Sandbox(name or "unknown", target, list(profile.sources), allow_write=allowed)
+    settings: list[Setting] = []
+    omitted: list[Omission] = []
     for d in CATALOGUE:
         why_not = _not_in_manager(d, subject.user_manager)
         if why_not is not None:
             if why_not:
-                sb.omitted.append(Omission(d.name, why_not))
+                omitted.append(Omission(d.name, why_not))
             continue
         if d.since > target.version:
-            sb.omitted.append(Omission(d.name, f"needs systemd {d.since}, target has "
-                                               f"{target.version}"))
+            omitted.append(Omission(d.name, f"needs systemd {d.since}, target has "
+                                            f"{target.version}"))
             continue
         if d.feature and not target.has(d.feature):
-            sb.omitted.append(Omission(d.name, f"not enforced: {target.describe()} is built "
-                                               f"without {d.feature}"))
+            omitted.append(Omission(d.name, f"not enforced: {target.describe()} is built "
+                                            f"without {d.feature}"))
             continue
         for item in d.rule(ctx, d):
             if isinstance(item, Setting):
                 if keep and not _may_override(d.name, item, keep):
                     owner = item.directive if item.directive in keep else d.name
-                    sb.omitted.append(Omission(item.directive, f"the unit already sets "
-                                               f"{owner}={keep[owner]}; kept"))
+                    omitted.append(Omission(item.directive, f"the unit already sets "
+                                                            f"{owner}={keep[owner]}; kept"))
                     continue
-                sb.settings.append(item)
+                settings.append(item)
             else:
-                sb.omitted.append(item)
-    sb.withheld = [*ctx.plan.withheld.values(), *ctx.withheld]
-    sb.warnings = [*profile.warnings, *ctx.warnings]
-    sb.warnings += [f"withheld: {w.line()}" for w in sb.withheld]
-    _hints(profile, sb)
-    return sb
+                omitted.append(item)
+    withheld = [*ctx.plan.withheld.values(), *ctx.withheld]
+    warnings = [*profile.warnings, *ctx.warnings, *(f"withheld: {w.line()}" for w in withheld)]
+    return Sandbox(name or "unknown", target, list(profile.sources), tuple(settings),
+                   tuple(omitted), _hints(profile), warnings, withheld, allowed)
 
 
 def _not_in_manager(d: Directive, user_manager: bool) -> str | None:
@@ -201,13 +136,14 @@ def _may_override(row: str, item: Setting, keep: dict[str, str]) -> bool:
     return ours in ladder and theirs in ladder and ladder.index(ours) < ladder.index(theirs)
 
 
-def _hints(profile: Profile, sb: Sandbox) -> None:
+def _hints(profile: Profile) -> list[str]:
     uid = profile.subject.get("uid")
     user = profile.subject.get("user")
     caps = set(profile.capabilities)
     if uid == 0 and not user and not caps & {"CAP_SETUID", "CAP_SETGID"}:
         need = ", ".join(sorted(caps)) or "none"
-        sb.hints.append(
+        return [
             f"runs as root but used no identity change (capabilities used: {need}). Consider "
             "User= (or DynamicUser=yes) with AmbientCapabilities= for the capabilities above, "
-            "after checking who owns the files it writes. Not applied.")
+            "after checking who owns the files it writes. Not applied."]
+    return []

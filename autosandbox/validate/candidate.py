@@ -18,9 +18,9 @@ from autosandbox import unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.synth.catalogue import BY_NAME, COMPANIONS
-from autosandbox.synth.rules import NS_NAMES, Setting
+from autosandbox.synth.model import Sandbox, Setting
+from autosandbox.synth.rules import NS_NAMES
 from autosandbox.synth.specifiers import PATH_ROWS, SPECIFIER
-from autosandbox.synth.synthesize import Sandbox
 from autosandbox.synth.target import host_target
 
 ALLOWED = frozenset({*BY_NAME, *COMPANIONS})
@@ -176,8 +176,8 @@ def _setting(line: str, section: str, singles: set[str], comments: list[str],
 def read_candidate(text: str, unit: str) -> Candidate:
     """Parse a drop-in the way systemd reads it and keep it only if autosandbox could have
     written it: one [Service] section, catalogue directives, comments."""
-    sb = Sandbox(unit, host_target(), ["file"])
-    cand = Candidate(sb)
+    target = host_target()
+    settings: list[Setting] = []
     comments: list[str] = []
     header: list[str] = []
     section = ""
@@ -195,12 +195,13 @@ def read_candidate(text: str, unit: str) -> Candidate:
         elif line.startswith("["):
             section = _section(line, section, where)
         else:
-            sb.settings.append(_setting(line, section, singles, comments, where,
-                                        instance="@" in unit))
+            settings.append(_setting(line, section, singles, comments, where,
+                                     instance="@" in unit))
         comments = []
-    if not sb.settings:
+    if not settings:
         raise UserError("the drop-in sets nothing: expected a [Service] section of sandboxing "
                         "directives")
+    cand = Candidate(Sandbox(unit, target, ["file"], tuple(settings)))
     m = _STATUS.search(" ".join(header) + " ")
     if m:
         cand.status, cand.status_unit = m.group(1), m.group(2)

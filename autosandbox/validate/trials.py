@@ -7,7 +7,6 @@ back as it was found. Bounded by --max-trials restarts, the baseline included.""
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import os
 import time
@@ -19,7 +18,7 @@ from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
-from autosandbox.synth.synthesize import Sandbox
+from autosandbox.synth.model import Sandbox
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -44,12 +43,11 @@ from autosandbox.validate.denials import (
     parse_denials,
     seccomp_denials,
 )
+from autosandbox.validate.grants import Evidence, Relaxation
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
 from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.relax import (
     LOOKUPS,
-    Evidence,
-    Relaxation,
     relax_by_evidence,
     relax_disk,
     relax_row,
@@ -395,9 +393,7 @@ class _Run:
 
 def _killing(sb: Sandbox) -> Sandbox:
     """`sb` with the filter's default action, kill: the kernel audits a kill, not an EPERM."""
-    probe = copy.deepcopy(sb)
-    probe.settings = [s for s in probe.settings if s.directive != "SystemCallErrorNumber"]
-    return probe
+    return sb.with_settings(s for s in sb.settings if s.directive != "SystemCallErrorNumber")
 
 
 def _try(r: _Run, candidate: Sandbox, rows: list[str] | None,
@@ -405,31 +401,34 @@ def _try(r: _Run, candidate: Sandbox, rows: list[str] | None,
     return r.trial(candidate, rows, "bisect" if rows is not None else kind)
 
 
-def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> bool:
+def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> Sandbox | None:
     """Once the filter is to blame: which call did it refuse? EPERM leaves no trace, so
-    one trial lets the filter kill; each killed call's smallest group is allowed."""
+    one trial lets the filter kill; each killed call's smallest group is allowed. The
+    candidate so relaxed, None when nothing was."""
     if (sb.values("SystemCallFilter") is None or audit.unavailable_reason() is not None
             or syscall_names() is None or len(r.trials) >= max_trials):
-        return False
+        return None
     k = _try(r, _killing(sb), None, "seccomp")
     ev = Evidence(r.may_be_root, r.allow_write, home=_own_home())
-    k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
-                                  k.number, ev)
+    sb, k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
+                                      k.number, ev)
     k.log += ev.log
     r.say(k.line())
-    return bool(k.relaxed)
+    return sb if k.relaxed else None
 
 
-def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> None:
+def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> Sandbox:
     """Relax a failed candidate with the evidence of its trial: disk changes, denials."""
     ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk),
                   home=_own_home())
-    t.relaxed = relax_disk(sb, t.disk, t.number, ev)
-    t.relaxed += relax_by_evidence(sb, [d for d in t.denials
-                                        if d.key() not in r.noise_denials],
-                                   t.number, ev)
+    sb, t.relaxed = relax_disk(sb, t.disk, t.number, ev)
+    sb, by_denials = relax_by_evidence(sb, [d for d in t.denials
+                                            if d.key() not in r.noise_denials],
+                                       t.number, ev)
+    t.relaxed += by_denials
     t.log += ev.log
     r.say(t.line())
+    return sb
 
 
 def _bisect(r: _Run, sb: Sandbox, rows: list[str], max_trials: int) -> str | None:
@@ -457,11 +456,13 @@ def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
         if t.health.healthy:
             r.say(t.line())
             return Validation(sb, True, trials, notes)
-        _relax_failed(r, sb, t)
+        sb = _relax_failed(r, sb, t)
         if t.relaxed:
             continue
         if filter_blamed:
-            if _probe_filter(r, sb, max_trials):
+            probed = _probe_filter(r, sb, max_trials)
+            if probed is not None:
+                sb = probed
                 continue
             filter_blamed = False
         rows = restriction_rows(sb)
@@ -474,11 +475,13 @@ def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
             break
         if row == "SystemCallFilter":
             filter_blamed = True
-            if _probe_filter(r, sb, max_trials):
+            probed = _probe_filter(r, sb, max_trials)
+            if probed is not None:
+                sb = probed
                 continue
             filter_blamed = False
-        rel = relax_row(sb, row, len(trials), "bisection: the service breaks "
-                        "with it and works without it (healthy without any sandbox)")
+        sb, rel = relax_row(sb, row, len(trials), "bisection: the service breaks "
+                            "with it and works without it (healthy without any sandbox)")
         if rel is not None:
             trials[-1].relaxed.append(rel)
             r.say(f"  relaxed {rel.directive}: {rel.before} -> {rel.after} (bisection)")

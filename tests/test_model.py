@@ -1,0 +1,166 @@
+"""The contracts synthesis hands on (synth/model.py): a Sandbox is a pure function of a
+profile and a target, and it is frozen: relaxing one returns a new one, and the candidate a
+trial ran with stays as it was."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from autosandbox.profile import Fact
+from autosandbox.synth.model import Omission, Sandbox, Setting
+from autosandbox.synth.synthesize import synthesize
+from autosandbox.synth.target import Target
+from autosandbox.validate.candidate import parse_candidate
+from autosandbox.validate.denials import Denial
+from autosandbox.validate.grants import Evidence
+from autosandbox.validate.health import Health
+from autosandbox.validate.relax import relax_by_evidence, relax_disk, relax_row, subset
+from autosandbox.validate.snapshot import Change, Entry
+from autosandbox.validate.trials import DenialKey, Trial, _loop, _Run
+from tests.synth_profiles import served, touch, unit_profile
+
+TARGET = Target(252, frozenset({"SECCOMP", "BPF_FRAMEWORK"}))  # no syscall groups: no host
+
+
+def test_synthesis_from_a_hand_built_profile_asks_the_host_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+
+    def recorder(name: str) -> object:
+        def ask(*args: object, **kwargs: object) -> object:
+            asked.append(f"{name}{args[:1]}")
+            raise AssertionError(f"{name} asked the host")
+        return ask
+
+    p = unit_profile("webd.service", uid=4321, gid=4321, unit_lines=["User=webd"])
+    touch(p, "/var/lib/webd/db", "create", "write")
+    p.facts["/var/lib/webd"] = Fact("dir", 4321, 4321, 0o755)
+    touch(p, "/srv/webd/upload/x", "create", "write")
+    p.facts["/srv/webd/upload"] = Fact("dir", 4321, 4321, 0o755)
+    served(p, "0.0.0.0", 8080)
+    for name, owner in (("stat", os), ("lstat", os), ("scandir", os), ("listdir", os),
+                        ("readlink", os), ("open", builtins), ("Popen", subprocess)):
+        monkeypatch.setattr(owner, name, recorder(name))
+    sb = synthesize(p, TARGET)
+    monkeypatch.undo()
+    assert asked == []
+    assert sb.values("ProtectSystem") == ["strict"]
+    assert sb.values("StateDirectory") == ["webd"]
+    assert sb.values("ReadWritePaths") == ["/srv/webd/upload"]
+    assert sb.values("RestrictAddressFamilies") == ["AF_INET"]
+    assert sb.values("SocketBindAllow") == ["tcp:8080"]
+    assert "SystemCallFilter" in {o.directive for o in sb.omitted}  # no groups by hand
+    assert isinstance(sb.settings, tuple) and isinstance(sb.omitted, tuple)
+
+
+def test_the_contracts_are_frozen() -> None:
+    sb = parse_candidate("[Service]\nProtectSystem=strict\n", "x.service")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sb.settings[0].evidence = "changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sb.settings = ()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Omission("X", "why").why = "other"  # type: ignore[misc]
+    assert sb.omitting(Omission("X", "why")).omitted == (Omission("X", "why"),)
+    assert sb.omitted == ()
+
+
+CANDIDATE = ("[Service]\nProtectSystem=strict\nProtectHome=yes\nPrivateDevices=yes\n"
+             "StateDirectory=demo\nUMask=0077\nRestrictAddressFamilies=AF_UNIX\n"
+             "RestrictAddressFamilies=AF_INET\nCapabilityBoundingSet=\n"
+             "SystemCallFilter=@system-service\nSystemCallErrorNumber=EPERM\n")
+
+
+def _frozen_copy(sb: Sandbox) -> tuple[list[tuple[str, list[str], str]], list[Omission], str]:
+    return ([(s.directive, list(s.values), s.evidence) for s in sb.settings],
+            list(sb.omitted), sb.render(header=False))
+
+
+def test_relaxing_leaves_the_candidate_it_was_given_as_it_was(tmp_path: Path) -> None:
+    sb = parse_candidate(CANDIDATE, "demo.service")
+    before = _frozen_copy(sb)
+    denials = [
+        Denial("eafnosupport", None, "journal", "socket: Address family not supported",
+               family="AF_INET6"),  # a family added to both lines
+        Denial("eperm", None, "audit", "kill() = EPERM", "kill", uid=0),  # a capability
+        Denial("eacces", "/root/.config/app.ini", "audit", "openat() = EACCES", "openat"),
+        Denial("eacces", "/dev/ttyS0", "journal", "open /dev/ttyS0: Permission denied"),
+        Denial("erofs", f"{tmp_path}/spool", "journal", "open: Read-only file system"),
+    ]
+    relaxed, done = relax_by_evidence(sb, denials, 2, Evidence())
+    assert [r.directive for r in done] == ["RestrictAddressFamilies", "CapabilityBoundingSet",
+                                           "ProtectHome", "PrivateDevices", "ReadWritePaths"]
+    assert relaxed.values("RestrictAddressFamilies") == ["AF_INET", "AF_INET6", "AF_UNIX"] * 2
+    assert relaxed.values("CapabilityBoundingSet") == ["CAP_KILL"]
+    assert relaxed.values("ReadWritePaths") == [str(tmp_path)]
+    assert _frozen_copy(sb) == before
+    for row in ("ProtectSystem", "SystemCallFilter", "UMask"):
+        after, rel = relax_row(sb, row, 3, "bisection")
+        assert rel is not None and after.values(row) != sb.values(row)
+        assert _frozen_copy(sb) == before
+    chowned = Change("/var/lib/demo", Entry("dir", 65534, 65534, 0o700),
+                     Entry("dir", 0, 0, 0o755))
+    after, done = relax_disk(sb, [chowned], 4, Evidence())
+    assert after.values("StateDirectory") is None and done
+    assert _frozen_copy(sb) == before
+    assert subset(sb, {"ProtectHome"}).values("ProtectSystem") is None
+    assert _frozen_copy(sb) == before
+
+
+def test_a_setting_keeps_its_place_when_relaxed() -> None:
+    sb = parse_candidate(CANDIDATE, "demo.service")
+    after, _ = relax_row(sb, "ProtectHome", 3, "bisection")
+    assert [s.directive for s in after.settings] == [s.directive for s in sb.settings]
+    assert after.settings[1] == Setting("ProtectHome", ["read-only"],
+                                        "from the candidate file. Relaxed in trial 3 from "
+                                        "yes: bisection")
+
+
+class _FakeRun:
+    """The trial loop's view of a unit (validate/trials.py _Run), judged by the candidate it
+    is given: a denial under ProtectHome=yes, a silent failure under PrivateDevices=yes."""
+
+    def __init__(self) -> None:
+        self.trials: list[Trial] = []
+        self.ran: list[Sandbox] = []
+        self.may_be_root = True
+        self.allow_write: tuple[str, ...] = ()
+        self.noise_denials: set[DenialKey] = set()
+
+    def say(self, text: str) -> None:
+        pass
+
+    def trial(self, sb: Sandbox, rows: list[str] | None, kind: str) -> Trial:
+        self.ran.append(sb)
+        denials = ([Denial("eacces", "/root/.app", "journal", "open /root/.app: Permission "
+                           "denied")] if sb.values("ProtectHome") == ["yes"] else [])
+        healthy = not denials and sb.values("PrivateDevices") is None
+        t = Trial(len(self.trials) + 1, kind, rows, Health(healthy, [] if healthy else ["x"]),
+                  denials)
+        self.trials.append(t)
+        return t
+
+
+def test_the_trial_loop_goes_on_with_the_relaxed_candidate() -> None:
+    sb = parse_candidate("[Service]\nProtectSystem=strict\nProtectHome=yes\n"
+                         "PrivateDevices=yes\n", "demo.service")
+    before = _frozen_copy(sb)
+    run = _FakeRun()
+    v = _loop(cast("_Run", run), sb, 12)
+    assert v.healthy
+    # a denial relaxes; a silent failure is bisected (ProtectSystem last), then healthy
+    assert [t.kind for t in run.trials] == ["candidate", "candidate", "bisect", "bisect",
+                                            "candidate"]
+    assert [r.directive for t in run.trials for r in t.relaxed] == ["ProtectHome",
+                                                                     "PrivateDevices"]
+    assert v.sandbox.values("ProtectHome") == ["read-only"]
+    assert v.sandbox.values("PrivateDevices") is None
+    assert run.ran[-1] is v.sandbox
+    assert _frozen_copy(sb) == before and run.ran[0] is sb

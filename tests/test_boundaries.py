@@ -35,8 +35,9 @@ def _graph() -> dict[str, set[str]]:
     return {m: {i for i in _imports(p) if i in modules} for m, p in modules.items()}
 
 
-def _reaches_trace(graph: dict[str, set[str]], start: str) -> list[str] | None:
-    """The import chain from `start` to a module of autosandbox.trace, or None."""
+def _reaches_trace(graph: dict[str, set[str]], start: str,
+                   package: str = "autosandbox.trace") -> list[str] | None:
+    """The import chain from `start` to a module of `package`, or None."""
     chains = {start: [start]}
     todo = [start]
     while todo:
@@ -45,7 +46,7 @@ def _reaches_trace(graph: dict[str, set[str]], start: str) -> list[str] | None:
             if dep in chains:
                 continue
             chains[dep] = [*chains[m], dep]
-            if dep == "autosandbox.trace" or dep.startswith("autosandbox.trace."):
+            if dep == package or dep.startswith(package + "."):
                 return chains[dep]
             todo.append(dep)
     return None
@@ -62,4 +63,15 @@ def test_no_stage_after_tracing_reaches_into_it() -> None:
     kept = [m for m in graph if any(m == k or m.startswith(k + ".") for k in KEPT_APART)]
     assert len(kept) > 20
     leaks = {m: chain for m in kept if (chain := _reaches_trace(graph, m)) is not None}
+    assert leaks == {}
+
+
+def test_synthesis_never_reaches_into_validation() -> None:
+    """Data flows one way: the catalogue says how each directive relaxes (synth/grants.py),
+    validation only runs the trials and applies it."""
+    graph = _graph()
+    synth = [m for m in graph if m.startswith("autosandbox.synth.")]
+    assert len(synth) > 10
+    leaks = {m: chain for m in synth
+             if (chain := _reaches_trace(graph, m, "autosandbox.validate")) is not None}
     assert leaks == {}

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from autosandbox.profile import Fact, Profile
+from autosandbox.synth.capneed import dac_capability, needed_capability
 from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import Target
 from autosandbox.trace.dac import infer_root_writes
 from autosandbox.trace.facts import record_facts
-from autosandbox.validate.capneed import dac_capability, needed_capability
 from autosandbox.validate.denials import parse_denials
 
 from .conftest import record as recorded

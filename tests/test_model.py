@@ -14,12 +14,11 @@ from typing import cast
 import pytest
 
 from autosandbox.profile import Fact
-from autosandbox.synth.model import Omission, Sandbox, Setting
+from autosandbox.synth.grants import Evidence
+from autosandbox.synth.model import Denial, Omission, Sandbox, Setting
 from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import Target
 from autosandbox.validate.candidate import parse_candidate
-from autosandbox.validate.denials import Denial
-from autosandbox.validate.grants import Evidence
 from autosandbox.validate.health import Health
 from autosandbox.validate.relax import relax_by_evidence, relax_disk, relax_row, subset
 from autosandbox.validate.snapshot import Change, Entry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autosandbox.validate.denials import Denial
+from autosandbox.synth.model import Denial
 from autosandbox.validate.relax import relax_by_evidence
 from autosandbox.validate.trials import parse_candidate
 

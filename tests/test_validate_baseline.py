@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autosandbox.validate.denials import Denial, parse_denials
+from autosandbox.synth.model import Denial
+from autosandbox.validate.denials import parse_denials
 from autosandbox.validate.health import Health
 from autosandbox.validate.snapshot import Snapshot, paths_to_watch, restore
 from autosandbox.validate.trials import verdict

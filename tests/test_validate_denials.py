@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from autosandbox.synth.grants import Evidence
+from autosandbox.synth.model import Denial
 from autosandbox.validate.candidate import parse_candidate
-from autosandbox.validate.denials import Denial, parse_denials
-from autosandbox.validate.grants import Evidence
+from autosandbox.validate.denials import parse_denials
 from autosandbox.validate.relax import relax_by_evidence, relax_disk
 from autosandbox.validate.snapshot import Change, Entry
 

@@ -23,9 +23,7 @@ from enum import IntEnum
 from typing import Literal
 
 from autosandbox.synth import rules
-from autosandbox.synth.paths import HOME_DIRS
-from autosandbox.validate.denials import Denial
-from autosandbox.validate.grants import (
+from autosandbox.synth.grants import (
     Check,
     Grant,
     add_capability,
@@ -35,6 +33,8 @@ from autosandbox.validate.grants import (
     family_to_add,
     filter_refuses,
 )
+from autosandbox.synth.model import Denial
+from autosandbox.synth.paths import HOME_DIRS
 
 
 class Stage(IntEnum):

@@ -1,5 +1,6 @@
 """The contracts synthesis hands on: a Setting (one line of the drop-in, with its evidence),
-an Omission (a row left out, and why) and the Sandbox they make up.
+an Omission (a row left out, and why) and the Sandbox they make up; and a Denial, the evidence
+a trial hands back (validate/denials.py reads them), which the catalogue's triggers match.
 
 All three are frozen: synthesis builds a Sandbox once, and relaxation (validate/relax.py)
 returns a new one, so a candidate a trial ran with is never changed under its record. The
@@ -8,6 +9,7 @@ sequences are typed read-only; `settings` and `omitted`, which relaxation rewrit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -112,3 +114,21 @@ class Sandbox:
             "withheld": [w.to_json() for w in self.withheld],
             "allow_write": list(self.allow_write),
         }
+
+
+@dataclass(frozen=True)
+class Denial:
+    """A denial seen during a trial, named as precisely as its source allows."""
+
+    kind: str  # erofs, eacces, eperm, eafnosupport
+    path: str | None
+    source: str  # journal, audit, seccomp, log (the service's own log files)
+    text: str
+    syscall: str | None = None  # audit names the failing call (a journal line, some)
+    family: str | None = None  # and, for socket(), the refused family
+    uid: int | None = None  # effective uid of the caller, where audit says
+
+    def key(self) -> tuple[str, str, str | None, str | None]:
+        """The same denial in another trial (numbers in the text, pids, vary)."""
+        return (self.source, self.kind, self.path,
+                self.syscall or re.sub(r"\d+", "N", self.text)[:120])

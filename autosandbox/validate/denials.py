@@ -4,9 +4,9 @@ where auditd runs. Each denial names what broke as precisely as the source allow
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from autosandbox.linux.audit import AuditEvent, SeccompKill
+from autosandbox.synth.model import Denial
 
 # errno texts as programs print them (strerror) and their numbers (nginx prints both)
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
@@ -22,22 +22,6 @@ _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", 
 # `chown: changing ownership of 'X': ...`, `/bin/kill: (935): ...`, `kill: sending signal`.
 _CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bchown: ", re.I)),
           ("kill", re.compile(r"\bkill: \(\d+\)|\bkill: sending signal|\bkill\(", re.I)))
-
-
-@dataclass(frozen=True)
-class Denial:
-    kind: str  # erofs, eacces, eperm, eafnosupport
-    path: str | None
-    source: str  # journal, audit, seccomp, log (the service's own log files)
-    text: str
-    syscall: str | None = None  # audit names the failing call (a journal line, some)
-    family: str | None = None  # and, for socket(), the refused family
-    uid: int | None = None  # effective uid of the caller, where audit says
-
-    def key(self) -> tuple[str, str, str | None, str | None]:
-        """The same denial in another trial (numbers in the text, pids, vary)."""
-        return (self.source, self.kind, self.path,
-                self.syscall or re.sub(r"\d+", "N", self.text)[:120])
 
 
 def audit_denials(events: list[AuditEvent], pids: set[int]) -> list[Denial]:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from autosandbox import unitfile
 from autosandbox.synth.catalogue import BY_NAME, CATALOGUE, COMPANIONS, TIGHTEST_ONLY
-from autosandbox.synth.model import Omission, Sandbox, Setting
+from autosandbox.synth.grants import Evidence, Relaxation, Relaxed, with_writable
+from autosandbox.synth.model import Denial, Omission, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
-from autosandbox.validate.denials import Denial
-from autosandbox.validate.grants import Evidence, Relaxation, Relaxed, with_writable
 from autosandbox.validate.snapshot import Change
 
 

@@ -18,7 +18,8 @@ from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
-from autosandbox.synth.model import Sandbox
+from autosandbox.synth.grants import Evidence, Relaxation
+from autosandbox.synth.model import Denial, Sandbox
 from autosandbox.systemd.cgroup import CgroupSampler
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
@@ -38,12 +39,10 @@ from autosandbox.systemd.manager import Manager, ServiceInfo, current_scope
 from autosandbox.systemd.session import UnitSession, existing_settings
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
-    Denial,
     audit_denials,
     parse_denials,
     seccomp_denials,
 )
-from autosandbox.validate.grants import Evidence, Relaxation
 from autosandbox.validate.health import Health, HealthChecks, judge, user_checks
 from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.relax import (

@@ -13,7 +13,7 @@ import os
 
 from autosandbox.linux import dac
 from autosandbox.profile import Fact
-from autosandbox.validate.denials import Denial
+from autosandbox.synth.model import Denial
 
 CHOWN_CALLS = frozenset({"chown", "fchown", "lchown", "fchownat"})
 KILL_CALLS = frozenset({"kill", "tkill", "tgkill", "rt_sigqueueinfo", "pidfd_send_signal"})

@@ -12,13 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from autosandbox import unitfile
-from autosandbox.synth.model import Sandbox, Setting
+from autosandbox.synth.capneed import needed_capability
+from autosandbox.synth.model import Denial, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
 from autosandbox.synth.subject import EXEC_DIRS
 from autosandbox.synth.target import system_service_parts
-from autosandbox.validate.capneed import needed_capability
-from autosandbox.validate.denials import Denial
 
 
 @dataclass

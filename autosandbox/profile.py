@@ -13,6 +13,9 @@ from typing import Any
 from autosandbox.errors import UserError
 
 PROFILE_VERSION = 1
+# Sources that say the fast tracer learned a profile (its syscall set came from tracefs): by
+# raw_syscalls in earlier profiles, by each call's own entry event now.
+FAST_SOURCES = frozenset({"tracefs:raw_syscalls", "tracefs:syscalls"})
 MAX_EXAMPLES = 5
 # Distinct entries kept per directory before they are counted in a PathGroup instead: a
 # service that touches 400,000 files must not grow the learner (or the profile) without bound.
@@ -287,7 +290,7 @@ class Profile:
         """The fast tracer learned it: the syscall set came from the kernel (tracefs or
         bpftrace), and strace skipped calls that rarely decide a directive (trace/command.py's
         FAST_SKIPPED, e.g. the peers of unconnected UDP sockets)."""
-        return any(s.endswith(":raw_syscalls") for s in self.sources)
+        return any(s in FAST_SOURCES for s in self.sources)
 
     def written_paths(self, with_groups: bool = False) -> dict[str, set[str]]:
         """Written paths and their write kinds; `with_groups` adds each PathGroup directory

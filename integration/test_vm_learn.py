@@ -23,8 +23,7 @@ def test_learn_uses_audit_and_ip_pins_hold(install_service: InstallService) -> N
     assert snapshot(svc.unit) == before
     profile = json.loads(Path(result["profile"]).read_text())
     assert "audit" in profile["sources"]
-    # the fast tracer, through the gate: the BPF program records the syscall set too
-    assert "bpftrace:raw_syscalls" in profile["sources"]
+    assert "tracefs:syscalls" in profile["sources"]  # the fast tracer, through the gate
     assert not any("audit was not used" in n for n in result["notes"])
     # Enforced here (unlike in a container): the service still answers its loopback clients.
     assert setting(result, "IPAddressDeny") == ["any"]

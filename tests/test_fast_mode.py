@@ -26,15 +26,17 @@ CODE = ("import socket, threading, os, subprocess, mmap\n"
                     reason="tracefs raw_syscalls not usable here (container or no tracefs)")
 @pytest.mark.parametrize("kernel", ["bpftrace", "tracefs"])
 def test_fast_mode_loses_nothing(kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With bpftrace the BPF program records the syscall set and capability checks
-    (kernel_sets.py); without it, tracefs instances do."""
+    """With bpftrace the BPF program records opens, hot calls and capability checks
+    (kernel_sets.py); without it strace stops on them and a tracefs instance counts the checks.
+    The syscall set comes from tracefs either way."""
     if kernel == "bpftrace" and not opens.available():
         pytest.skip("bpftrace is not usable here")
     full = trace_command([PYTHON, "-c", CODE], cwd="/", fast=False).profile
     if kernel == "tracefs":
         monkeypatch.setattr(opens, "available", lambda: False)
     fast = trace_command([PYTHON, "-c", CODE], cwd="/", fast=True).profile
-    assert f"{kernel}:raw_syscalls" in fast.sources and fast.fast_traced
+    assert "tracefs:syscalls" in fast.sources and fast.fast_traced
+    assert f"{kernel}:cap_capable" in fast.sources
     assert not full.fast_traced
     assert set(full.capabilities) == set(fast.capabilities)
     assert "CAP_SETGID" in fast.capabilities

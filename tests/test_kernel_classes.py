@@ -1,23 +1,25 @@
-"""The BPF program de-duplicates per class: a unit's `+` lines (outside the sandbox) apart from
-its sandboxed lines. Seen: with one map for all, an ExecStartPre=+ line that wrote a file, made
-a call or passed a capability check first hid the same from the sandboxed ExecStart=, whose
+"""The kernel's de-duplication keeps a unit's `+` lines (outside the sandbox) apart from its
+sandboxed lines. Seen: with one map for all, an ExecStartPre=+ line that wrote a file, made a
+call or passed a capability check first hid the same from the sandboxed ExecStart=, whose
 profile then missed it (ReadWritePaths=, SystemCallFilter= or CapabilityBoundingSet= too tight).
-Here the shims of the two kinds of line (gate.shim_script) join through their gates, no systemd."""
+Here the shims of the two kinds of line (gate.shim_script) join through their gates, no systemd;
+the syscall set's tracefs instance is given the sandboxed pids as unit mode gives them."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from autosandbox.linux.syscalls import syscall_names
 from autosandbox.trace import kernel_sets, opens
 from autosandbox.trace.gate import GateServer, shim_script
-from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED, SyscallRecord
+from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED
 from autosandbox.trace.opens import OpenRecord, OpenTracer
+from autosandbox.trace.tracefs import SyscallSetTracer, syscall_tracer_available
 
 from .conftest import PYTHON
 
@@ -51,21 +53,42 @@ def test_a_privileged_line_hides_nothing_of_the_sandboxed_lines(tmp_path: Path) 
         finally:
             tracer.close()
             gates.close()
-        plus, first, second = pids
+        plus, first, _ = pids
         writes = {r.tid for r in tracer.records if isinstance(r, OpenRecord)
                   and r.path == str(target) and r.flags & opens.O_WRONLY}
         # once per class: the sandboxed line's write is not hidden by the `+` line's, and
         # the second sandboxed run's is (the same class reported it)
         assert writes == {plus, first}, (writes, pids)
-        names = syscall_names() or {}
-        calls: dict[int, set[str]] = {}
-        for r in tracer.records:
-            if isinstance(r, SyscallRecord):
-                calls.setdefault(r.tid, set()).add(names.get(r.nr, str(r.nr)))
-        assert "setgroups" in calls.get(plus, set()) and "setgroups" in calls.get(first, set())
-        assert "setgroups" not in calls.get(second, set())
         if kernel_sets.caps_available():
             assert tracer.granted[PRIVILEGED]["CAP_SETGID"] >= 1
             assert tracer.granted[SANDBOXED]["CAP_SETGID"] >= 2  # both sandboxed runs counted
     finally:
         shutil.rmtree(gate)
+
+
+@pytest.mark.skipif(not syscall_tracer_available(), reason="needs root and a usable tracefs")
+def test_a_privileged_line_silences_no_call_of_the_sandboxed_lines(tmp_path: Path) -> None:
+    """Each call's event is disabled once a sandboxed line made it, never by a `+` line."""
+    sandboxed: set[int] = set()
+    pids = []
+    with SyscallSetTracer(None, sandboxed.__contains__) as tracer:
+        for privileged in (True, False, False):  # as ExecStartPre=+, then ExecStart= twice
+            proc = subprocess.Popen(["/bin/sh", "-c", 'read -r _; exec "$@"', "shim", PYTHON,
+                                     "-c", PROGRAM, str(tmp_path / "f")],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            tracer.add_pid(proc.pid)  # as the gate does, before the line runs
+            if not privileged:
+                sandboxed.add(proc.pid)
+            proc.communicate("go\n", timeout=60)
+            pids.append(proc.pid)
+            if proc.pid in sandboxed and "setgroups" in tracer.silenced:
+                continue  # silenced: nothing more will come of it
+            deadline = time.monotonic() + 20  # the reader decides before the next line runs
+            while proc.pid not in tracer.seen.get("setgroups", set()):
+                assert time.monotonic() < deadline, "tracefs never reported setgroups"
+                time.sleep(0.05)
+    plus, first, second = pids
+    assert "setgroups" in tracer.syscalls_for({plus})
+    assert "setgroups" in tracer.syscalls_for({first})  # not silenced by the `+` line
+    assert "setgroups" not in tracer.syscalls_for({second})  # silenced by the first
+    assert "setgroups" in tracer.silenced

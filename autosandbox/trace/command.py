@@ -14,14 +14,14 @@ from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
-from autosandbox.linux.syscalls import NOT_CALLS, syscall_names
+from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel, kernel_sets, opens
 from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
 from autosandbox.trace.facts import record_facts
 from autosandbox.trace.kernel import CallRecord, CallSink
-from autosandbox.trace.kernel_sets import SANDBOXED, SyscallRecord
+from autosandbox.trace.kernel_sets import SANDBOXED
 from autosandbox.trace.opens import OpenTracer, Record
 from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.stream import TraceStream
@@ -103,17 +103,13 @@ def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = N
 
 
 def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[Record], bool]:
-    """Gives each open, call or new syscall the kernel reports to the recorder following the
-    thread that made it (one per Exec line); False if none follows it (yet)."""
+    """Gives each open or call the kernel reports to the recorder following the thread that
+    made it (one per Exec line); False if none follows it (yet)."""
     calls = CallSink(recorders)
-    names = syscall_names() or {}
 
     def take(rec: Record) -> bool:
         if isinstance(rec, CallRecord):
             return calls.take(rec)
-        if isinstance(rec, SyscallRecord):
-            name = names.get(rec.nr, f"syscall_{rec.nr}")
-            return any(r.kernel_syscall(rec.tid, name) for r in recorders)
         flags, errno_name = rec.flags_text(), rec.errno_name
         return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name, rec.root,
                             rec.start_dir) for r in recorders)
@@ -153,9 +149,9 @@ def add_kernel_capabilities(profile: Profile, granted: dict[str, int], source: s
         profile.add_cap(cap, f"kernel granted {count} checks", count)
 
 
-def add_syscall_set(profile: Profile, names: set[str], source: str) -> None:
-    """Calls the kernel saw but strace was not asked to stop on: in the set, counted once."""
-    profile.add_source(source)
+def add_syscall_set(profile: Profile, names: set[str]) -> None:
+    """Calls tracefs saw but strace was not asked to stop on: in the set, counted once."""
+    profile.add_source("tracefs:syscalls")
     for name in names - NOT_CALLS:
         profile.syscalls.setdefault(name, 1)
 
@@ -196,8 +192,7 @@ def trace_command(
                                                      on_record=kernel_open_sink([recorder]))
             if why_not is not None:
                 profile.warnings.append(why_not)
-        # The BPF program, where it runs, also records the syscall set and the capability
-        # checks (kernel_sets.py); else tracefs instances do, which cost far more.
+        # The BPF program, where it runs, also counts the capability checks (kernel_sets.py)
         use_caps = os.geteuid() == 0 and cap_capable_available() and open_tracer is None
         # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
         # strace: no capability check of the traced program is missed, none of ours is counted.
@@ -216,7 +211,7 @@ def trace_command(
             if use_caps:
                 tracer = stack.enter_context(
                     CapabilityTracer(proc.pid, ignore_pids=frozenset({proc.pid})))
-            if fast and open_tracer is None:
+            if fast:
                 systracer = stack.enter_context(
                     SyscallSetTracer(proc.pid, is_program=recorder.pids.__contains__))
             os.write(gate_w, b"go\n")
@@ -304,9 +299,8 @@ def _folded(profile: Profile, recorder: Recorder, open_tracer: OpenTracer | None
         profile.add_source("syscall-inference")
     if open_tracer is not None:
         add_kernel_opens(profile, open_tracer, [recorder], partial=cut)
-        add_syscall_set(profile, recorder.kernel_syscalls, "bpftrace:raw_syscalls")
     if systracer is not None:
-        add_syscall_set(profile, systracer.syscalls_for(recorder.pids), "tracefs:raw_syscalls")
+        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
     return profile
 
 

@@ -11,8 +11,8 @@ thread; opens are reported from the moment strace executes the program, so strac
 ours are not. Relative paths are resolved here (dirfd from /proc at once, cwd by the recorder),
 checked against the directory the kernel names by its inode; the kernel also names the root of a
 process in a chroot, so the recorder places its absolute paths below the right directory.
-The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap),
-the syscall set and the granted capability checks (trace/kernel_sets.py). Every de-duplication
+The same program records the hot calls of trace/kernel.py (accept, setsockopt, fcntl, mmap) and
+the granted capability checks (trace/kernel_sets.py). Every de-duplication
 is per class (kernel_sets.py): what a unit's `+` line did never hides the same of a sandboxed line.
 """
 
@@ -40,7 +40,7 @@ from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel, kernel_sets
 from autosandbox.trace.kernel import CallRecord
-from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED, SyscallRecord
+from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED
 
 log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
@@ -95,7 +95,7 @@ class OpenRecord:
         return "|".join(names)
 
 
-Record = OpenRecord | CallRecord | SyscallRecord  # what the BPF program reports as it goes
+Record = OpenRecord | CallRecord  # what the BPF program reports as it goes
 
 
 def bpftrace_path() -> str | None:
@@ -307,8 +307,8 @@ class OpenTracer:
 
     def _other(self, line: str) -> bool:
         """A line of the program other than an open; False if it is none of ours."""
-        if line.startswith(("CALL ", "USED ", "SYS ")):
-            rec = kernel_sets.parse(line) if line.startswith("SYS ") else kernel.parse(line)
+        if line.startswith(("CALL ", "USED ")):
+            rec = kernel.parse(line)
             if rec is not None:
                 self._take(rec)
         elif line.startswith("@capn["):

@@ -145,7 +145,6 @@ class Recorder:
         self.gid: dict[int, int] = {}
         self.groups: dict[int, frozenset[int]] = {}
         self.pids: set[int] = set()
-        self.kernel_syscalls: set[str] = set()  # the syscall set, as the kernel reported it
         self.userns: set[int] = set()  # pids living in a user namespace of their own
         # pids whose "/" is not ours -> that root on our side ("" if unknown). Their absolute
         # names are taken below it; what -y prints (fds, the cwd) is already on our side.
@@ -565,15 +564,6 @@ class Recorder:
                 self.sockets[m.group(1)] = _Socket(listener[0],
                                                    _SOCK_PROTO.get(listener[1], listener[1]))
             self._syscall(sc)
-            return True
-
-    def kernel_syscall(self, pid: int, name: str) -> bool:
-        """A call the kernel saw the program's class make for the first time
-        (trace/kernel_sets.py): part of the syscall set; False if `pid` is not ours."""
-        with self.lock:
-            if pid not in self.pids:
-                return False
-            self.kernel_syscalls.add(name)
             return True
 
     def kernel_socket_used(self, sc: Syscall) -> bool:

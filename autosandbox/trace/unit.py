@@ -427,12 +427,12 @@ class _UnitTrace:
                 on_record=kernel_open_sink(self.recorders))
             if why_not is not None:
                 self.notes.append(why_not)
-        # The BPF program, where it runs, also records the syscall set and the capability
-        # checks (kernel_sets.py); else tracefs instances do, which cost far more.
+        # The BPF program, where it runs, also counts the capability checks (kernel_sets.py):
+        # a tracefs instance would print every check of every process on the machine.
         if cap_capable_available() and self.open_tracer is None:
             self.tracer = CapabilityTracer(None)
             self.tracer.__enter__()
-        if fast and self.open_tracer is None:
+        if fast:
             self.systracer = SyscallSetTracer(None, self._is_program).__enter__()
         # identical lines share one stream
         self.line_streams = [self.streams[e] for e in self.info.exec_lines if e in self.streams]
@@ -454,7 +454,10 @@ class _UnitTrace:
                 self.audit_why = str(exc)
 
     def _is_program(self, pid: int) -> bool:
-        return any(pid in s.recorder.pids for _, s in self.all_streams())
+        """A pid of a sandboxed line: what a `+` line calls first must not silence the call
+        for the others."""
+        return any(pid in s.recorder.pids for e, s in self.all_streams()
+                   if "privileged" not in e.flags)
 
     def _follow(self, pid: int, index: int, pid_uid: int, pid_gid: int) -> Path | None:
         self.runs += index == self.first_start
@@ -639,14 +642,12 @@ class _UnitTrace:
         # per connection: each instance's profile merged into the template's
         pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams])
         events = sum(s.events for e, s in streams if "privileged" not in e.flags)
-        if self.open_tracer is not None:
-            # The kernel reports a call once per class: an instance left out above may have
-            # been the first to make it, so every sandboxed line's calls count.
-            add_syscall_set(profile, set().union(*(
-                s.recorder.kernel_syscalls for e, s in self.all_streams()
-                if "privileged" not in e.flags)), "bpftrace:raw_syscalls")
         if self.systracer is not None:
-            add_syscall_set(profile, self.systracer.syscalls_for(pids), "tracefs:raw_syscalls")
+            # A call is reported until a sandboxed line makes it: an instance left out above
+            # may have been the first, so every sandboxed line's pids count.
+            add_syscall_set(profile, self.systracer.syscalls_for(set().union(*(
+                s.recorder.pids for e, s in self.all_streams()
+                if "privileged" not in e.flags))))
         if self.gates is not None:
             profile.warnings.extend(self.gates.warnings())
         self._add_kernel_evidence(profile, pids, outside)

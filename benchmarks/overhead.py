@@ -8,7 +8,8 @@ thousand objects) under `Connection: close`. Each is run untraced and while `aut
 learn` traces it with each tracer ('full': strace stops on every call; 'fast': strace
 --seccomp-bpf on the calls the kernel tracer does not record, the syscall set from tracefs,
 opens and the hot calls from bpftrace when installed). Modes are interleaved, ratios measured
-in one run: median of --runs each. The server side (learn, its helpers and the server) is
+in one run: median of --runs each, and the median of each run's ratio to the untraced run
+just before it (paired). The server side (learn, its helpers and the server) is
 pinned to one CPU, wrk to another (--server-cpu, --client-cpu): strace timings swing 3x when
 tracer and tracee are placed apart. The learner's cost is the CPU time of autosandbox and its
 helpers (strace, bpftrace; not the server) per second traced, and their peak RSS (psutil).
@@ -94,6 +95,12 @@ class Sample:
     cpu_per_s: float = 0.0  # CPU seconds of the learner and its helpers per second traced
     rss_mib: float = 0.0  # peak RSS of autosandbox itself
     helpers_rss_mib: float = 0.0  # peak RSS of strace + bpftrace together
+    # Anonymous memory (RssAnon: RSS without the shared libraries' file pages, 73 MiB of
+    # bpftrace's LLVM) of autosandbox + strace + bpftrace together: first and last sample of
+    # the run (flat, or growing with the traffic?) and the peak
+    anon_first_mib: float = 0.0
+    anon_last_mib: float = 0.0
+    anon_peak_mib: float = 0.0
 
 
 def _free_port() -> int:
@@ -148,6 +155,7 @@ class LearnerCost:
         self.cpu0 = self._cpu()
         self.rss = 0.0
         self.helpers_rss = 0.0
+        self.anon: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -182,17 +190,19 @@ class LearnerCost:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.5):
-            helpers = 0.0
+            helpers = anon = 0.0
             for p in self._procs():
                 try:
                     rss = p.memory_info().rss / 2**20
+                    anon += _rss_anon_mib(p.pid)
                     if p is self.root:
                         self.rss = max(self.rss, rss)
                     else:
                         helpers += rss
-                except self._psutil.Error:
+                except (self._psutil.Error, OSError):
                     continue
             self.helpers_rss = max(self.helpers_rss, helpers)
+            self.anon.append(anon)
 
     def finish(self, sample: Sample) -> Sample:
         self._stop.set()
@@ -201,7 +211,17 @@ class LearnerCost:
         used = sum(t - self.cpu0.get(pid, 0.0) for pid, t in cpu1.items())
         sample.cpu_per_s = used / max(time.monotonic() - self.start, 1e-6)
         sample.rss_mib, sample.helpers_rss_mib = self.rss, self.helpers_rss
+        if self.anon:
+            sample.anon_first_mib, sample.anon_last_mib = self.anon[0], self.anon[-1]
+            sample.anon_peak_mib = max(self.anon)
         return sample
+
+
+def _rss_anon_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def _server_argv(workload: str, workdir: Path, port: int) -> list[str]:
@@ -278,18 +298,43 @@ def _median(samples: list[Sample], attr: str) -> float:
     return float(statistics.median(getattr(x, attr) for x in samples))
 
 
+def report_memory(workload: str, results: dict[str, list[Sample]]) -> None:
+    """--no-untraced: the learner's cost alone (a long run's memory), no ratios."""
+    for mode, samples in results.items():
+        for x in samples:
+            print(f"{workload} {mode}: {x.rate:,.0f} requests/s; learner "
+                  f"{x.cpu_per_s:.2f} CPU s/s, RSS {x.rss_mib:.0f} MiB (+ strace/bpftrace "
+                  f"{x.helpers_rss_mib:.0f} MiB); all of them anonymous {x.anon_first_mib:.0f}"
+                  f" MiB at the start, {x.anon_last_mib:.0f} MiB at the end, peak "
+                  f"{x.anon_peak_mib:.0f} MiB")
+
+
 def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
+    if "untraced" not in results:
+        report_memory(workload, results)
+        return
     base = results["untraced"]
     rate, p99 = _median(base, "rate"), _median(base, "p99_ms")
-    print(f"{workload}: untraced {rate:,.0f} requests/s, p99 {p99:.2f} ms (median of {runs})")
+    spread = f"{min(x.rate for x in base):,.0f}-{max(x.rate for x in base):,.0f}"
+    print(f"{workload}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms "
+          f"(median of {runs})")
     for mode, samples in results.items():
         if mode == "untraced":
             continue
         r, l99 = _median(samples, "rate"), _median(samples, "p99_ms")
-        print(f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x; p99 {l99:.2f} ms, "
-              f"{l99 / p99:.2f}x; learner {_median(samples, 'cpu_per_s'):.2f} CPU s/s, "
+        # Each run's ratio against the untraced run just before it: a host whose speed drifts
+        # between runs (a shared VM) moves both alike
+        paired = statistics.median(x.rate / b.rate for x, b in zip(samples, base, strict=True))
+        paired99 = statistics.median(x.p99_ms / b.p99_ms
+                                     for x, b in zip(samples, base, strict=True))
+        print(f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x (paired {paired:.2f}x);"
+              f" p99 {l99:.2f} ms, {l99 / p99:.2f}x (paired {paired99:.2f}x); "
+              f"learner {_median(samples, 'cpu_per_s'):.2f} CPU s/s, "
               f"RSS {max(x.rss_mib for x in samples):.0f} MiB (+ strace/bpftrace "
-              f"{max(x.helpers_rss_mib for x in samples):.0f} MiB)")
+              f"{max(x.helpers_rss_mib for x in samples):.0f} MiB); all of them anonymous "
+              f"{_median(samples, 'anon_first_mib'):.0f} MiB at the start, "
+              f"{_median(samples, 'anon_last_mib'):.0f} MiB at the end, peak "
+              f"{max(x.anon_peak_mib for x in samples):.0f} MiB")
 
 
 def main() -> None:
@@ -298,6 +343,9 @@ def main() -> None:
                     help=f"comma-separated, of: {', '.join(WORKLOADS)} (default keepalive)")
     ap.add_argument("--tracers", default="full,fast", help="comma-separated: full, fast")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-untraced", action="store_true",
+                    help="the tracers alone: the learner's CPU and memory over a long run "
+                         "(e.g. --seconds 600), no ratios")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--server-cpu", type=int, default=0, help="-1: not pinned")
     ap.add_argument("--client-cpu", type=int, default=1, help="-1: not pinned")
@@ -341,7 +389,8 @@ def main() -> None:
             _systemctl("start", UNIT)
         try:
             for workload in workloads:
-                results: dict[str, list[Sample]] = {m: [] for m in ("untraced", *tracers)}
+                modes = tracers if args.no_untraced else ("untraced", *tracers)
+                results: dict[str, list[Sample]] = {m: [] for m in modes}
                 for i in range(args.runs):  # interleaved, so drift hits every mode alike
                     for mode in results:
                         sample = (run_unit_once(mode, workload, work, args.seconds, port)

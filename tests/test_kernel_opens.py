@@ -16,14 +16,10 @@ import pytest
 from autosandbox.errors import UserError
 from autosandbox.profile import Profile
 from autosandbox.trace import opens
-from autosandbox.trace.command import (
-    add_kernel_opens,
-    kernel_open_sink,
-    strace_options,
-    trace_command,
-)
+from autosandbox.trace.command import strace_options, trace_command
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.sources import add_kernel_opens, kernel_open_sink
 
 from .conftest import PYTHON
 

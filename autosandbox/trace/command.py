@@ -14,23 +14,14 @@ from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
-from autosandbox.linux.syscalls import NOT_CALLS
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
-from autosandbox.trace import kernel, kernel_sets, opens
-from autosandbox.trace.capabilities import NOISY_KERNEL_CAPS
+from autosandbox.trace import kernel
 from autosandbox.trace.facts import record_facts
-from autosandbox.trace.kernel import CallRecord, CallSink
-from autosandbox.trace.kernel_sets import SANDBOXED
-from autosandbox.trace.opens import OpenTracer, Record
 from autosandbox.trace.recorder import READ_CALLS, Recorder
+from autosandbox.trace.sources import KernelSources, Traced
 from autosandbox.trace.stream import TraceStream
-from autosandbox.trace.tracefs import (
-    CapabilityTracer,
-    SyscallSetTracer,
-    cap_capable_available,
-    syscall_tracer_available,
-)
+from autosandbox.trace.tracefs import syscall_tracer_available
 
 # Paths need no -s: strace prints them whole. Data buffers stay short, which keeps it fast.
 STRACE_OPTIONS = ("-f", "-y", "-q", "-s", "64")
@@ -87,75 +78,6 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
     return [strace, *strace_options(fast, kernel_opens), "-o", str(output), "--", *argv]
 
 
-def start_open_tracer(root_pids: Sequence[int] = (), gate_prefix: str | None = None,
-                      on_record: Callable[[Record], bool] | None = None,
-                      ) -> tuple[OpenTracer | None, str | None]:
-    """bpftrace reporting opens (to `on_record` as they come), or None and why not (strace
-    then stops on opens)."""
-    if not opens.available():
-        why = ("bpftrace is not installed" if opens.bpftrace_path() is None
-               else "the kernel's syscall tracepoints are not usable here")
-        return None, f"opens were traced by strace ({why}): slower under load"
-    try:
-        return OpenTracer(root_pids, gate_prefix, on_record=on_record), None
-    except (OSError, ValueError) as exc:
-        return None, f"opens were traced by strace: {exc}"
-
-
-def kernel_open_sink(recorders: Sequence[Recorder]) -> Callable[[Record], bool]:
-    """Gives each open or call the kernel reports to the recorder following the thread that
-    made it (one per Exec line); False if none follows it (yet)."""
-    calls = CallSink(recorders)
-
-    def take(rec: Record) -> bool:
-        if isinstance(rec, CallRecord):
-            return calls.take(rec)
-        flags, errno_name = rec.flags_text(), rec.errno_name
-        return any(r.opened(rec.tid, rec.path, rec.dir_path, flags, errno_name, rec.root,
-                            rec.start_dir) for r in recorders)
-    return take
-
-
-def add_kernel_opens(profile: Profile, tracer: OpenTracer, recorders: Sequence[Recorder],
-                     partial: bool = False) -> None:
-    """After the streams ended: the held opens of a closed `tracer` go to their recorders,
-    (all of them, for a tracer without a sink); `profile` gets the source and the warnings.
-    Opens no recorder takes make the profile a false account of the files (the sandbox
-    synthesized from it too tight, or its UMask= wrong): refused, unless already `partial`."""
-    profile.add_source("bpftrace:open")
-    if tracer.on_record is None:
-        take = kernel_open_sink(recorders)
-        for rec in tracer.records:
-            if not take(rec):
-                tracer.unattributed += 1
-    tracer.deliver()
-    profile.warnings.extend(tracer.warnings)
-    if tracer.unattributed and not partial:
-        raise UserError(f"bpftrace reported {tracer.unattributed} opens or calls by the traced "
-                        "processes that could not be placed in their trace: the profile would "
-                        "miss what they did, so nothing was learned (a bug, please "
-                        "report it; '--tracer full' traces them with strace instead)")
-
-
-def add_kernel_capabilities(profile: Profile, granted: dict[str, int], source: str) -> None:
-    """Granted checks become needs; the known-noisy ones only when a syscall corroborates."""
-    profile.add_source(source)
-    for cap, count in sorted(granted.items()):
-        if cap in NOISY_KERNEL_CAPS and cap not in profile.capabilities:
-            profile.warnings.append(
-                f"ignored {count} kernel checks of {cap}: made for memory accounting, "
-                "no syscall needing it was seen")
-            continue
-        profile.add_cap(cap, f"kernel granted {count} checks", count)
-
-
-def add_syscall_set(profile: Profile, names: set[str]) -> None:
-    """Calls tracefs saw but strace was not asked to stop on: in the set, counted once."""
-    profile.add_source("tracefs:syscalls")
-    for name in names - NOT_CALLS:
-        profile.syscalls.setdefault(name, 1)
-
-
 def trace_command(
     argv: Sequence[str],
     duration: float | None = None,
@@ -174,32 +96,27 @@ def trace_command(
     profile.add_source("strace")
     recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
     fast = _fast_tracer(fast)
-    systracer: SyscallSetTracer | None = None
-    open_tracer: OpenTracer | None = None
+    sources = KernelSources([recorder], recorder.pids.__contains__, caps=os.geteuid() == 0)
+    stack = contextlib.ExitStack()  # the kernel's tracers: stopped once the program is gone
     proc: subprocess.Popen[bytes] | None = None
     stream: TraceStream | None = None
     gate_w = -1
     interrupted = cut = False
-    tracer: CapabilityTracer | None = None
     started = time.monotonic()
     try:
         # root: the FIFO goes under the run's own directory, where `reset` finds it
         stream = TraceStream(recorder, fifo_dir=runstate.scratch_dir())
         # bpftrace follows our threads' children from before the fork, and reports opens from
         # strace's exec of the program on: its first open is seen, ours and strace's are not.
-        if fast:
-            open_tracer, why_not = start_open_tracer(root_pids=_own_threads(),
-                                                     on_record=kernel_open_sink([recorder]))
-            if why_not is not None:
-                profile.warnings.append(why_not)
-        # The BPF program, where it runs, also counts the capability checks (kernel_sets.py)
-        use_caps = os.geteuid() == 0 and cap_capable_available() and open_tracer is None
+        why_not = sources.start(stack, fast, root_pids=_own_threads() if fast else ())
+        if why_not is not None:
+            profile.warnings.append(why_not)
         # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
         # strace: no capability check of the traced program is missed, none of ours is counted.
         gate_r, gate_w = os.pipe()
         shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r} || exit 1; exec {gate_r}<&-; exec "$@"',
                 "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
-                                                 kernel_opens=open_tracer is not None)]
+                                                 kernel_opens=sources.opens is not None)]
         started = time.monotonic()
         try:
             # strace, and through the watchdog the program it runs, die with us (procs.py)
@@ -207,37 +124,33 @@ def trace_command(
         finally:
             os.close(gate_r)
         runstate.record_process(proc.pid)
-        with contextlib.ExitStack() as stack:
-            if use_caps:
-                tracer = stack.enter_context(
-                    CapabilityTracer(proc.pid, ignore_pids=frozenset({proc.pid})))
-            if fast:
-                systracer = stack.enter_context(
-                    SyscallSetTracer(proc.pid, is_program=recorder.pids.__contains__))
-            os.write(gate_w, b"go\n")
-            os.close(gate_w)
-            gate_w = -1
-            interrupted, cut = _window(proc, started, duration, stream, recorder, on_progress)
-            if proc.poll() is None:
-                interrupted = interrupted or duration is not None
-                _terminate(proc, grace=2.0 if cut else 5.0)
+        sources.start_tracefs(proc.pid)
+        os.write(gate_w, b"go\n")
+        os.close(gate_w)
+        gate_w = -1
+        interrupted, cut = _window(proc, started, duration, stream, recorder, on_progress)
+        if proc.poll() is None:
+            interrupted = interrupted or duration is not None
+            _terminate(proc, grace=2.0 if cut else 5.0)
     except BaseException:
         cut, keep_partial = True, False
         raise
     finally:
         with interrupts.shielded():
-            if gate_w >= 0:
-                os.close(gate_w)
-            if proc is not None and proc.poll() is None:
-                _terminate(proc, grace=2.0)
-            if open_tracer is not None:
-                open_tracer.close()
+            try:
+                if gate_w >= 0:
+                    os.close(gate_w)
+                if proc is not None and proc.poll() is None:
+                    _terminate(proc, grace=2.0)
+            finally:
+                stack.close()
             if cut and not keep_partial and stream is not None:
                 stream.close(timeout=2)  # its FIFO goes; nothing is learned from a cut trace
     if cut and not keep_partial:
         raise KeyboardInterrupt
     assert stream is not None and proc is not None
-    profile = _folded(stream.close(), recorder, open_tracer, tracer, systracer, cut)
+    profile = stream.close()
+    sources.finish(profile, [Traced(recorder)], partial=cut)
     profile.subject["duration_s"] = round(time.monotonic() - started, 3)
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode
@@ -282,26 +195,6 @@ def _window(proc: subprocess.Popen[bytes], started: float, duration: float | Non
             return True, False
         return True, True
     return False, False
-
-
-def _folded(profile: Profile, recorder: Recorder, open_tracer: OpenTracer | None,
-            tracer: CapabilityTracer | None, systracer: SyscallSetTracer | None,
-            cut: bool = False) -> Profile:
-    """The kernel's views (opens, capability checks, the syscall set) folded into strace's."""
-    if tracer is not None:
-        # checks inside a user namespace of the program's own grant nothing on the host
-        add_kernel_capabilities(profile, tracer.granted_for(recorder.pids - recorder.userns),
-                                "tracefs:cap_capable")
-    elif open_tracer is not None and kernel_sets.caps_available():
-        add_kernel_capabilities(profile, open_tracer.granted.get(SANDBOXED, {}),
-                                "bpftrace:cap_capable")
-    else:
-        profile.add_source("syscall-inference")
-    if open_tracer is not None:
-        add_kernel_opens(profile, open_tracer, [recorder], partial=cut)
-    if systracer is not None:
-        add_syscall_set(profile, systracer.syscalls_for(recorder.pids))
-    return profile
 
 
 def mark_partial(profile: Profile) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 
 from autosandbox import commands, interrupts, procs, unitfile
 from autosandbox.errors import UserError
-from autosandbox.linux import audit
 from autosandbox.profile import Profile
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
@@ -55,16 +54,10 @@ from autosandbox.systemd.manager import (
     current_scope,
 )
 from autosandbox.systemd.session import UnitSession, existing_settings
-from autosandbox.trace import kernel_sets
 from autosandbox.trace.command import (
     Progress,
-    add_kernel_capabilities,
-    add_kernel_opens,
-    add_syscall_set,
-    kernel_open_sink,
     mark_partial,
     require_strace,
-    start_open_tracer,
     strace_options,
 )
 from autosandbox.trace.facts import record_facts
@@ -75,16 +68,10 @@ from autosandbox.trace.gate import (
     shim_script,
     slice_cgroup,
 )
-from autosandbox.trace.kernel_sets import SANDBOXED
-from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
+from autosandbox.trace.sources import KernelSources, Traced
 from autosandbox.trace.stream import TraceStream
-from autosandbox.trace.tracefs import (
-    CapabilityTracer,
-    SyscallSetTracer,
-    cap_capable_available,
-    syscall_tracer_available,
-)
+from autosandbox.trace.tracefs import syscall_tracer_available
 
 log = logging.getLogger(__name__)
 
@@ -350,12 +337,10 @@ class _UnitTrace:
         self.recorders: list[Recorder] = []  # every stream's, for the kernel's opens
         self.instances: Instances | None = None
         self.notes: list[str] = []
-        self.tracer: CapabilityTracer | None = None
-        self.systracer: SyscallSetTracer | None = None
         self.gates: GateServer | None = None
-        self.open_tracer: OpenTracer | None = None
-        self.audit_why = audit.unavailable_reason()
-        self.audit_rules: audit.AuditRules | None = None
+        # the kernel's tracers (and audit), stopped on `stack` whatever happens
+        self.kernel = KernelSources(self.recorders, self._is_program, audit_wanted=True)
+        self.stack = contextlib.ExitStack()
         self.exercise_proc: subprocess.Popen[bytes] | None = None
         self.exercise_ok = False
         self.exercise_runs = 0
@@ -420,20 +405,12 @@ class _UnitTrace:
         # matches the gates by this path (a longer unit name falls back to strace's opens).
         gate_dir = Path(tempfile.mkdtemp(prefix="g-", dir=self.state_dir))
         os.chmod(gate_dir, 0o711)
-        if fast:
-            # The shims open their gates: that is how bpftrace learns the unit's processes.
-            self.open_tracer, why_not = start_open_tracer(
-                gate_prefix=f"{gate_dir}/gate-",
-                on_record=kernel_open_sink(self.recorders))
-            if why_not is not None:
-                self.notes.append(why_not)
-        # The BPF program, where it runs, also counts the capability checks (kernel_sets.py):
-        # a tracefs instance would print every check of every process on the machine.
-        if cap_capable_available() and self.open_tracer is None:
-            self.tracer = CapabilityTracer(None)
-            self.tracer.__enter__()
-        if fast:
-            self.systracer = SyscallSetTracer(None, self._is_program).__enter__()
+        # The shims open their gates: that is how bpftrace learns the unit's processes.
+        why_not = self.kernel.start(self.stack, fast, gate_prefix=f"{gate_dir}/gate-")
+        if why_not is not None:
+            self.notes.append(why_not)
+        # Nothing to follow yet: each line's pid is added as its shim announces it (_follow)
+        self.kernel.start_tracefs(None)
         # identical lines share one stream
         self.line_streams = [self.streams[e] for e in self.info.exec_lines if e in self.streams]
         if self.per_conn:
@@ -446,12 +423,6 @@ class _UnitTrace:
             where = unit_cgroup(self.mgr, self.info)
         self.gates = GateServer(gate_dir, len(self.info.exec_lines), self._follow,
                                 where, [s.fifo for s in self.line_streams], own_dir=True)
-        if self.audit_why is None:
-            try:
-                self.audit_rules = audit.AuditRules(
-                    f"autosandbox-learn-{os.getpid()}").__enter__()
-            except OSError as exc:
-                self.audit_why = str(exc)
 
     def _is_program(self, pid: int) -> bool:
         """A pid of a sandboxed line: what a `+` line calls first must not silence the call
@@ -474,14 +445,13 @@ class _UnitTrace:
         else:
             recorder = self.line_streams[index].recorder
         recorder.add_root(pid, pid_uid, pid_gid)
-        if self.systracer is not None:
-            self.systracer.add_pid(pid)
+        self.kernel.add_pid(pid)
         return fifo
 
     def _start_unit(self) -> None:
         write_dropin(self.dropin, trace_dropin(
             self.info, {e: s.fifo for e, s in self.streams.items()}, self.strace, self.gates,
-            kernel_opens=self.open_tracer is not None, fast=self.systracer is not None))
+            kernel_opens=self.kernel.opens is not None, fast=self.kernel.syscalls is not None))
         self.mgr.reload()
         self.cursor = journal_cursor()
         # scheduled: its timer starts it (no run off schedule); per connection: its socket
@@ -575,16 +545,12 @@ class _UnitTrace:
                               "stopped)")
 
     def _stop_all(self, discard: bool) -> None:
-        tracer, systracer, rules = self.tracer, self.systracer, self.audit_rules
         _each(self._stop_exercise,
               lambda: _restore(self.mgr, self.info, self.dropin, self.was_running, self.notes,
                                self.plan.scheduled, self.per_conn),
               self._detach_instances,
-              lambda: tracer.__exit__(None, None, None) if tracer is not None else None,
               self._close_gates,
-              lambda: self.open_tracer.close() if self.open_tracer is not None else None,
-              lambda: systracer.__exit__(None, None, None) if systracer else None,
-              lambda: rules.__exit__(None, None, None) if rules else None,
+              self.stack.close,
               lambda: self._discard_streams() if discard else None)
 
     def _detach_instances(self) -> None:
@@ -636,21 +602,17 @@ class _UnitTrace:
                                   "connection was left out of the profile")
         for _, stream in streams:
             stream.close(timeout=10)  # each recorder's profile is whole
-        if self.open_tracer is not None:
-            add_kernel_opens(profile, self.open_tracer, [s.recorder for _, s in streams],
-                             partial=self.cut)
-        # per connection: each instance's profile merged into the template's
-        pids, outside = merge_lines(profile, [(e, s.recorder) for e, s in streams])
+        kept = {id(s) for _, s in streams}
+        traced = [Traced(s.recorder, "privileged" not in e.flags, id(s) in kept)
+                  for e, s in self.all_streams()]
+        # per connection: each instance's profile merged into the template's, once the
+        # kernel's held opens reached it
+        self.notes.extend(self.kernel.finish(
+            profile, traced, partial=self.cut,
+            merge=lambda: merge_lines(profile, [(e, s.recorder) for e, s in streams])))
         events = sum(s.events for e, s in streams if "privileged" not in e.flags)
-        if self.systracer is not None:
-            # A call is reported until a sandboxed line makes it: an instance left out above
-            # may have been the first, so every sandboxed line's pids count.
-            add_syscall_set(profile, self.systracer.syscalls_for(set().union(*(
-                s.recorder.pids for e, s in self.all_streams()
-                if "privileged" not in e.flags))))
         if self.gates is not None:
             profile.warnings.extend(self.gates.warnings())
-        self._add_kernel_evidence(profile, pids, outside)
         record_facts(profile)
         with contextlib.suppress(OSError):
             self.state_dir.rmdir()
@@ -669,25 +631,6 @@ class _UnitTrace:
         return UnitTraceResult(profile, info, self.notes, self.started_ok, partial=self.cut,
                                events=events, runs=self.runs if self.plan.scheduled else None,
                                failure=self.failure, instances=instances)
-
-    def _add_kernel_evidence(self, profile: Profile, pids: set[int], outside: set[int]) -> None:
-        """Audit's failed accesses and the capabilities the kernel granted, of our pids."""
-        if self.audit_rules is not None:
-            profile.add_source("audit")
-            for ev in self.audit_rules.events():
-                if ev.pid in pids:
-                    profile.add_failed_path(ev.path or f"syscall:{ev.syscall}", ev.errno)
-        else:
-            self.notes.append(f"audit was not used: {self.audit_why}")
-        if self.tracer is not None:
-            # a process in a user namespace of its own is granted its checks there, not ours
-            add_kernel_capabilities(profile, self.tracer.granted_for(pids - outside),
-                                    "tracefs:cap_capable")
-        elif self.open_tracer is not None and kernel_sets.caps_available():
-            add_kernel_capabilities(profile, self.open_tracer.granted.get(SANDBOXED, {}),
-                                    "bpftrace:cap_capable")
-        else:
-            profile.add_source("syscall-inference")
 
 
 def _reload_and_stop_traced(mgr: Manager, info: ServiceInfo, notes: list[str]) -> None:

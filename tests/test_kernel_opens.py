@@ -257,3 +257,23 @@ def test_relative_opens_in_a_btrfs_subvolume_are_placed(tmp_path: Path) -> None:
             profile.warnings
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(not opens.available() or shutil.which("strace") is None,
+                    reason="needs root, bpftrace, strace and the syscall tracepoints of the host")
+def test_close_waits_for_every_record(tmp_path: Path) -> None:
+    """bpftrace stopped at once drops the records it has not read yet, without a "lost"
+    warning: seen under load, 6,238 and 8,652 of 20,000 opens when close() sent SIGINT at once.
+    close() first waits for a marker printed after each CPU's earlier records (flush())."""
+    n = 20000
+    tracer = OpenTracer(root_pids=sorted(int(t) for t in os.listdir("/proc/self/task")))
+    try:
+        subprocess.run(["strace", "-f", "-o", "/dev/null", "--seccomp-bpf", "-e",
+                        "trace=%process", "--", PYTHON, "-c",
+                        f"import sys\nfor i in range({n}): open(f'{{sys.argv[1]}}/f{{i}}', 'w')"
+                        ".close()", str(tmp_path)], check=True, timeout=300)
+    finally:
+        tracer.close()
+    seen = {r.path for r in tracer.records
+            if isinstance(r, opens.OpenRecord) and r.path.startswith(f"{tmp_path}/")}
+    assert len(seen) == n or tracer.lost, (len(seen), tracer.warnings)

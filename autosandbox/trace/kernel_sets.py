@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 
 from autosandbox.linux.tracefs import tracefs_root
+from autosandbox.trace.tracefs import EVENT as CAP_EVENT  # one name for the tracepoint
 
 SANDBOXED, PRIVILEGED = 1, 2
 _CAPN = re.compile(r"^@capn\[(\d+), (\d+)\]: (\d+)$")
-CAP_EVENT = "events/capability/cap_capable"
 
 
 def caps_available() -> bool:

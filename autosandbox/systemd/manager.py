@@ -140,6 +140,11 @@ class ExecLine:
     def prefix(self) -> str:
         return "".join(FLAG_PREFIX[f] for f in self.flags if f in FLAG_PREFIX)
 
+    @property
+    def privileged(self) -> bool:
+        """A `+` line: it runs outside the sandbox, so what it does is never the profile's."""
+        return "privileged" in self.flags
+
 
 @dataclass
 class ServiceInfo:

@@ -139,7 +139,7 @@ def unit_text(info: ServiceInfo, exclude: Path) -> str:
 def session_programs(info: ServiceInfo) -> list[str]:
     """The unit's sandboxed programs (not `+` lines) that open users' login sessions."""
     return [e.path for e in info.exec_lines
-            if "privileged" not in e.flags and opens_sessions(e.path)]
+            if not e.privileged and opens_sessions(e.path)]
 
 
 def sessions_refusal(unit: str, program: str) -> UserError:

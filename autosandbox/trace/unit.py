@@ -166,7 +166,7 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
             if e.kind != kind:
                 continue
             shim: list[str] = []
-            plus = "privileged" in e.flags
+            plus = e.privileged
             output = ["-o", str(fifos[e])] if e in fifos else []
             if gates is not None and gates.per_instance:
                 # the instance's own FIFO comes through its gate (gate.py)
@@ -204,7 +204,7 @@ def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
     privileged = []
     for line, recorder in lines:
         part = recorder.profile
-        if "privileged" in line.flags:
+        if line.privileged:
             written = sorted(part.written_paths(with_groups=True))
             privileged.append({"exec": line.kind, "path": line.path, "written": written[:20],
                                "written_count": len(written),
@@ -428,7 +428,7 @@ class _UnitTrace:
         """A pid of a sandboxed line: what a `+` line calls first must not silence the call
         for the others."""
         return any(pid in s.recorder.pids for e, s in self.all_streams()
-                   if "privileged" not in e.flags)
+                   if not e.privileged)
 
     def _follow(self, pid: int, index: int, pid_uid: int, pid_gid: int) -> Path | None:
         self.runs += index == self.first_start
@@ -603,14 +603,14 @@ class _UnitTrace:
         for _, stream in streams:
             stream.close(timeout=10)  # each recorder's profile is whole
         kept = {id(s) for _, s in streams}
-        traced = [Traced(s.recorder, "privileged" not in e.flags, id(s) in kept)
+        traced = [Traced(s.recorder, not e.privileged, id(s) in kept)
                   for e, s in self.all_streams()]
         # per connection: each instance's profile merged into the template's, once the
         # kernel's held opens reached it
         self.notes.extend(self.kernel.finish(
             profile, traced, partial=self.cut,
             merge=lambda: merge_lines(profile, [(e, s.recorder) for e, s in streams])))
-        events = sum(s.events for e, s in streams if "privileged" not in e.flags)
+        events = sum(s.events for e, s in streams if not e.privileged)
         if self.gates is not None:
             profile.warnings.extend(self.gates.warnings())
         record_facts(profile)

@@ -59,6 +59,28 @@ def test_synthesis_from_a_hand_built_profile_asks_the_host_nothing(
     assert isinstance(sb.settings, tuple) and isinstance(sb.omitted, tuple)
 
 
+def test_syscall_filter_from_groups_given_by_hand_asks_the_host_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target carries @system-service's parts: SystemCallFilter= needs no systemd-analyze
+    (before: synthesis ran it on the host whatever target it was given)."""
+    groups = {"@basic-io": frozenset({"read", "write", "close"}),
+              "@network-io": frozenset({"sendto", "recvfrom"}),
+              "@default": frozenset({"exit_group"}),
+              "@system-service": frozenset({"read", "write", "close", "sendto", "recvfrom",
+                                            "exit_group", "uname"})}
+    target = Target(252, frozenset({"SECCOMP"}), groups,
+                    service_parts=("@basic-io", "@default", "@network-io", "uname"))
+    p = unit_profile("webd.service", uid=4321, gid=4321, unit_lines=["User=webd"])
+    p.syscalls.update({"read": 3, "close": 1, "uname": 1, "exit_group": 1})
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise AssertionError(f"the host was asked: {args[:1]}")
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    sb = synthesize(p, target)
+    monkeypatch.undo()
+    assert sb.values("SystemCallFilter") == ["@basic-io", "@default", "uname"]
+
+
 def test_the_contracts_are_frozen() -> None:
     sb = parse_candidate("[Service]\nProtectSystem=strict\n", "x.service")
     with pytest.raises(dataclasses.FrozenInstanceError):

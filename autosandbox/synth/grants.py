@@ -17,7 +17,6 @@ from autosandbox.synth.model import Denial, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
 from autosandbox.synth.subject import EXEC_DIRS
-from autosandbox.synth.target import system_service_parts
 
 
 @dataclass
@@ -100,7 +99,7 @@ def allow_syscall(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
         return sb, None
     groups = sb.target.groups
     current = sb.values("SystemCallFilter") or []
-    parts = [p for p in system_service_parts() if p.startswith("@") and p != "@default"]
+    parts = [p for p in sb.target.service_parts if p.startswith("@") and p != "@default"]
     holding = sorted((p for p in parts if dn.syscall in groups.get(p, frozenset())),
                      key=lambda p: len(groups.get(p, frozenset())))
     add = holding[0] if holding else dn.syscall

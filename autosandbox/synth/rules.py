@@ -21,7 +21,7 @@ from autosandbox.synth.host import FileView
 from autosandbox.synth.model import Omission, Setting
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
 from autosandbox.synth.subject import Subject
-from autosandbox.synth.target import Target, system_service_parts
+from autosandbox.synth.target import Target
 
 if TYPE_CHECKING:  # the catalogue's rows name the rules below: it imports this module
     from autosandbox.synth.catalogue import Directive
@@ -475,7 +475,7 @@ def syscall_filter(ctx: Context, d: Directive) -> Decisions:
     seen &= known
     chosen: list[str] = []
     covered: set[str] = set()
-    for part in system_service_parts() or ("@system-service",):
+    for part in ctx.target.service_parts:
         if part.startswith("@"):
             members = groups.get(part, frozenset())
             if part == "@default" or members & seen:

@@ -19,6 +19,9 @@ class Target:
     features: frozenset[str]  # "+BPF_FRAMEWORK" style names, without the sign, that are on
     groups: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, hash=False)
     known_features: bool = True  # False when the version was given by hand
+    # @system-service's direct members (groups and single calls), in systemd's order: read
+    # with the groups, so synthesis never asks the host; unknown: the group as one piece
+    service_parts: tuple[str, ...] = field(default=("@system-service",), compare=False)
 
     def has(self, feature: str) -> bool:
         return feature in self.features
@@ -85,10 +88,15 @@ def _syscall_filter_text() -> str:
     return _run(["systemd-analyze", "syscall-filter"])
 
 
+def _parts(text: str) -> tuple[str, ...]:
+    return group_members(text).get("@system-service", ()) or ("@system-service",)
+
+
 @cache
 def host_target() -> Target:
     version, feats = parse_version(_run(["systemctl", "--version"]))
-    return Target(version, feats, parse_syscall_groups(_syscall_filter_text()))
+    text = _syscall_filter_text()
+    return Target(version, feats, parse_syscall_groups(text), service_parts=_parts(text))
 
 
 def target_for(version: int | None, bpf: bool | None = None) -> Target:
@@ -98,17 +106,13 @@ def target_for(version: int | None, bpf: bool | None = None) -> Target:
         if bpf is None:
             return t
         feats = t.features | {"BPF_FRAMEWORK"} if bpf else t.features - {"BPF_FRAMEWORK"}
-        return Target(t.version, feats, t.groups)
+        return Target(t.version, feats, t.groups, service_parts=t.service_parts)
     try:
-        groups = parse_syscall_groups(_syscall_filter_text())
+        text = _syscall_filter_text()
     except UserError:
-        groups = {}
+        text = ""
     base = {"SECCOMP", "AUDIT", "APPARMOR", "SELINUX"}
     if bpf is None or bpf:
         base.add("BPF_FRAMEWORK")
-    return Target(version, frozenset(base), groups, known_features=False)
-
-
-def system_service_parts() -> tuple[str, ...]:
-    """What @system-service is made of on this host (groups and single syscalls)."""
-    return group_members(_syscall_filter_text()).get("@system-service", ())
+    return Target(version, frozenset(base), parse_syscall_groups(text), known_features=False,
+                  service_parts=_parts(text))

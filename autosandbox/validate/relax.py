@@ -12,6 +12,7 @@ from autosandbox.synth.grants import Evidence, Relaxation, Relaxed, with_writabl
 from autosandbox.synth.model import Denial, Omission, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
+from autosandbox.synth.subject import EXEC_DIRS
 from autosandbox.validate.snapshot import Change
 
 
@@ -127,8 +128,7 @@ def relax_disk(sb: Sandbox, changes: list[Change], trial: int,
             a.mode & ~b.mode == 0 and a.mode != b.mode and b.acl == a.acl
         if not narrowed or b.kind == "dir":
             managed.append(c.path)
-    for directive, base in (("StateDirectory", "/var/lib"), ("LogsDirectory", "/var/log"),
-                            ("CacheDirectory", "/var/cache"), ("RuntimeDirectory", "/run")):
+    for directive, base in EXEC_DIRS.items():
         for s in sb.lines(directive):
             line: Setting | None = s  # this line as it now stands in `sb`
             for raw in s.values:

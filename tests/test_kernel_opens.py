@@ -277,3 +277,17 @@ def test_close_waits_for_every_record(tmp_path: Path) -> None:
     seen = {r.path for r in tracer.records
             if isinstance(r, opens.OpenRecord) and r.path.startswith(f"{tmp_path}/")}
     assert len(seen) == n or tracer.lost, (len(seen), tracer.warnings)
+
+
+@pytest.mark.skipif(not opens.available(),
+                    reason="needs root, bpftrace and the syscall tracepoints of the host")
+def test_arguments_come_from_the_registers_found_at_the_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exit probes read an open's path, flags and dirfd from the task's saved registers,
+    found at the start by a call of ours whose number and argument they must hold; where they
+    are not found no open could be read: the tracer refuses to start (strace reads opens)."""
+    with OpenTracer(root_pids=()) as tracer:
+        assert tracer._regs in {stack - pad - 168 for stack in (16384, 32768) for pad in (0, 16)}
+    monkeypatch.setattr(opens, "_NR_GETPGID", 4095)  # no call has it: nothing matches
+    with pytest.raises(OSError, match="syscall arguments"):
+        OpenTracer(root_pids=())

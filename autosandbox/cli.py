@@ -387,14 +387,14 @@ def learn(target: tuple[str, ...], duration: str | None, output: Path | None,
     service = unit_target(unit, opts) if unit else None  # a .socket's or .timer's service
     with runstate.session(service.service if service else None, _RAW_ARGS):
         result = learn_unit(service, opts) if service else learn_command(list(target), opts)
-        if not result.profile.subject.get("partial"):
+        if not result.profile.subject.partial:
             interrupts.check()
-    if result.profile.subject.get("partial"):
+    if result.profile.subject.partial:
         _keep_partial(result, prof)
     if prof is not None:
         result.profile.save(prof)
         result.profile_path = prof.absolute()
-    unit = result.profile.subject.get("unit")
+    unit = result.profile.subject.unit
     if unit:
         # a validated learn is what `apply UNIT` installs; another only with --force
         kept = save_learned(str(unit), result.dropin, result.validated, template,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autosandbox import interrupts
 from autosandbox.errors import UserError
@@ -129,8 +129,8 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         raise sessions_refusal(unit, sessions[0])
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
-    traced.profile.subject["unit_text"] = unit_text(traced.info, dropin)
-    traced.profile.subject["kept"] = keep
+    traced.profile.subject = replace(traced.profile.subject,
+                                     unit_text=unit_text(traced.info, dropin), kept=keep)
     result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
                                 opts.allow_write, opts.ip_allow)
     result.notes += traced.notes

@@ -3,16 +3,23 @@ tracer (which fills it) and the synthesizer (which reads it). Nothing here knows
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from autosandbox.errors import UserError
 
-PROFILE_VERSION = 1
+# 2: the subject is a typed record (Subject) and leaves out what it does not know; version 1
+# (the subject as a free dict, with nulls) is read the same way.
+PROFILE_VERSION = 2
+READ_VERSIONS = (1, 2)
 # Sources that say the fast tracer learned a profile (its syscall set came from tracefs): by
 # raw_syscalls in earlier profiles, by each call's own entry event now.
 FAST_SOURCES = frozenset({"tracefs:raw_syscalls", "tracefs:syscalls"})
@@ -160,6 +167,191 @@ class PathGroup:
                    [str(x) for x in d.get("examples", [])])
 
 
+def _key(name: str) -> dict[str, str]:
+    """Field metadata: the JSON key of a field whose Python name would shadow a builtin."""
+    return {"key": name}
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    """`value` (parsed JSON) as the annotated type `tp`; ValueError names what is wrong."""
+    args = typing.get_args(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # only `X | None` is used
+        if value is None:
+            return None
+        (inner,) = (a for a in args if a is not type(None))
+        return _decode(inner, value, where)
+    if origin is list and isinstance(value, list):
+        return [_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and isinstance(value, dict):
+        return {str(k): _decode(args[1], v, f"{where}[{k!r}]") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and issubclass(tp, Record) and isinstance(value, dict):
+        return tp.from_json(value, where)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(tp, type) and isinstance(value, tp) and (tp is bool
+                                                           or not isinstance(value, bool)):
+        return value
+    name = getattr(tp, "__name__", None) or str(tp)
+    raise ValueError(f"{where}: expected {name}, got {value!r}")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_json()
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    return value
+
+
+def _fields_of(cls: Any) -> list[tuple[dataclasses.Field[Any], str]]:
+    """A Record's fields but `extra`, each with its JSON key."""
+    return [(f, f.metadata.get("key", f.name)) for f in dataclasses.fields(cls)
+            if f.name != "extra"]
+
+
+class Record:
+    """A frozen dataclass whose JSON form is derived from its fields: each field under its
+    name (or its metadata "key"), left out while it holds its default (files stay small, and
+    an old file's nulls read as defaults). A class with an `extra` field keeps the keys it
+    does not know there, and writes them back."""
+
+    _hints: ClassVar[dict[str, Any]]  # each class's resolved annotations, on first use
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(getattr(self, "extra", {}))
+        for f, key in _fields_of(self):
+            value = getattr(self, f.name)
+            default = (f.default if f.default_factory is dataclasses.MISSING
+                       else f.default_factory())
+            if value != default:
+                out[key] = _encode(value)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "") -> Self:
+        where = where or cls.__name__.lower()
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected an object, got {data!r}")
+        if "_hints" not in cls.__dict__:
+            cls._hints = typing.get_type_hints(cls)
+        fields = _fields_of(cls)
+        missing = [key for f, key in fields if key not in data and f.default
+                   is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ValueError(f"{where}: no {missing[0]!r}")
+        known = {f.name: _decode(cls._hints[f.name], data[key], f"{where}.{key}")
+                 for f, key in fields if key in data}
+        if "extra" in cls._hints:
+            names = {key for _, key in fields}
+            known["extra"] = {str(k): v for k, v in data.items() if k not in names}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class PrivilegedLine(Record):
+    """What a `+` Exec line did: it runs outside the sandbox, so it is described, not merged."""
+
+    kind: str = field(metadata=_key("exec"))  # ExecStartPre, ExecStart, ...
+    path: str
+    written: list[str] = field(default_factory=list)  # the first 20
+    written_count: int = 0
+    capabilities: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Subject(Record):
+    """What was traced (a unit, or a command), as whom, and how the trace went.
+
+    Frozen: tracing completes it with dataclasses.replace (duration, exit code, runs ...), so
+    a subject held elsewhere (a merged profile's `merged`) never changes under its holder."""
+
+    unit: str | None = None
+    command: list[str] = field(default_factory=list)  # a plain command's argv
+    cwd: str | None = None
+    uid: int | None = None  # whom it runs as
+    gid: int | None = None
+    user: str | None = None  # the unit's User= and Group=
+    group: str | None = None
+    dynamic_user: bool = False
+    unit_type: str | None = field(default=None, metadata=_key("type"))  # the unit's Type=
+    # the unit's Exec lines: [directive, path, argument ...]
+    exec_lines: list[list[str]] = field(default_factory=list, metadata=_key("exec"))
+    # a unit of a user's manager: "user", and that user (systemd/manager.py Scope.to_json)
+    manager: str | None = None
+    manager_uid: int | None = None
+    manager_user: str | None = None
+    manager_home: str | None = None
+    host: str | None = None  # names the profile in a merge (provenance.default_label)
+    duration_s: float | None = None
+    exit_code: int | None = None  # a command's
+    partial: bool = False  # the trace was cut (--keep-partial)
+    runs: int | None = None  # a scheduled unit's runs seen
+    instances: int | None = None  # a per-connection template's instances traced
+    privileged: list[PrivilegedLine] = field(default_factory=list)
+    # the unit as learned (fragment and drop-ins) and its own settings, so `synthesize
+    # PROFILE` scores and keeps against the same text as `learn` did; None: not stored
+    unit_text: str | None = None
+    kept: dict[str, str] | None = None
+    merged: list[Subject] = field(default_factory=list)  # each merged profile's own subject
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
+
+    @property
+    def name(self) -> str:
+        """The unit, else the command line."""
+        return self.unit or " ".join(self.command)
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """How a Profile field is written to JSON and read back (the one place for each field)."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    omit_empty: bool = False  # left out while empty: fields added after the first profiles
+
+
+def _json(encode: Callable[[Any], Any], decode: Callable[[Any], Any],
+          omit_empty: bool = False) -> dict[str, _Codec]:
+    """The metadata of a Profile field the file holds: its codec."""
+    return {"codec": _Codec(encode, decode, omit_empty)}
+
+
+def _sorted(d: dict[str, Any]) -> dict[str, Any]:
+    return dict(sorted(d.items()))
+
+
+def _counts(d: dict[str, Any]) -> dict[str, int]:
+    return {str(k): int(n) for k, n in d.items()}
+
+
+def _key_counts(d: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {str(k): _counts(v) for k, v in d.items()}
+
+
+def _objects(cls: Any) -> dict[str, _Codec]:
+    """Keys to objects with their own to_json and from_json."""
+    return _json(lambda v: {k: x.to_json() for k, x in sorted(v.items())},
+                  lambda d: {str(k): cls.from_json(x) for k, x in d.items()})
+
+
+_STRS = _json(list, lambda d: [str(x) for x in d])
+_COUNTS = _json(_sorted, _counts)
+_KEY_COUNTS = _json(_sorted, _key_counts)
+_ENDPOINTS = _json(lambda v: [e.to_json() for e in sorted(v)],
+                   lambda d: {Endpoint.from_json(e) for e in d})
+
+
+def _codecs(cls: Any) -> list[tuple[dataclasses.Field[Any], _Codec]]:
+    """The fields a profile file holds, each with its codec."""
+    return [(f, f.metadata["codec"]) for f in dataclasses.fields(cls) if "codec" in f.metadata]
+
+
 def _parent(path: str) -> str:
     return path.rpartition("/")[0] or "/"
 
@@ -180,33 +372,54 @@ def _nested_add(mine: dict[str, dict[str, int]], theirs: dict[str, dict[str, int
 
 @dataclass
 class Profile:
-    subject: dict[str, Any] = field(default_factory=dict)  # command, unit, cwd, user
-    sources: list[str] = field(default_factory=list)  # strace, tracefs:cap_capable, audit ...
-    paths: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> kind -> count
-    failed_paths: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> errno -> n
-    execs: dict[str, dict[str, bool]] = field(default_factory=dict)  # path -> setuid/setgid
-    families: dict[str, int] = field(default_factory=dict)
-    socket_types: dict[str, int] = field(default_factory=dict)  # "AF_INET/SOCK_STREAM"
-    binds: set[Endpoint] = field(default_factory=set)
-    peers: set[Endpoint] = field(default_factory=set)  # we connected or sent to
-    inbound: set[Endpoint] = field(default_factory=set)  # accepted from / received from
-    unix_sockets: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> op -> n
-    netlink: dict[str, int] = field(default_factory=dict)  # NETLINK_ROUTE, ...
-    syscalls: dict[str, int] = field(default_factory=dict)
-    failed_syscalls: dict[str, dict[str, int]] = field(default_factory=dict)
-    capabilities: dict[str, Evidence] = field(default_factory=dict)
-    flags: dict[str, Evidence] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    path_groups: dict[str, PathGroup] = field(default_factory=dict)  # directory -> group
-    facts: dict[str, Fact] = field(default_factory=dict)  # path -> what the host said
+    # The fields a file holds, in its order, each with its codec (metadata, _json).
+    subject: Subject = field(default_factory=Subject,
+                             metadata=_json(lambda s: s.to_json(), Subject.from_json))
+    # strace, tracefs:cap_capable, audit ...
+    sources: list[str] = field(default_factory=list, metadata=_STRS)
+    # path -> kind -> count
+    paths: dict[str, dict[str, int]] = field(default_factory=dict, metadata=_json(
+        lambda v: {p: _sorted(k) for p, k in sorted(v.items())}, _key_counts))
+    # path -> errno -> n
+    failed_paths: dict[str, dict[str, int]] = field(default_factory=dict, metadata=_KEY_COUNTS)
+    # path -> setuid/setgid
+    execs: dict[str, dict[str, bool]] = field(default_factory=dict, metadata=_json(
+        _sorted, lambda d: {str(p): {str(k): bool(b) for k, b in v.items()}
+                            for p, v in d.items()}))
+    families: dict[str, int] = field(default_factory=dict, metadata=_COUNTS)
+    # "AF_INET/SOCK_STREAM"
+    socket_types: dict[str, int] = field(default_factory=dict, metadata=_COUNTS)
+    binds: set[Endpoint] = field(default_factory=set, metadata=_ENDPOINTS)
+    # we connected or sent to
+    peers: set[Endpoint] = field(default_factory=set, metadata=_ENDPOINTS)
+    # accepted from / received from
+    inbound: set[Endpoint] = field(default_factory=set, metadata=_ENDPOINTS)
+    # path -> op -> n
+    unix_sockets: dict[str, dict[str, int]] = field(default_factory=dict, metadata=_KEY_COUNTS)
+    # NETLINK_ROUTE, ...
+    netlink: dict[str, int] = field(default_factory=dict, metadata=_COUNTS)
+    syscalls: dict[str, int] = field(default_factory=dict, metadata=_COUNTS)
+    failed_syscalls: dict[str, dict[str, int]] = field(default_factory=dict,
+                                                       metadata=_KEY_COUNTS)
+    capabilities: dict[str, Evidence] = field(default_factory=dict, metadata=_objects(Evidence))
+    flags: dict[str, Evidence] = field(default_factory=dict, metadata=_objects(Evidence))
+    warnings: list[str] = field(default_factory=list, metadata=_STRS)
+    # directory -> group
+    path_groups: dict[str, PathGroup] = field(default_factory=dict,
+                                              metadata=_objects(PathGroup))
+    # path -> what the host said
+    facts: dict[str, Fact] = field(default_factory=dict, metadata=_objects(Fact))
     # Which merged host saw what (autosandbox/provenance.py); empty for a single run.
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict,
+                                       metadata=_json(lambda v: v, dict, omit_empty=True))
     # Paths written by traced processes running as root (fsuid and fsgid 0, no supplementary
     # groups): with the facts, the evidence for CAP_DAC_OVERRIDE (trace/dac.py).
-    root_writes: dict[str, dict[str, int]] = field(default_factory=dict)
+    root_writes: dict[str, dict[str, int]] = field(
+        default_factory=dict, metadata=_json(_sorted, _key_counts, omit_empty=True))
     # The host's mount points when tracing ended -> file system type (trace/facts.py): what
     # ProtectSystem=strict must make read-only besides the root (synth/rules.py).
-    mounts: dict[str, str] = field(default_factory=dict)
+    mounts: dict[str, str] = field(default_factory=dict, metadata=_json(
+        _sorted, lambda d: {str(m): str(t) for m, t in d.items()}, omit_empty=True))
     # Bookkeeping of the aggregation, not serialized: entries per directory, names seen per
     # group (hashes), failed paths left out past GROUP_LIMIT per directory.
     _children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -348,8 +561,8 @@ class Profile:
         self.warnings.extend(w for w in other.warnings if w not in self.warnings)
         for path, fact in other.facts.items():
             self.facts.setdefault(path, fact)  # the first profile's host speaks for a path
-        subjects = self.subject.setdefault("merged", [])
-        subjects.append(other.subject)
+        self.subject = dataclasses.replace(self.subject,
+                                           merged=[*self.subject.merged, other.subject])
 
     def _merge_paths(self, other: Profile) -> None:
         """Paths, failed paths, executables and path groups, within this profile's bounds."""
@@ -375,72 +588,22 @@ class Profile:
             del mine_g.examples[MAX_EXAMPLES:]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "version": PROFILE_VERSION,
-            "subject": self.subject,
-            "sources": self.sources,
-            "paths": {p: dict(sorted(k.items())) for p, k in sorted(self.paths.items())},
-            "failed_paths": dict(sorted(self.failed_paths.items())),
-            "execs": dict(sorted(self.execs.items())),
-            "families": dict(sorted(self.families.items())),
-            "socket_types": dict(sorted(self.socket_types.items())),
-            "binds": [e.to_json() for e in sorted(self.binds)],
-            "peers": [e.to_json() for e in sorted(self.peers)],
-            "inbound": [e.to_json() for e in sorted(self.inbound)],
-            "unix_sockets": dict(sorted(self.unix_sockets.items())),
-            "netlink": dict(sorted(self.netlink.items())),
-            "syscalls": dict(sorted(self.syscalls.items())),
-            "failed_syscalls": dict(sorted(self.failed_syscalls.items())),
-            "capabilities": {k: v.to_json() for k, v in sorted(self.capabilities.items())},
-            "flags": {k: v.to_json() for k, v in sorted(self.flags.items())},
-            "warnings": self.warnings,
-            "path_groups": {d: g.to_json() for d, g in sorted(self.path_groups.items())},
-            "facts": {p: f.to_json() for p, f in sorted(self.facts.items())},
-            **({"provenance": self.provenance} if self.provenance else {}),
-            **({"root_writes": dict(sorted(self.root_writes.items()))}
-               if self.root_writes else {}),
-            **({"mounts": dict(sorted(self.mounts.items()))} if self.mounts else {}),
-        }
+        out: dict[str, Any] = {"version": PROFILE_VERSION}
+        for f, codec in _codecs(self):
+            value = getattr(self, f.name)
+            if value or not codec.omit_empty:
+                out[f.name] = codec.encode(value)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Profile:
         version = data.get("version")
-        if version != PROFILE_VERSION:
-            raise UserError(f"profile version {version!r} is not supported "
-                            f"(this autosandbox reads version {PROFILE_VERSION})")
+        if version not in READ_VERSIONS:
+            raise UserError(f"profile version {version!r} is not supported (this autosandbox "
+                            f"reads versions {', '.join(map(str, READ_VERSIONS))})")
         try:
-            return cls(
-                subject=dict(data.get("subject", {})),
-                sources=list(data.get("sources", [])),
-                paths={str(p): {str(k): int(n) for k, n in v.items()}
-                       for p, v in data.get("paths", {}).items()},
-                failed_paths={str(p): {str(k): int(n) for k, n in v.items()}
-                              for p, v in data.get("failed_paths", {}).items()},
-                execs={str(p): {str(k): bool(b) for k, b in v.items()}
-                       for p, v in data.get("execs", {}).items()},
-                families={str(k): int(n) for k, n in data.get("families", {}).items()},
-                socket_types={str(k): int(n) for k, n in data.get("socket_types", {}).items()},
-                binds={Endpoint.from_json(e) for e in data.get("binds", [])},
-                peers={Endpoint.from_json(e) for e in data.get("peers", [])},
-                inbound={Endpoint.from_json(e) for e in data.get("inbound", [])},
-                unix_sockets={str(p): {str(k): int(n) for k, n in v.items()}
-                              for p, v in data.get("unix_sockets", {}).items()},
-                netlink={str(k): int(n) for k, n in data.get("netlink", {}).items()},
-                syscalls={str(k): int(n) for k, n in data.get("syscalls", {}).items()},
-                failed_syscalls={str(s): {str(k): int(n) for k, n in v.items()}
-                                 for s, v in data.get("failed_syscalls", {}).items()},
-                capabilities={str(k): Evidence.from_json(v)
-                              for k, v in data.get("capabilities", {}).items()},
-                flags={str(k): Evidence.from_json(v) for k, v in data.get("flags", {}).items()},
-                warnings=[str(w) for w in data.get("warnings", [])],
-                path_groups={str(d): PathGroup.from_json(g)
-                             for d, g in data.get("path_groups", {}).items()},
-                facts={str(p): Fact.from_json(f) for p, f in data.get("facts", {}).items()},
-                provenance=dict(data.get("provenance", {})),
-                root_writes={str(p): {str(k): int(n) for k, n in v.items()}
-                             for p, v in data.get("root_writes", {}).items()},
-                mounts={str(m): str(t) for m, t in data.get("mounts", {}).items()},
-            )
+            return cls(**{f.name: codec.decode(data[f.name]) for f, codec in _codecs(cls)
+                          if f.name in data})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"profile is malformed: {exc}") from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,7 @@ def check_label(label: str) -> str:
 
 def default_label(path: Path, profile: Profile) -> str:
     """The host a profile names, else its file name without .json (and .profile)."""
-    host = profile.subject.get("host")
-    name = str(host) if isinstance(host, str) and host else path.name
+    name = profile.subject.host or path.name
     for suffix in (".json", ".profile"):
         name = name.removesuffix(suffix)
     return name
@@ -109,8 +108,8 @@ def merge_profiles(items: list[tuple[str, Profile]]) -> Profile:
         prov.add(label, profile)
         if merged is None:
             merged = profile
-            first = {k: v for k, v in profile.subject.items() if k != "merged"}
-            merged.subject = {**first, "merged": [first]}
+            first = replace(profile.subject, merged=[])
+            merged.subject = replace(first, merged=[first])
         else:
             merged.merge(profile)
     if merged is None:

@@ -72,11 +72,10 @@ class ProgressLine:
 def summarize(profile: Profile) -> str:
     p = profile
     out: list[str] = []
-    subj = p.subject.get("unit") or " ".join(map(str, p.subject.get("command", [])))
-    out.append(f"subject:      {subj}")
+    out.append(f"subject:      {p.subject.name}")
     out.append(f"sources:      {', '.join(p.sources) or '-'}")
-    if "duration_s" in p.subject:
-        out.append(f"traced for:   {format_duration(float(p.subject['duration_s']))}")
+    if p.subject.duration_s is not None:
+        out.append(f"traced for:   {format_duration(p.subject.duration_s)}")
     written = p.written_paths(with_groups=True)
     reads = [x for x, k in p.paths.items() if "read" in k]
     execs = sorted(p.execs)

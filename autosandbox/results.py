@@ -73,9 +73,8 @@ class Result:
 
 
 def check_unit_for(profile: Profile) -> str:
-    cmd = profile.subject.get("command")
-    if isinstance(cmd, list) and cmd:
-        return analyze.command_unit([str(c) for c in cmd])
+    if profile.subject.command:
+        return analyze.command_unit(profile.subject.command)
     return analyze.command_unit(["/bin/true"])
 
 
@@ -84,14 +83,12 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
                        ip_allow: Sequence[str] = ()) -> Result:
     # A unit's profile carries the unit as it was learned: `synthesize PROFILE` later scores
     # and keeps against the same text as `learn` did.
-    stored_text = profile.subject.get("unit_text")
-    stored_keep = profile.subject.get("kept")
-    keep = ({str(k): str(v) for k, v in stored_keep.items()}
-            if isinstance(stored_keep, dict) else None)
+    stored_text = profile.subject.unit_text
+    keep = profile.subject.kept
     target = target_for(systemd_version, bpf)
     sandbox = synthesize(profile, target, keep=keep, allow_write=allow_write,
                          ip_allow=ip_allow)
-    base = stored_text if isinstance(stored_text, str) else check_unit_for(profile)
+    base = stored_text if stored_text is not None else check_unit_for(profile)
     result = Result(profile, sandbox, "", base, [], None, None)
     # checked under the unit's own name: specifiers (User=%i) resolve as in the real unit
     result.before = analyze.security(base, None, _check_name(result), _user_manager(result))
@@ -100,8 +97,8 @@ def result_for_profile(profile: Profile, systemd_version: int | None = None,
 
 def _check_name(result: Result) -> str | None:
     """The name the drop-in is checked under: the unit's own, when its text is stored."""
-    return str(result.profile.subject.get("unit") or "") or None \
-        if isinstance(result.profile.subject.get("unit_text"), str) else None
+    subject = result.profile.subject
+    return subject.unit or None if subject.unit_text is not None else None
 
 
 def _checked(result: Result, dropin: str) -> Result:
@@ -117,7 +114,7 @@ def _checked(result: Result, dropin: str) -> Result:
 
 def _user_manager(result: Result) -> bool:
     """Scored as systemd --user scores a unit of a user's manager."""
-    return result.profile.subject.get("manager") == "user"
+    return result.profile.subject.manager == "user"
 
 
 def for_every_instance(result: Result, validation: Validation | None = None) -> Result:

@@ -51,7 +51,7 @@ def checked_dropin(profile: Profile) -> tuple[Sandbox, str]:
     """Synthesize and assert that systemd-analyze verify has nothing to say about it."""
     sb = sandbox_for(profile)
     text = sb.render()
-    unit = analyze.command_unit([str(c) for c in profile.subject["command"]])
+    unit = analyze.command_unit(profile.subject.command)
     warnings = analyze.verify(unit, text)
     assert warnings == [], f"systemd-analyze verify: {warnings}\n{text}"
     return sb, text

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from autosandbox.profile import Endpoint, Fact, Profile
+from autosandbox.profile import Endpoint, Fact, Profile, Subject
 from autosandbox.synth.model import Sandbox
 from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import host_target
@@ -21,8 +21,8 @@ def unit_profile(unit: str = "svc.service", uid: int | None = 0, gid: int | None
     text = "\n".join(["[Unit]", "Description=test", "[Service]", "ExecStart=/bin/true",
                       *unit_lines]) + "\n"
     kept = {k: v for k, _, v in (line.partition("=") for line in unit_lines)}
-    p = Profile(subject={"unit": unit, "uid": uid, "gid": gid, "unit_text": text, "kept": kept,
-                         **subject})
+    p = Profile(subject=Subject.from_json({"unit": unit, "uid": uid, "gid": gid,
+                                           "unit_text": text, "kept": kept, **subject}))
     p.add_source("strace")
     p.syscalls.update({"read": 1, "write": 1, "openat": 1, "exit_group": 1})
     p.facts["/"] = ROOT_DIR
@@ -57,15 +57,14 @@ def served(p: Profile, addr: str, port: int, proto: str = "tcp") -> None:
 
 
 def synth(p: Profile, allow_write: Sequence[str] = (), ip_allow: Sequence[str] = ()) -> Sandbox:
-    kept = p.subject.get("kept")
-    keep = {str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else None
-    return synthesize(p, host_target(), keep=keep, allow_write=allow_write, ip_allow=ip_allow)
+    return synthesize(p, host_target(), keep=p.subject.kept, allow_write=allow_write,
+                      ip_allow=ip_allow)
 
 
 def verified(p: Profile, sb: Sandbox) -> str:
     """The drop-in, after systemd-analyze verify had nothing to say about it on the unit."""
     text = sb.render()
-    unit = str(p.subject["unit_text"])
+    unit = str(p.subject.unit_text)
     before = set(analyze.verify(unit, None))
     warnings = [w for w in analyze.verify(unit, text) if w not in before]
     assert warnings == [], f"systemd-analyze verify: {warnings}\n{text}"

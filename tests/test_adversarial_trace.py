@@ -318,7 +318,7 @@ def test_privileged_lines_stay_out_of_the_profile() -> None:
         (ExecLine("ExecStart", "/bin/app", ("/bin/app",), ()), main)])
     assert pids == {20}
     assert "/etc/prefix-demo" not in profile.paths and "AF_UNIX" in profile.families
-    assert profile.subject["privileged"][0]["written"] == ["/etc/prefix-demo"]
+    assert profile.subject.privileged[0].written == ["/etc/prefix-demo"]
     assert any("runs outside the sandbox" in w and "/etc/prefix-demo" in w
                for w in profile.warnings)
 

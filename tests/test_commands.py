@@ -13,7 +13,7 @@ import pytest
 
 from autosandbox import commands
 from autosandbox.errors import UserError
-from autosandbox.profile import Profile
+from autosandbox.profile import Profile, Subject
 
 
 def test_failure_is_one_line_naming_the_command_and_what_it_said() -> None:
@@ -91,7 +91,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_verbose_shows_the_commands_on_stderr_only(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    Profile(subject={"command": ["/bin/true"], "cwd": "/", "uid": 0}).save(path)
+    Profile(subject=Subject(command=["/bin/true"], cwd="/", uid=0)).save(path)
     quiet = _cli("synthesize", str(path))
     loud = _cli("-v", "synthesize", str(path))
     assert quiet.returncode == loud.returncode == 0, (quiet.stderr, loud.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -84,7 +85,7 @@ def test_own_state_directory_becomes_state_directory_only_where_nothing_changes(
     profile.paths["/var/lib/myapp/state.json"] = {"write": 1, "create": 1}
     profile.paths["/var/log/myapp/app.log"] = {"write": 3, "create": 1}
     profile.paths["/var/lib/other/x"] = {"write": 1, "create": 1}
-    profile.subject.update(unit="myapp.service", uid=0, gid=0)
+    profile.subject = replace(profile.subject, unit="myapp.service", uid=0, gid=0)
     profile.facts.update({
         "/var/lib/myapp": Fact("dir", 0, 0, 0o755), "/var/log/myapp": Fact("dir", 0, 4, 0o750),
         "/var/lib/other": Fact("dir", 0, 0, 0o755), "/var/lib": Fact("dir", 0, 0, 0o755),

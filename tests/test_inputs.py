@@ -11,7 +11,7 @@ import pytest
 from autosandbox.durations import SETTLE_BOUNDS, TRACE_BOUNDS, parse_duration
 from autosandbox.errors import UserError
 from autosandbox.inputs import check_port, check_url
-from autosandbox.profile import Profile
+from autosandbox.profile import Profile, Subject
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -119,7 +119,7 @@ def test_input_files_must_be_readable_files(tmp_path: Path) -> None:
 
 def test_systemd_version_bounds_on_synthesize(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
-    Profile(subject={"command": ["/bin/true"], "cwd": "/", "uid": 0}).save(path)
+    Profile(subject=Subject(command=["/bin/true"], cwd="/", uid=0)).save(path)
     one_line_error(cli("synthesize", str(path), "--systemd-version", "-1"),
                    "--systemd-version")
     ok = cli("synthesize", str(path), "--systemd-version", "252")

@@ -7,7 +7,7 @@ import gzip
 import os
 from pathlib import Path
 
-from autosandbox.profile import Endpoint, Profile
+from autosandbox.profile import Endpoint, Profile, Subject
 from autosandbox.trace.recorder import READ_CALLS, Recorder
 from autosandbox.trace.strace_parser import StraceParser, Syscall, split_args, unescape
 
@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data" / "multiproc.strace.gz"
 
 
 def _record() -> tuple[Profile, StraceParser, Recorder]:
-    profile = Profile(subject={"command": ["bash", "multiproc.sh"]})
+    profile = Profile(subject=Subject(command=["bash", "multiproc.sh"]))
     rec = Recorder(profile, "/tmp")
     parser = StraceParser(READ_CALLS)
     with gzip.open(DATA, "rt", encoding="latin-1") as f:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autosandbox.errors import UserError
-from autosandbox.profile import Endpoint, Evidence, Profile
+from autosandbox.profile import Endpoint, Evidence, Profile, Subject
 from autosandbox.provenance import Provenance, describe, merge_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def host_profile(extra_path: str | None = None, family: str | None = None,
                  cap: str | None = None) -> Profile:
-    p = Profile(subject={"unit": "app.service"})
+    p = Profile(subject=Subject(unit="app.service"))
     p.add_source("strace")
     p.add_path("/usr/bin/python3", "exec")
     p.add_path("/var/lib/app/hits", "write")
@@ -59,7 +59,7 @@ def test_union_and_who_saw_what() -> None:
     assert seen["paths"]["/usr/bin/python3"] == ["web1", "web2", "web3"]
     assert seen["capabilities"] == {"CAP_CHOWN": ["web3"]}
     assert seen["binds"] == {"tcp 127.0.0.1:8085": ["web1", "web2", "web3"]}
-    assert [s.get("unit") for s in merged.subject["merged"]] == ["app.service"] * 3
+    assert [s.unit for s in merged.subject.merged] == ["app.service"] * 3
 
 
 def test_single_profile_json_has_no_provenance() -> None:

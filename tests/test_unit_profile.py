@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from autosandbox.profile import Profile
+from autosandbox.profile import Profile, Subject
 from autosandbox.results import result_for_profile
 
 UNIT = """[Unit]
@@ -19,7 +19,7 @@ NoNewPrivileges=yes
 
 
 def _profile(tmp_path: Path, **subject: object) -> Profile:
-    p = Profile(subject={"unit": "web.service", **subject})
+    p = Profile(subject=Subject.from_json({"unit": "web.service", **subject}))
     p.add_source("strace")
     p.syscalls.update({"read": 1, "write": 1, "openat": 1, "exit_group": 1})
     path = tmp_path / "web.profile.json"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pwd
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +31,8 @@ from autosandbox.systemd.manager import (
 from .synth_profiles import served, synth, touch, unit_profile
 
 ALICE = Scope(1000, "alice", 1000, "/home/alice")
-USER_SUBJECT = {"manager": "user", "manager_uid": 1000, "manager_user": "alice",
-                "manager_home": "/home/alice"}
+USER_SUBJECT: dict[str, Any] = {"manager": "user", "manager_uid": 1000,
+                                "manager_user": "alice", "manager_home": "/home/alice"}
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def alice() -> Iterator[Scope]:
 
 def _user_profile() -> tuple[Profile, Sandbox]:
     p = unit_profile("web.service", uid=1000, gid=1000)
-    p.subject.update(USER_SUBJECT)
+    p.subject = replace(p.subject, **USER_SUBJECT)
     served(p, "127.0.0.1", 8080)
     home = Fact("dir", 1000, 1000, 0o755)
     touch(p, "/home/alice/www/started", "write", "create", fact=Fact("file", 1000, 1000, 0o600))
@@ -153,7 +155,7 @@ def test_a_user_unit_is_scored_as_its_manager_scores_it() -> None:
 
     p, _ = _user_profile()
     user = result_for_profile(p)
-    p.subject["manager"] = "system"  # the same file, scored as a system unit
+    p.subject = replace(p.subject, manager="system")  # the same file, scored as a system unit
     system = result_for_profile(p)
     assert user.before is not None and user.after is not None and system.after is not None
     assert user.after.exposure < user.before.exposure

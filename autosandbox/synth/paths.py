@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from autosandbox.profile import WRITE_KINDS, Profile
 from autosandbox.synth import sensitive
 from autosandbox.synth.host import FileView
-from autosandbox.synth.subject import EXEC_DIRS, Subject
+from autosandbox.synth.subject import EXEC_DIRS, SubjectView
 
 API_FS = ("/dev/", "/proc/", "/sys/")
 TMP_DIRS = ("/tmp", "/var/tmp")
@@ -172,7 +172,7 @@ def _resolved(path: str, kinds: set[str], view: FileView) -> str:
     return view.resolve(path)
 
 
-def plan_writes(profile: Profile, subject: Subject, view: FileView,
+def plan_writes(profile: Profile, subject: SubjectView, view: FileView,
                 allowed: Sequence[str] = ()) -> WritePlan:
     plan = WritePlan()
     writes = _writes(profile, view)
@@ -213,7 +213,7 @@ def plan_writes(profile: Profile, subject: Subject, view: FileView,
     return plan
 
 
-def _unit_shares_tmp(subject: Subject) -> str | None:
+def _unit_shares_tmp(subject: SubjectView) -> str | None:
     """The unit itself keeps /tmp shared (PrivateTmp= off, which the sandbox never loosens)."""
     value = subject.settings.get("PrivateTmp", "").strip()
     if value.lower() in ("no", "false", "off", "0"):
@@ -239,8 +239,8 @@ def _tmp_shared(plan: WritePlan, profile: Profile, view: FileView) -> None:
             plan.tmp_shared.append(f"socket {sock}")
 
 
-def _place(plan: WritePlan, w: _Write, subject: Subject, view: FileView, made_dirs: set[str],
-           allowed: Sequence[str]) -> None:
+def _place(plan: WritePlan, w: _Write, subject: SubjectView, view: FileView,
+           made_dirs: set[str], allowed: Sequence[str]) -> None:
     """Rules 1-3 for one write: the entry that makes it writable, or why it is withheld."""
     anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
     example = w.example
@@ -296,7 +296,7 @@ def _add(anchors: dict[str, Anchor], path: str, why: str, example: str, n: int =
     a.add(example, n)
 
 
-def _managed(plan: WritePlan, subject: Subject, view: FileView) -> None:
+def _managed(plan: WritePlan, subject: SubjectView, view: FileView) -> None:
     """Rule 4: the service's own directories that systemd can manage without touching them."""
     for a in sorted(plan.anchors):
         for base, directive in MANAGED:
@@ -323,15 +323,15 @@ def _managed(plan: WritePlan, subject: Subject, view: FileView) -> None:
             break
 
 
-def _ids(subject: Subject) -> str:
+def _ids(subject: SubjectView) -> str:
     return f"uid {subject.uid}, gid {subject.gid}"
 
 
-def _mode_for(directive: str, subject: Subject) -> int:
+def _mode_for(directive: str, subject: SubjectView) -> int:
     return _octal(subject.settings.get(directive + "Mode"), EXEC_DIR_MODE)
 
 
-def _exec_dir_refusal(path: str, directive: str, subject: Subject,
+def _exec_dir_refusal(path: str, directive: str, subject: SubjectView,
                       view: FileView) -> str | None:
     """Why systemd managing `path` as `directive` could change something (None: it cannot)."""
     if subject.unit is None:

@@ -20,7 +20,7 @@ from autosandbox.synth import sensitive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.model import Omission, Setting
 from autosandbox.synth.paths import HOME_DIRS, TMP_DIRS, Withheld, WritePlan, under
-from autosandbox.synth.subject import Subject
+from autosandbox.synth.subject import SubjectView
 from autosandbox.synth.target import Target
 
 if TYPE_CHECKING:  # the catalogue's rows name the rules below: it imports this module
@@ -52,7 +52,7 @@ _PROC_OWN = re.compile(r"^/proc(/(\d+|self|thread-self)(/.*)?)?$")
 class Context:
     profile: Profile
     target: Target
-    subject: Subject
+    subject: SubjectView
     view: FileView
     plan: WritePlan
     allow_write: Sequence[str] = ()
@@ -132,8 +132,8 @@ def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
     of each tree), and those left writable with the reason: one the service creates files
     directly in (a pid file in /run), or one below a path it may write."""
     writable = [ctx.view.resolve(p) for p in ctx.plan.writable()]
-    text = ctx.profile.subject.get("unit_text")
-    if isinstance(text, str):  # the unit's own grants (every line, not only the last)
+    text = ctx.profile.subject.unit_text
+    if text is not None:  # the unit's own grants (every line, not only the last)
         for value in unitfile.values_of(text, "ReadWritePaths"):
             writable += [ctx.view.resolve(w.lstrip("-+")) for w in unitfile.split_words(value)]
     writable += [path for path, _ in ctx.subject.declared_paths()]

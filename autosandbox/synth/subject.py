@@ -1,4 +1,5 @@
-"""What synthesis knows of the traced unit (or command): identity, instance, own directories."""
+"""What synthesis knows of the traced unit (or command): identity, instance, own directories,
+derived from the profile's Subject (what tracing recorded)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ _SPECIFIER = re.compile(r"%(.)")
 
 
 @dataclass
-class Subject:
+class SubjectView:
     unit: str | None
     service: str | None  # the name a service's own directories carry
     uid: int | None  # whom the service runs as (None: unknown, e.g. a plain command)
@@ -56,34 +57,28 @@ def _expand(value: str, unit: str) -> str | None:
     return _SPECIFIER.sub(lambda m: table[m.group(1)], value)
 
 
-def subject_of(profile: Profile) -> Subject:
+def subject_of(profile: Profile) -> SubjectView:
     s = profile.subject
-    unit = s.get("unit") if isinstance(s.get("unit"), str) and s.get("unit") else None
+    unit = s.unit or None
     service: str | None = None
     instance: str | None = None
     if unit:
         stem = unit.removesuffix(".service")
         service, at, inst = stem.partition("@")
         instance = inst if at else None
-    else:
-        cmd = s.get("command")
-        if isinstance(cmd, list) and cmd:
-            service = os.path.basename(str(cmd[0]))
-    uid = s.get("uid") if isinstance(s.get("uid"), int) else None
-    gid = s.get("gid") if isinstance(s.get("gid"), int) else None
-    kept = s.get("kept")
-    settings = ({str(k): str(v) for k, v in kept.items()} if isinstance(kept, dict) else {})
-    dynamic = bool(s.get("dynamic_user")) or settings.get("DynamicUser", "").lower() in (
+    elif s.command:
+        service = os.path.basename(s.command[0])
+    settings = dict(s.kept or {})
+    dynamic = s.dynamic_user or settings.get("DynamicUser", "").lower() in (
         "yes", "true", "on", "1")
     declared: dict[str, list[str]] = {}
-    text = s.get("unit_text")
-    if isinstance(text, str) and unit:
+    if s.unit_text is not None and unit:
         for directive in EXEC_DIRS:
-            for word in unitfile.values_of(text, directive):
+            for word in unitfile.values_of(s.unit_text, directive):
                 name = _expand(word.split(":", 1)[0], unit)
                 if name and not name.startswith("/") and ".." not in name.split("/"):
                     declared.setdefault(directive, []).append(name.strip("/"))
-    return Subject(unit, service, uid, gid, dynamic, instance, declared, settings,
-                   user_manager=s.get("manager") == "user",
-                   home=str(s["manager_home"]) if s.get("manager") == "user"
-                   and isinstance(s.get("manager_home"), str) else None)
+    user_manager = s.manager == "user"
+    return SubjectView(unit, service, s.uid, s.gid, dynamic, instance, declared, settings,
+                       user_manager=user_manager,
+                       home=s.manager_home if user_manager else None)

@@ -70,7 +70,7 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
     view = FileView.of(profile)
     ctx = Context(profile, target, subject, view, plan_writes(profile, subject, view, allowed),
                   allowed, ip_allow_peers(ip_allow))
-    name = str(profile.subject.get("unit") or " ".join(profile.subject.get("command", [])))
+    name = profile.subject.name
     settings: list[Setting] = []
     omitted: list[Omission] = []
     for d in CATALOGUE:
@@ -137,8 +137,8 @@ def _may_override(row: str, item: Setting, keep: dict[str, str]) -> bool:
 
 
 def _hints(profile: Profile) -> list[str]:
-    uid = profile.subject.get("uid")
-    user = profile.subject.get("user")
+    uid = profile.subject.uid
+    user = profile.subject.user
     caps = set(profile.capabilities)
     if uid == 0 and not user and not caps & {"CAP_SETUID", "CAP_SETGID"}:
         need = ", ".join(sorted(caps)) or "none"

@@ -90,13 +90,6 @@ class Scope:
             return ["-u", unit]
         return [f"_UID={self.uid}", f"_SYSTEMD_USER_UNIT={unit}"]
 
-    def to_json(self) -> dict[str, object]:
-        """For a profile's subject: a user's manager is named (synthesis reads "manager")."""
-        if self.uid is None:
-            return {}
-        return {"manager": "user", "manager_uid": self.uid, "manager_user": self.user,
-                "manager_home": self.home}
-
 
 SYSTEM = Scope()
 _scope: list[Scope] = [SYSTEM]

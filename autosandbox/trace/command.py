@@ -9,12 +9,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
-from autosandbox.profile import Profile
+from autosandbox.profile import Profile, Subject
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel
 from autosandbox.trace.facts import record_facts
@@ -92,7 +92,7 @@ def trace_command(
     far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
     strace = _command_checked(argv)
     workdir = cwd or os.getcwd()
-    profile = Profile(subject={"command": list(argv), "cwd": workdir, "uid": os.geteuid()})
+    profile = Profile(subject=Subject(command=list(argv), cwd=workdir, uid=os.geteuid()))
     profile.add_source("strace")
     recorder = Recorder(profile, workdir, uid=os.geteuid(), gid=os.getegid())
     fast = _fast_tracer(fast)
@@ -151,12 +151,12 @@ def trace_command(
     assert stream is not None and proc is not None
     profile = stream.close()
     sources.finish(profile, [Traced(recorder)], partial=cut)
-    profile.subject["duration_s"] = round(time.monotonic() - started, 3)
+    profile.subject = replace(profile.subject, duration_s=round(time.monotonic() - started, 3))
     root = recorder.first_pid
     code = recorder.exit_codes.get(root) if root is not None else proc.returncode
     if root is None and proc.returncode not in (0, None):
         raise UserError(f"strace failed to run {argv[0]} (exit {proc.returncode})")
-    profile.subject["exit_code"] = code
+    profile.subject = replace(profile.subject, exit_code=code)
     record_facts(profile)
     if cut:
         mark_partial(profile)
@@ -199,7 +199,7 @@ def _window(proc: subprocess.Popen[bytes], started: float, duration: float | Non
 
 def mark_partial(profile: Profile) -> None:
     """A profile from a trace cut by a signal (--keep-partial): never mistaken for a whole one."""
-    profile.subject["partial"] = True
+    profile.subject = replace(profile.subject, partial=True)
     profile.warnings.append("partial: the trace was interrupted; code paths after that "
                             "moment are missing")
 

@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autosandbox import commands, interrupts, procs, unitfile
 from autosandbox.errors import UserError
-from autosandbox.profile import Profile
+from autosandbox.profile import PrivilegedLine, Profile, Subject
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
@@ -196,20 +196,18 @@ def unit_cgroup(mgr: Manager, info: ServiceInfo) -> str:
 def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
                 ) -> tuple[set[int], set[int]]:
     """Merge each Exec line's profile into `profile`; a `+` line runs outside the sandbox, so
-    what it did is only described (subject["privileged"] and a warning), never merged.
+    what it did is only described (Subject.privileged and a warning), never merged.
     Returns the pids of the sandboxed lines and, among them, those whose capability checks
     prove nothing about the host (in a user namespace of their own)."""
     pids: set[int] = set()
     userns: set[int] = set()
-    privileged = []
+    privileged: list[PrivilegedLine] = []
     for line, recorder in lines:
         part = recorder.profile
         if line.privileged:
             written = sorted(part.written_paths(with_groups=True))
-            privileged.append({"exec": line.kind, "path": line.path, "written": written[:20],
-                               "written_count": len(written),
-                               "capabilities": sorted(part.capabilities),
-                               "families": sorted(part.families)})
+            privileged.append(PrivilegedLine(line.kind, line.path, written[:20], len(written),
+                                             sorted(part.capabilities), sorted(part.families)))
             what = ", ".join(written[:3]) + (" ..." if len(written) > 3 else "")
             profile.warnings.append(
                 f"{line.kind}=+{line.path} runs outside the sandbox: what it did is not part "
@@ -217,11 +215,9 @@ def merge_lines(profile: Profile, lines: list[tuple[ExecLine, Recorder]],
             continue
         pids |= recorder.pids
         userns |= recorder.userns
-        part.subject = {}
+        part.subject = Subject()
         profile.merge(part)
-    profile.subject.pop("merged", None)
-    if privileged:
-        profile.subject["privileged"] = privileged
+    profile.subject = replace(profile.subject, merged=[], privileged=privileged)
     return pids, userns
 
 
@@ -395,7 +391,7 @@ class _UnitTrace:
         # it to the uid of the process the line really started (gate.py). Per connection,
         # each announcement gets its own (_follow).
         for e in [] if self.per_conn else self.info.exec_lines:
-            profile = Profile(subject={"unit": self.unit, "exec": e.kind})
+            profile = Profile(subject=Subject(unit=self.unit))
             recorder = Recorder(profile, self.cwd, uid=self.uid, first_is_root=False)
             stream = TraceStream(recorder, fifo_dir=self.state_dir)
             os.chmod(stream.dir, 0o711)
@@ -435,7 +431,7 @@ class _UnitTrace:
         fifo = None
         if self.per_conn:
             line = self.info.exec_lines[index]
-            recorder = Recorder(Profile(subject={"unit": self.unit, "exec": line.kind}),
+            recorder = Recorder(Profile(subject=Subject(unit=self.unit)),
                                 self.cwd, uid=self.uid, first_is_root=False)
             stream = TraceStream(recorder, fifo_dir=self.state_dir)
             os.chmod(stream.dir, 0o711)
@@ -582,13 +578,15 @@ class _UnitTrace:
 
     def _profile(self) -> UnitTraceResult:
         info = self.info
-        profile = Profile(subject={
-            "unit": self.unit, "uid": self.uid, "user": info.user or None,
-            "gid": _gid_of(info), "group": info.group or None,
-            "dynamic_user": info.dynamic_user, "type": info.type, "cwd": self.cwd,
-            "exec": [[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
-            "duration_s": round(time.monotonic() - self.begun, 3),
-            **current_scope().to_json()})
+        scope = current_scope()
+        mine = scope.is_user  # a unit of a user's manager: synthesis knows it by `manager`
+        profile = Profile(subject=Subject(
+            unit=self.unit, uid=self.uid, user=info.user or None, gid=_gid_of(info),
+            group=info.group or None, dynamic_user=info.dynamic_user, unit_type=info.type,
+            cwd=self.cwd, exec_lines=[[e.kind, e.path, *e.argv[1:]] for e in info.exec_lines],
+            duration_s=round(time.monotonic() - self.begun, 3),
+            manager="user" if mine else None, manager_uid=scope.uid,
+            manager_user=scope.user if mine else None, manager_home=scope.home if mine else None))
         profile.add_source("strace")
         streams = self.all_streams()
         if self.per_conn:
@@ -619,11 +617,11 @@ class _UnitTrace:
         if self.cut:
             mark_partial(profile)
         if self.plan.scheduled:
-            profile.subject["runs"] = self.runs
+            profile.subject = replace(profile.subject, runs=self.runs)
         instances = None
         if self.per_conn and self.gates is not None and self.instances is not None:
             instances = len(self.gates.instances)
-            profile.subject["instances"] = instances
+            profile.subject = replace(profile.subject, instances=instances)
             if self.instances.before:
                 self.notes.append(f"{len(self.instances.before)} instance(s) already running "
                                   "when learning began were left alone (not traced, not "

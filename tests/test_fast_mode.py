@@ -3,13 +3,17 @@ tracefs) must see what the full tracer sees: nothing the sandbox is built from m
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from autosandbox.profile import Profile
 from autosandbox.trace import opens
-from autosandbox.trace.command import trace_command
+from autosandbox.trace.command import strace_argv, trace_command
 from autosandbox.trace.tracefs import syscall_tracer_available
 
 from .conftest import PYTHON
@@ -53,3 +57,29 @@ def test_fast_mode_loses_nothing(kernel: str, monkeypatch: pytest.MonkeyPatch) -
     assert full.written_paths() == fast.written_paths()
     assert full.binds == fast.binds and full.families == fast.families
     assert full.execs.keys() == fast.execs.keys()
+
+
+# Two threads and a forked child each make 20,000 calls strace does not trace.
+BUSY = ("import os, threading\n"
+        "def busy():\n"
+        "    for _ in range(20000): os.getppid()\n"
+        "ts = [threading.Thread(target=busy) for _ in range(2)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "pid = os.fork()\n"
+        "if pid == 0: busy(); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+@pytest.mark.parametrize("kernel_opens", [False, True])
+def test_new_threads_and_children_do_not_stop_on_untraced_calls(kernel_opens: bool) -> None:
+    """strace puts a new task on the seccomp filter only at its first traced call; until then
+    every call of it is a ptrace stop, and each stop is a voluntary context switch of the
+    tracee and of strace. 60,000 untraced calls: a few hundred switches, not 120,000."""
+    argv = strace_argv(shutil.which("strace") or "strace", Path(os.devnull), [PYTHON, "-c", BUSY],
+                       fast=True, kernel_opens=kernel_opens)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    assert usage.ru_nvcsw < 5000, f"{usage.ru_nvcsw} voluntary switches of strace and the program"

@@ -33,6 +33,13 @@ STRACE_OPTIONS = ("-f", "-y", "-q", "-s", "64")
 FAST_SKIPPED = frozenset({"recvfrom", "sendto", "sendmsg", "stat", "lstat", "newfstatat",
                           "fstatat64", "statx"})
 FAST_TRACE_SET = tuple(sorted(READ_CALLS - FAST_SKIPPED))
+# strace cannot tell that a new thread or child inherited the seccomp filter until it stops in
+# a traced call: until then it stops it on every call (PTRACE_SYSCALL). A worker thread that
+# only accepts, reads, writes and waits never would. New tasks of glibc, musl, Go and Rust make
+# one of these once, at birth, and never on a hot path: tracing them puts each new task on the
+# filter at its first calls. Measured, a 4-thread Python server under `Connection: close`, 3 s:
+# 56,172 strace wakeups and 1,093 req/s without them, none and 2,196 req/s with (2,210 untraced).
+BIRTH_CALLS = ("set_robust_list", "rseq", "set_tid_address", "sigaltstack")
 
 
 # Left to the kernel when bpftrace runs (trace/opens.py): a file server's per-request call;
@@ -46,7 +53,7 @@ def strace_options(fast: bool, kernel_opens: bool = False) -> tuple[str, ...]:
         return STRACE_OPTIONS
     left = KERNEL_OPENS | kernel.covered() if kernel_opens else frozenset()
     calls = [n for n in FAST_TRACE_SET if n not in left]
-    names = ",".join(["%process", *(f"?{n}" for n in calls)])
+    names = ",".join(["%process", *(f"?{n}" for n in (*calls, *BIRTH_CALLS))])
     return (*STRACE_OPTIONS, "--seccomp-bpf", "-e", f"trace={names}")
 
 

@@ -18,7 +18,7 @@ from autosandbox.inputs import check_port, check_url
 from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_target
 from autosandbox.profile import Profile
 from autosandbox.provenance import default_label, describe, merge_profiles
-from autosandbox.report import summarize
+from autosandbox.report import NullReporter, ProgressLine, Reporter, summarize
 from autosandbox.reset import reset_unit
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
@@ -446,13 +446,13 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
     _check_writable(output)
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     candidate = parse_candidate(_read(dropin), unit)
-    say = None if quiet or as_json else (lambda text: click.echo(text, err=True))
+    reporter: Reporter = NullReporter() if quiet or as_json else ProgressLine()
     # files the service writes outside its directories are watched only if a learn saw them
     learned = learned_profile(unit)
     written = sorted(Profile.load(learned).written_paths()) if learned is not None else []
     with runstate.session(unit, _RAW_ARGS):
-        v = validate(unit, candidate, checks, max_trials, on_event=say, allow_write=allow_write,
-                     written=written)
+        v = validate(unit, candidate, checks, max_trials, reporter=reporter,
+                     allow_write=allow_write, written=written)
         interrupts.check()  # nothing validated by a cut run is printed or saved
     v.notes.append(f"watched on disk: the unit's directories and the {len(written)} path(s) "
                    f"written in the learned profile {learned}" if learned is not None else

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, replace
 
 from autosandbox import interrupts
 from autosandbox.errors import UserError
-from autosandbox.report import ProgressLine
+from autosandbox.report import NullReporter, ProgressLine, Reporter
 from autosandbox.results import (
     Result,
     for_every_instance,
@@ -47,13 +46,18 @@ class LearnOptions:
     sessions: bool = False  # learn a unit that opens users' login sessions all the same
 
 
+def _reporter(opts: LearnOptions) -> Reporter:
+    """The one channel every stage of a learn reports through (stderr, unless quiet)."""
+    return ProgressLine() if opts.progress else NullReporter()
+
+
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:
-    progress = ProgressLine(enabled=opts.progress)
+    reporter = _reporter(opts)
     try:
-        traced = trace_command(argv, opts.duration, on_progress=progress, fast=opts.fast,
+        traced = trace_command(argv, opts.duration, reporter=reporter, fast=opts.fast,
                                keep_partial=opts.keep_partial)
     finally:
-        progress.done()
+        reporter.done()
     result = result_for_profile(traced.profile, opts.systemd_version, opts.bpf,
                                 opts.allow_write, opts.ip_allow)
     if traced.partial:
@@ -98,14 +102,14 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
 def learn_unit(target: Target, opts: LearnOptions) -> Result:
     unit = target.service
     duration = _unit_duration(opts)
-    progress = ProgressLine(enabled=opts.progress)
+    reporter = _reporter(opts)
     try:
-        traced = trace_unit(unit, duration, opts.exercise, on_progress=progress,
+        traced = trace_unit(unit, duration, opts.exercise, reporter=reporter,
                             fast=opts.fast, keep_partial=opts.keep_partial,
                             scheduled=target.scheduled,
                             per_connection=target.per_connection)
     finally:
-        progress.done()
+        reporter.done()
     if target.per_connection and not traced.instances and not traced.partial:
         raise UserError(f"no connection to {target.via} started an instance of {unit} within "
                         "--duration: nothing was learned (instances already running are not "
@@ -158,8 +162,7 @@ def learn_unit(target: Target, opts: LearnOptions) -> Result:
         result = for_every_instance(result)  # the trials run the text that is installed
     if opts.validate and not traced.partial:
         checks = opts.checks or HealthChecks(exercise=opts.exercise)
-        say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.progress else None
-        validation = validate(unit, result.sandbox, checks, opts.max_trials, on_event=say,
+        validation = validate(unit, result.sandbox, checks, opts.max_trials, reporter=reporter,
                               written=sorted(result.profile.written_paths()),
                               per_connection=target.via if target.per_connection else None)
         interrupts.check()  # a stage that caught the signal must not hand on a result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -30,8 +31,30 @@ class Progress(Protocol):
     def state(self) -> str: ...
 
 
+class Reporter(Protocol):
+    """Where the stages report while they work: one channel, so the CLI decides how it shows."""
+
+    def progress(self, p: Progress) -> None: ...
+    def event(self, text: str) -> None: ...
+    def done(self) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing: --quiet, --json, and callers that want no output."""
+
+    def progress(self, p: Progress) -> None:
+        pass
+
+    def event(self, text: str) -> None:
+        pass
+
+    def done(self) -> None:
+        pass
+
+
 class ProgressLine:
-    """One status line that rewrites itself on a terminal; a line every `every` s otherwise."""
+    """One status line that rewrites itself on a terminal; a line every `every` s otherwise.
+    Events are whole lines, never throttled."""
 
     def __init__(self, stream: TextIO | None = None, every: float = 15.0,
                  enabled: bool = True) -> None:
@@ -39,10 +62,10 @@ class ProgressLine:
         self.tty = self.stream.isatty()
         self.every = every
         self.enabled = enabled
-        self._last = 0.0
+        self._last = -math.inf  # the first progress always shows, however early after boot
         self._width = 0
 
-    def __call__(self, p: Progress) -> None:
+    def progress(self, p: Progress) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -63,10 +86,18 @@ class ProgressLine:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def event(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self.done()  # a status line being rewritten is ended first, not overwritten
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def done(self) -> None:
         if self.enabled and self.tty and self._width:
             self.stream.write("\n")
             self.stream.flush()
+        self._width = 0  # ended: a second done() or an event adds no blank line
 
 
 def summarize(profile: Profile) -> str:

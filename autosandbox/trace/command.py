@@ -8,13 +8,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
 from autosandbox.profile import Profile, Subject
+from autosandbox.report import NullReporter, Reporter
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel
 from autosandbox.trace.facts import record_facts
@@ -88,7 +89,7 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
 def trace_command(
     argv: Sequence[str],
     duration: float | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
+    reporter: Reporter | None = None,
     cwd: str | None = None,
     fast: bool | None = None,
     keep_partial: bool = False,
@@ -98,6 +99,7 @@ def trace_command(
     stopped and removed and KeyboardInterrupt raised, or with `keep_partial` the profile so
     far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
     strace = _command_checked(argv)
+    reporter = reporter or NullReporter()
     workdir = cwd or os.getcwd()
     profile = Profile(subject=Subject(command=list(argv), cwd=workdir, uid=os.geteuid()))
     profile.add_source("strace")
@@ -135,7 +137,7 @@ def trace_command(
         os.write(gate_w, b"go\n")
         os.close(gate_w)
         gate_w = -1
-        interrupted, cut = _window(proc, started, duration, stream, recorder, on_progress)
+        interrupted, cut = _window(proc, started, duration, stream, recorder, reporter)
         if proc.poll() is None:
             interrupted = interrupted or duration is not None
             _terminate(proc, grace=2.0 if cut else 5.0)
@@ -191,10 +193,10 @@ def _fast_tracer(fast: bool | None) -> bool:
 
 def _window(proc: subprocess.Popen[bytes], started: float, duration: float | None,
             stream: TraceStream, recorder: Recorder,
-            on_progress: Callable[[Progress], None] | None) -> tuple[bool, bool]:
+            reporter: Reporter) -> tuple[bool, bool]:
     """Trace until the program ends or the window closes: (interrupted, cut)."""
     try:
-        _wait(proc, started, duration, stream, recorder, on_progress)
+        _wait(proc, started, duration, stream, recorder, reporter)
     except KeyboardInterrupt:
         # Ctrl-C is how an untimed command's trace ends (README); anything else cuts it
         if duration is None and (interrupts.interrupted() or signal.SIGINT) == signal.SIGINT:
@@ -213,13 +215,12 @@ def mark_partial(profile: Profile) -> None:
 
 def _wait(proc: subprocess.Popen[bytes], started: float, duration: float | None,
           stream: TraceStream, recorder: Recorder,
-          on_progress: Callable[[Progress], None] | None) -> None:
+          reporter: Reporter) -> None:
     while True:
         elapsed = time.monotonic() - started
-        if on_progress is not None:
-            p = recorder.profile
-            on_progress(Progress(elapsed, duration, stream.events, len(p.paths),
-                                 sorted(p.families), sorted(p.capabilities), "running"))
+        p = recorder.profile
+        reporter.progress(Progress(elapsed, duration, stream.events, len(p.paths),
+                                   sorted(p.families), sorted(p.capabilities), "running"))
         if duration is not None and elapsed >= duration:
             return
         try:

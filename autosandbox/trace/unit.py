@@ -25,6 +25,7 @@ from pathlib import Path
 from autosandbox import commands, interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import PrivilegedLine, Profile, Subject
+from autosandbox.report import NullReporter, Reporter
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
@@ -268,7 +269,7 @@ def detach_strace(cgroups: list[str], strace: str) -> int:
 
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None,
+               reporter: Reporter | None = None,
                fast: bool | None = None, keep_partial: bool = False,
                scheduled: bool = False, per_connection: bool = False) -> UnitTraceResult:
     """Trace `unit` for `duration` s and restore it. A signal (KeyboardInterrupt) restores
@@ -293,7 +294,7 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         raise UserError(f"{unit} runs in a root of its own ({which}): tracing it is not "
                         "supported (strace and its FIFOs are not there); nothing was changed")
     with session:
-        plan = _Plan(duration, exercise, on_progress, fast, keep_partial, scheduled,
+        plan = _Plan(duration, exercise, reporter or NullReporter(), fast, keep_partial, scheduled,
                      per_connection)
         return _UnitTrace(mgr, info, strace, dropin, plan).run()
 
@@ -303,7 +304,7 @@ class _Plan:
     """What one trace of a unit is asked for (trace_unit's arguments)."""
     duration: float
     exercise: str | None
-    on_progress: Callable[[Progress], None] | None
+    reporter: Reporter
     fast: bool | None
     keep_partial: bool
     scheduled: bool
@@ -501,15 +502,13 @@ class _UnitTrace:
             runstate.record_process(self.exercise_proc.pid)
 
     def _report(self, elapsed: float, state: str) -> None:
-        if self.plan.on_progress is None:
-            return
         streams = [s for _, s in self.all_streams()]
         paths = sum(len(s.recorder.profile.paths) for s in streams)
         fams = sorted({f for s in streams for f in s.recorder.profile.families})
         caps = sorted({c for s in streams for c in s.recorder.profile.capabilities})
-        self.plan.on_progress(Progress(elapsed, self.plan.duration,
-                                       sum(s.events for s in streams), paths, fams, caps,
-                                       state))
+        self.plan.reporter.progress(Progress(elapsed, self.plan.duration,
+                                             sum(s.events for s in streams), paths, fams,
+                                             caps, state))
 
     def _end_of_window(self) -> None:
         if self.plan.exercise:

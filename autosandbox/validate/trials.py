@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
+from autosandbox.report import NullReporter, Reporter
 from autosandbox.synth.grants import Evidence, Relaxation
 from autosandbox.synth.model import Denial, Sandbox
 from autosandbox.systemd.cgroup import CgroupSampler
@@ -148,7 +149,7 @@ def _sandbox_settings(sb: Sandbox) -> dict[str, list[str]]:
 
 
 def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: int = 12,
-             on_event: Callable[[str], None] | None = None, written: Sequence[str] = (),
+             reporter: Reporter | None = None, written: Sequence[str] = (),
              allow_write: Sequence[str] = (), per_connection: str | None = None) -> Validation:
     """`written`: paths the profile saw written (watched on disk with the unit's directories);
     `allow_write`: the user's --allow-write paths (relaxation never grants others that
@@ -168,7 +169,8 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
     with session:
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
-                   [*allow_write, *candidate.allow_write], on_event, LogWatch(written))
+                   [*allow_write, *candidate.allow_write], reporter or NullReporter(),
+                   LogWatch(written))
         run.per_connection = per_connection
         session.restore = lambda: left.extend(run.restore_unit())
         run.keep_for_reset()
@@ -188,12 +190,12 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
 class _Run:
     def __init__(self, mgr: Manager, info: ServiceInfo, checks: HealthChecks, dropin: Path,
                  before: Snapshot, allow_write: Sequence[str],
-                 on_event: Callable[[str], None] | None, logs: LogWatch | None = None) -> None:
+                 reporter: Reporter, logs: LogWatch | None = None) -> None:
         self.mgr, self.info, self.checks, self.dropin = mgr, info, checks, dropin
         self.logs = logs if logs is not None else LogWatch(())
         self.before = before
         self.allow_write = allow_write
-        self.on_event = on_event
+        self.reporter = reporter
         self.trials: list[Trial] = []
         self.noise_paths: frozenset[str] = frozenset()  # changed by the unit as found
         # ...and how each looked after the baseline: only that outcome is the unit's own (a
@@ -210,8 +212,8 @@ class _Run:
         self.per_connection: str | None = None
 
     def say(self, text: str) -> None:
-        if self.on_event is not None:
-            self.on_event(text)
+        """Everything validate reports goes through here."""
+        self.reporter.event(text)
 
     # -- one trial: the whole life cycle -------------------------------------------------
     def _cycle(self, checks: HealthChecks) -> tuple[Health, float | None]:

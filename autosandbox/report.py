@@ -52,6 +52,12 @@ class NullReporter:
         pass
 
 
+def shown(text: str) -> str:
+    """`text` safe for a terminal: events quote the service's health output and log lines,
+    which a hostile service writes, so its escape sequences are shown, never interpreted."""
+    return "".join(ch if ch.isprintable() or ch == "\n" else ascii(ch)[1:-1] for ch in text)
+
+
 class ProgressLine:
     """One status line that rewrites itself on a terminal; a line every `every` s otherwise.
     Events are whole lines, never throttled."""
@@ -90,7 +96,7 @@ class ProgressLine:
         if not self.enabled:
             return
         self.done()  # a status line being rewritten is ended first, not overwritten
-        self.stream.write(text + "\n")
+        self.stream.write(shown(text) + "\n")
         self.stream.flush()
 
     def done(self) -> None:

@@ -55,3 +55,10 @@ def test_disabled_and_null_reporters_write_nothing() -> None:
     _report(ProgressLine(out, enabled=False))
     _report(NullReporter())
     assert out.getvalue() == ""
+
+
+def test_events_show_a_services_escape_sequences_instead_of_sending_them() -> None:
+    """A health check's output or a log line in an event comes from the traced service."""
+    out = _Terminal()
+    ProgressLine(out).event("  log: \x1b]0;owned\x07\x1b[2Jcleared\r\u202egnp.exe")
+    assert out.getvalue() == "  log: \\x1b]0;owned\\x07\\x1b[2Jcleared\\r\\u202egnp.exe\n"

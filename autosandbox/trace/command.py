@@ -99,7 +99,7 @@ def trace_command(
     stopped and removed and KeyboardInterrupt raised, or with `keep_partial` the profile so
     far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
     strace = _command_checked(argv)
-    reporter = reporter or NullReporter()
+    reporter = NullReporter() if reporter is None else reporter
     workdir = cwd or os.getcwd()
     profile = Profile(subject=Subject(command=list(argv), cwd=workdir, uid=os.geteuid()))
     profile.add_source("strace")

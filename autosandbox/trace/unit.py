@@ -294,8 +294,8 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         raise UserError(f"{unit} runs in a root of its own ({which}): tracing it is not "
                         "supported (strace and its FIFOs are not there); nothing was changed")
     with session:
-        plan = _Plan(duration, exercise, reporter or NullReporter(), fast, keep_partial, scheduled,
-                     per_connection)
+        shown = NullReporter() if reporter is None else reporter
+        plan = _Plan(duration, exercise, shown, fast, keep_partial, scheduled, per_connection)
         return _UnitTrace(mgr, info, strace, dropin, plan).run()
 
 

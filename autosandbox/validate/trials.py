@@ -169,8 +169,8 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
     with session:
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
-                   [*allow_write, *candidate.allow_write], reporter or NullReporter(),
-                   LogWatch(written))
+                   [*allow_write, *candidate.allow_write],
+                   NullReporter() if reporter is None else reporter, LogWatch(written))
         run.per_connection = per_connection
         session.restore = lambda: left.extend(run.restore_unit())
         run.keep_for_reset()

@@ -23,7 +23,7 @@ from autosandbox.systemd.session import (
     unit_text,
 )
 from autosandbox.trace.command import trace_command
-from autosandbox.trace.unit import Target, learn_target, trace_unit
+from autosandbox.trace.unit import LearnTarget, learn_target, trace_unit
 from autosandbox.validate.health import HealthChecks
 from autosandbox.validate.trials import validate
 
@@ -78,7 +78,7 @@ def _unit_duration(opts: LearnOptions) -> float:
     return opts.duration
 
 
-def unit_target(name: str, opts: LearnOptions) -> Target:
+def unit_target(name: str, opts: LearnOptions) -> LearnTarget:
     """The service `learn NAME` traces (NAME may be its .socket or .timer), checked before
     anything starts."""
     _unit_duration(opts)
@@ -99,7 +99,7 @@ def unit_target(name: str, opts: LearnOptions) -> Target:
     return target
 
 
-def learn_unit(target: Target, opts: LearnOptions) -> Result:
+def learn_unit(target: LearnTarget, opts: LearnOptions) -> Result:
     unit = target.service
     duration = _unit_duration(opts)
     reporter = _reporter(opts)

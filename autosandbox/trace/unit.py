@@ -91,7 +91,7 @@ class UnitTraceResult:
 
 
 @dataclass(frozen=True)
-class Target:
+class LearnTarget:
     """What `learn NAME` traces: a service, found from a .socket or .timer if need be.
     `scheduled`: started by a timer, traced in the runs the timer starts, never restarted.
     `per_connection`: `service` is the template NAME@.service whose instances an Accept=yes
@@ -104,17 +104,17 @@ class Target:
     asked: str | None = None
 
 
-def learn_target(mgr: Manager, name: str) -> Target:
+def learn_target(mgr: Manager, name: str) -> LearnTarget:
     """The service `learn NAME` traces. A per-connection (Accept=yes) socket, its template
     and any of its instances all lead to the template: one connection traced while others
     run untraced would be a false success, so every instance started in the window is."""
     via = None
     if name.endswith(".socket") and mgr.accepts(name):
-        return Target(f"{name.removesuffix('.socket')}@.service", name, per_connection=True)
+        return LearnTarget(f"{name.removesuffix('.socket')}@.service", name, per_connection=True)
     if name.endswith(".service") and "@" in name:
         sock = accepting_socket(mgr, name)
         if sock is not None:
-            return Target(f"{prefix_of(name)}@.service", sock, per_connection=True,
+            return LearnTarget(f"{prefix_of(name)}@.service", sock, per_connection=True,
                           asked=None if is_template(name) else name)
     if name.endswith((".socket", ".timer")):
         services = [t for t in mgr.triggers(name) if t.endswith(".service")]
@@ -127,7 +127,7 @@ def learn_target(mgr: Manager, name: str) -> Target:
     timers = [t for t in info.triggered_by if t.endswith(".timer")]
     if via is None and timers and info.active_state != "active":
         via = timers[0]
-    return Target(name, via, scheduled=bool(via and via.endswith(".timer")))
+    return LearnTarget(name, via, scheduled=bool(via and via.endswith(".timer")))
 
 
 def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,

@@ -15,14 +15,13 @@ import os
 import pwd
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from autosandbox import commands, interrupts, procs, unitfile
+from autosandbox import commands, interrupts, unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import PrivilegedLine, Profile, Subject
 from autosandbox.report import NullReporter, Reporter
@@ -73,6 +72,7 @@ from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.sources import KernelSources, Traced
 from autosandbox.trace.stream import TraceStream
 from autosandbox.trace.tracefs import syscall_tracer_available
+from autosandbox.trace.workload import Workload
 
 log = logging.getLogger(__name__)
 
@@ -338,9 +338,7 @@ class _UnitTrace:
         # the kernel's tracers (and audit), stopped on `stack` whatever happens
         self.kernel = KernelSources(self.recorders, self._is_program, audit_wanted=True)
         self.stack = contextlib.ExitStack()
-        self.exercise_proc: subprocess.Popen[bytes] | None = None
-        self.exercise_ok = False
-        self.exercise_runs = 0
+        self.workload = Workload(plan.exercise)
         self.started_ok = True
         self.failure: str | None = None
         self.cursor: str | None = None
@@ -467,7 +465,7 @@ class _UnitTrace:
     def _window(self) -> None:
         duration = self.plan.duration
         while self.started_ok:
-            self._exercise()
+            self.workload.tick()
             elapsed = time.monotonic() - self.begun
             if self.per_conn and self.gates is not None:
                 self._report(elapsed, f"{len(self.gates.instances)} instance(s)")
@@ -485,22 +483,6 @@ class _UnitTrace:
                 break
             time.sleep(min(0.5, max(0.05, duration - elapsed)))
 
-    def _exercise(self) -> None:
-        """The workload runs until it succeeds once: a service may listen a moment after
-        systemd calls it active, and a workload that never reached it taught nothing."""
-        proc = self.exercise_proc
-        if not self.plan.exercise or self.exercise_ok or (proc is not None
-                                                          and proc.poll() is None):
-            return
-        if proc is not None:
-            self.exercise_ok = proc.returncode == 0
-        if not self.exercise_ok:
-            self.exercise_runs += 1
-            self.exercise_proc = procs.spawn(["/bin/sh", "-c", self.plan.exercise],
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
-            runstate.record_process(self.exercise_proc.pid)
-
     def _report(self, elapsed: float, state: str) -> None:
         streams = [s for _, s in self.all_streams()]
         paths = sum(len(s.recorder.profile.paths) for s in streams)
@@ -511,13 +493,9 @@ class _UnitTrace:
                                              caps, state))
 
     def _end_of_window(self) -> None:
-        if self.plan.exercise:
-            if self.exercise_proc is not None and self.exercise_proc.poll() == 0:
-                self.exercise_ok = True
-            if not self.exercise_ok:
-                self.notes.append(f"the --exercise command never succeeded while learning "
-                                  f"({self.exercise_runs} runs): the profile misses its code "
-                                  "paths")
+        missed = self.workload.missed()
+        if missed is not None:
+            self.notes.append(missed)
         if self.per_conn:
             self._wait_for_instances(max(60.0, self.plan.duration))
         elif self.plan.scheduled:
@@ -540,7 +518,7 @@ class _UnitTrace:
                               "stopped)")
 
     def _stop_all(self, discard: bool) -> None:
-        _each(self._stop_exercise,
+        _each(lambda: self.workload.stop(self.cut),
               lambda: _restore(self.mgr, self.info, self.dropin, self.was_running, self.notes,
                                self.plan.scheduled, self.per_conn),
               self._detach_instances,
@@ -553,14 +531,6 @@ class _UnitTrace:
         go of it (detach_strace: the instance runs on untraced)."""
         if self.per_conn and self.gates is not None:
             detach_strace(list(self.gates.instances), self.strace)
-
-    def _stop_exercise(self) -> None:
-        proc = self.exercise_proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL if self.cut else signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(10)
 
     def _close_gates(self) -> None:
         if self.gates is not None:

@@ -7,7 +7,9 @@ Workloads (--workload, comma-separated): 'keepalive' and 'close' are nginx (mast
 thousand objects) under `Connection: close`. Each is run untraced and while `autosandbox
 learn` traces it with each tracer ('full': strace stops on every call; 'fast': strace
 --seccomp-bpf on the calls the kernel tracer does not record, the syscall set from tracefs,
-opens and the hot calls from bpftrace when installed). Modes are interleaved, ratios measured
+opens and the hot calls from bpftrace when installed); the parts of fast, to see which costs
+what: 'strace' (its strace alone) and 'tracefs' (that strace + the tracefs syscall-set
+instance; the rest of fast is bpftrace). Modes are interleaved, ratios measured
 in one run: median of --runs each, and the median of each run's ratio to the untraced run
 just before it (paired). The server side (learn, its helpers and the server) is
 pinned to one CPU, wrk to another (--server-cpu, --client-cpu): strace timings swing 3x when
@@ -18,12 +20,13 @@ CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integra
 
     apt-get install nginx-light wrk   # or nginx
     python3 benchmarks/overhead.py [--workload keepalive,close,threads] [--runs 3]
-        [--seconds 10] [--tracers full,fast] [--unit]
+        [--seconds 10] [--tracers full,fast,strace,tracefs] [--unit]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -163,8 +166,8 @@ class LearnerCost:
     def _procs(self) -> list[Any]:
         ps = self._psutil
         out: list[Any] = [self.root]
-        try:
-            todo = self.root.children()
+        try:  # a part's root is strace itself: its children are the program
+            todo = [] if self.root.name() == "strace" else self.root.children()
         except ps.Error:
             return out
         while todo:
@@ -232,10 +235,48 @@ def _server_argv(workload: str, workdir: Path, port: int) -> list[str]:
             "-g", "daemon off;"]
 
 
+# Parts of the fast tracer alone, to see which costs what: 'strace' is strace with the fast
+# tracer's options and call set (the one it uses beside bpftrace), no kernel tracer; 'tracefs'
+# adds the tracefs syscall-set instance, following strace from before it starts the server.
+# Their learner cost is strace's alone (the instance's reader is a thread of this script).
+PARTS = ("strace", "tracefs")
+
+
+def _start_part(mode: str, server: list[str], stack: contextlib.ExitStack,
+                cpu: int | None) -> subprocess.Popen[bytes]:
+    sys.path.insert(0, str(ROOT))  # as the learn modes run it: this checkout's autosandbox
+    from autosandbox.trace.command import strace_argv
+    from autosandbox.trace.tracefs import SyscallSetTracer
+    gate_r, gate_w = os.pipe()
+    shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"', "shim",
+            *strace_argv(shutil.which("strace") or "strace", Path(os.devnull), server,
+                         fast=True, kernel_opens=True)]
+    proc = subprocess.Popen(shim, pass_fds=(gate_r,), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=_pinned(cpu))
+    os.close(gate_r)
+    if mode == "tracefs":  # every task of the shim's tree is the program here
+        stack.enter_context(SyscallSetTracer(proc.pid, lambda pid: True))
+    os.write(gate_w, b"go\n")
+    os.close(gate_w)
+    return proc
+
+
 def run_once(mode: str, workload: str, workdir: Path, seconds: int,
              cpus: tuple[int | None, int | None]) -> Sample:
     port = _free_port()
     server = _server_argv(workload, workdir, port)
+    if mode in PARTS:
+        with contextlib.ExitStack() as stack:
+            proc = _start_part(mode, server, stack, cpus[0])
+            try:
+                _wait_port(port, timeout=60)
+                time.sleep(1)
+                part = LearnerCost(proc.pid)
+                return part.finish(_wrk(port, seconds, workload, cpus[1]))
+            finally:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(60)
     if mode == "untraced":
         argv = server
     else:
@@ -341,7 +382,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="keepalive",
                     help=f"comma-separated, of: {', '.join(WORKLOADS)} (default keepalive)")
-    ap.add_argument("--tracers", default="full,fast", help="comma-separated: full, fast")
+    ap.add_argument("--tracers", default="full,fast",
+                    help="comma-separated: full, fast; or a part of fast alone: strace "
+                    "(its strace), tracefs (+ its tracefs syscall-set instance)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-untraced", action="store_true",
                     help="the tracers alone: the learner's CPU and memory over a long run "
@@ -355,9 +398,12 @@ def main() -> None:
     args = ap.parse_args()
     workloads = args.workload.split(",")
     tracers = args.tracers.split(",")
-    if any(w not in WORKLOADS for w in workloads) or any(t not in ("full", "fast")
+    if any(w not in WORKLOADS for w in workloads) or any(t not in ("full", "fast", *PARTS)
                                                           for t in tracers):
-        sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers full, fast")
+        sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers full, fast, "
+                 f"{', '.join(PARTS)}")
+    if args.unit and set(tracers) & set(PARTS):
+        sys.exit("overhead.py --unit: the parts (strace, tracefs) run a plain command only")
     if args.unit and "threads" in workloads:
         sys.exit("overhead.py --unit: the unit is nginx (keepalive, close)")
     if args.unit and not Path("/run/systemd/system").is_dir():

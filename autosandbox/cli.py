@@ -18,7 +18,7 @@ from autosandbox.inputs import check_port, check_url
 from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_target
 from autosandbox.profile import Profile
 from autosandbox.provenance import default_label, describe, merge_profiles
-from autosandbox.report import NullReporter, ProgressLine, Reporter, summarize
+from autosandbox.report import QUIET, ProgressLine, Reporter, summarize
 from autosandbox.reset import reset_unit
 from autosandbox.results import Result, result_for_profile
 from autosandbox.systemd import runstate
@@ -446,7 +446,7 @@ def validate_cmd(unit: str, dropin: Path, output: Path | None, as_json: bool,
     _check_writable(output)
     checks = _checks(health_cmd, health_url, health_port, settle, exercise)
     candidate = parse_candidate(_read(dropin), unit)
-    reporter: Reporter = NullReporter() if quiet or as_json else ProgressLine()
+    reporter: Reporter = QUIET if quiet or as_json else ProgressLine()
     # files the service writes outside its directories are watched only if a learn saw them
     learned = learned_profile(unit)
     written = sorted(Profile.load(learned).written_paths()) if learned is not None else []

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from autosandbox import interrupts
 from autosandbox.errors import UserError
-from autosandbox.report import NullReporter, ProgressLine, Reporter
+from autosandbox.report import QUIET, ProgressLine, Reporter
 from autosandbox.results import (
     Result,
     for_every_instance,
@@ -48,7 +48,7 @@ class LearnOptions:
 
 def _reporter(opts: LearnOptions) -> Reporter:
     """The one channel every stage of a learn reports through (stderr, unless quiet)."""
-    return ProgressLine() if opts.progress else NullReporter()
+    return ProgressLine() if opts.progress else QUIET
 
 
 def learn_command(argv: list[str], opts: LearnOptions) -> Result:

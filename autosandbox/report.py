@@ -52,6 +52,10 @@ class NullReporter:
         pass
 
 
+# The default of every stage's `reporter=`: stateless, so one serves all.
+QUIET = NullReporter()
+
+
 def shown(text: str) -> str:
     """`text` safe for a terminal: events quote the service's health output and log lines,
     which a hostile service writes, so its escape sequences are shown, never interpreted."""

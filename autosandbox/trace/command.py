@@ -15,7 +15,7 @@ from pathlib import Path
 from autosandbox import interrupts, procs
 from autosandbox.errors import UserError, require_tool
 from autosandbox.profile import Profile, Subject
-from autosandbox.report import NullReporter, Reporter
+from autosandbox.report import QUIET, Reporter
 from autosandbox.systemd import runstate
 from autosandbox.trace import kernel
 from autosandbox.trace.facts import record_facts
@@ -89,7 +89,7 @@ def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = Fal
 def trace_command(
     argv: Sequence[str],
     duration: float | None = None,
-    reporter: Reporter | None = None,
+    reporter: Reporter = QUIET,
     cwd: str | None = None,
     fast: bool | None = None,
     keep_partial: bool = False,
@@ -99,7 +99,6 @@ def trace_command(
     stopped and removed and KeyboardInterrupt raised, or with `keep_partial` the profile so
     far is returned marked partial. Ctrl-C ends a trace without `duration` normally."""
     strace = _command_checked(argv)
-    reporter = NullReporter() if reporter is None else reporter
     workdir = cwd or os.getcwd()
     profile = Profile(subject=Subject(command=list(argv), cwd=workdir, uid=os.geteuid()))
     profile.add_source("strace")

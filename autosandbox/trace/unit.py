@@ -24,7 +24,7 @@ from pathlib import Path
 from autosandbox import commands, interrupts, unitfile
 from autosandbox.errors import UserError
 from autosandbox.profile import PrivilegedLine, Profile, Subject
-from autosandbox.report import NullReporter, Reporter
+from autosandbox.report import QUIET, Reporter
 from autosandbox.systemd import runstate
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
@@ -269,7 +269,7 @@ def detach_strace(cgroups: list[str], strace: str) -> int:
 
 
 def trace_unit(unit: str, duration: float, exercise: str | None = None,
-               reporter: Reporter | None = None,
+               reporter: Reporter = QUIET,
                fast: bool | None = None, keep_partial: bool = False,
                scheduled: bool = False, per_connection: bool = False) -> UnitTraceResult:
     """Trace `unit` for `duration` s and restore it. A signal (KeyboardInterrupt) restores
@@ -294,8 +294,7 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         raise UserError(f"{unit} runs in a root of its own ({which}): tracing it is not "
                         "supported (strace and its FIFOs are not there); nothing was changed")
     with session:
-        shown = NullReporter() if reporter is None else reporter
-        plan = _Plan(duration, exercise, shown, fast, keep_partial, scheduled, per_connection)
+        plan = _Plan(duration, exercise, reporter, fast, keep_partial, scheduled, per_connection)
         return _UnitTrace(mgr, info, strace, dropin, plan).run()
 
 

@@ -18,7 +18,7 @@ from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.syscalls import syscall_names
-from autosandbox.report import NullReporter, Reporter
+from autosandbox.report import QUIET, Reporter
 from autosandbox.synth.grants import Evidence, Relaxation
 from autosandbox.synth.model import Denial, Sandbox
 from autosandbox.systemd.cgroup import CgroupSampler
@@ -149,7 +149,7 @@ def _sandbox_settings(sb: Sandbox) -> dict[str, list[str]]:
 
 
 def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: int = 12,
-             reporter: Reporter | None = None, written: Sequence[str] = (),
+             reporter: Reporter = QUIET, written: Sequence[str] = (),
              allow_write: Sequence[str] = (), per_connection: str | None = None) -> Validation:
     """`written`: paths the profile saw written (watched on disk with the unit's directories);
     `allow_write`: the user's --allow-write paths (relaxation never grants others that
@@ -169,8 +169,7 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
     with session:
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})
         run = _Run(mgr, info, checks, dropin, Snapshot.take(paths_to_watch(dirs, written)),
-                   [*allow_write, *candidate.allow_write],
-                   NullReporter() if reporter is None else reporter, LogWatch(written))
+                   [*allow_write, *candidate.allow_write], reporter, LogWatch(written))
         run.per_connection = per_connection
         session.restore = lambda: left.extend(run.restore_unit())
         run.keep_for_reset()

@@ -30,7 +30,12 @@ PROGRAM = ("import os, sys\nprint(os.getpid(), flush=True)\n"
 
 @pytest.mark.skipif(not opens.available() or shutil.which("strace") is None,
                     reason="needs root, bpftrace, strace and the syscall tracepoints of the host")
-def test_a_privileged_line_hides_nothing_of_the_sandboxed_lines(tmp_path: Path) -> None:
+@pytest.mark.parametrize("daemonized", [False, True], ids=["strace-child", "strace-D"])
+def test_a_privileged_line_hides_nothing_of_the_sandboxed_lines(tmp_path: Path,
+                                                                daemonized: bool) -> None:
+    """Also: what is followed starts with the program strace executes, whether strace forks
+    it (command mode) or, with -D as in a unit, the process that ran strace becomes it; strace's
+    own start (its libunwind) is never reported."""
     gate = Path(tempfile.mkdtemp(prefix="g-", dir="/tmp"))
     target = tmp_path / "shared.txt"
     try:
@@ -43,8 +48,8 @@ def test_a_privileged_line_hides_nothing_of_the_sandboxed_lines(tmp_path: Path) 
             for i, privileged in ((1, True), (0, False), (0, False)):
                 script = shim_script(gates.control, gates.gates[i], i, privileged)
                 out = subprocess.run(
-                    ["/bin/sh", "-c", script, "shim", "strace", "-f", "-o", "/dev/null",
-                     "--", PYTHON, "-c", PROGRAM, str(target)],
+                    ["/bin/sh", "-c", script, "shim", "strace", *(["-D"] if daemonized else []),
+                     "-f", "-o", "/dev/null", "--", PYTHON, "-c", PROGRAM, str(target)],
                     stdout=subprocess.PIPE, text=True, check=True, timeout=60).stdout
                 pids.append(int(out.split()[0]))
             # every CPU's records printed (close() waits so too: stopped before, bpftrace drops
@@ -59,6 +64,10 @@ def test_a_privileged_line_hides_nothing_of_the_sandboxed_lines(tmp_path: Path) 
         # once per class: the sandboxed line's write is not hidden by the `+` line's, and
         # the second sandboxed run's is (the same class reported it)
         assert writes == {plus, first}, (writes, pids)
+        assert not [r.path for r in tracer.records
+                    if isinstance(r, OpenRecord) and "libunwind" in r.path]
+        assert any(isinstance(r, OpenRecord) and r.path.endswith("/ld.so.cache")
+                   for r in tracer.records)  # the program's start is
         if kernel_sets.caps_available():
             assert tracer.granted[PRIVILEGED]["CAP_SETGID"] >= 1
             assert tracer.granted[SANDBOXED]["CAP_SETGID"] >= 2  # both sandboxed runs counted

@@ -15,7 +15,7 @@ import pytest
 
 from autosandbox.errors import UserError
 from autosandbox.profile import Profile
-from autosandbox.trace import opens
+from autosandbox.trace import opens, syscall_regs
 from autosandbox.trace.command import strace_options, trace_command
 from autosandbox.trace.opens import OpenTracer
 from autosandbox.trace.recorder import Recorder
@@ -288,6 +288,6 @@ def test_arguments_come_from_the_registers_found_at_the_start(
     are not found no open could be read: the tracer refuses to start (strace reads opens)."""
     with OpenTracer(root_pids=()) as tracer:
         assert tracer._regs in {stack - pad - 168 for stack in (16384, 32768) for pad in (0, 16)}
-    monkeypatch.setattr(opens, "_NR_GETPGID", 4095)  # no call has it: nothing matches
+    monkeypatch.setitem(syscall_regs.NR, "getpgid", 4095)  # no call has it: nothing matches
     with pytest.raises(OSError, match="syscall arguments"):
         OpenTracer(root_pids=())

@@ -29,6 +29,7 @@ from pathlib import Path
 from autosandbox.linux.tracefs import tracefs_root
 from autosandbox.trace.recorder import Recorder
 from autosandbox.trace.strace_parser import Syscall
+from autosandbox.trace.syscall_regs import arg, load_or_leave
 
 # (level, option) -> strace's name: the options a capability rule or the recorder's buffer
 # bookkeeping reads (capabilities.CAP_RULES). Every call of these is printed; others once per
@@ -73,7 +74,7 @@ class CallRecord:
 
 def _have(call: str) -> bool:
     root = tracefs_root()
-    return root is not None and (root / f"events/syscalls/sys_enter_{call}").is_dir()
+    return root is not None and (root / f"events/syscalls/sys_exit_{call}").is_dir()
 
 
 def covered() -> frozenset[str]:
@@ -97,17 +98,17 @@ _RET = f"$r = args->ret; $ret = {_errors_or_zero('$r')};"
 
 
 def script() -> str:
-    """The probes added to opens.script(): only for threads of the program (@p)."""
+    """The probes added to opens.script(): only for threads of the program (@p). Exit probes
+    only, their arguments from the saved registers (syscall_regs.py)."""
     calls = covered()
     out: list[str] = []
     for c in ACCEPTS:
         if c not in calls:
             continue
         out.append(
-            f"tracepoint:syscalls:sys_enter_{c} /@p[tid]/ {{ @afd[tid] = args->fd + 1; "
-            f"@asa[tid] = (uint64)args->upeer_sockaddr; }}\n"
-            f"tracepoint:syscalls:sys_exit_{c} /@afd[tid]/ {{\n"
-            f"  $fd = @afd[tid] - 1; $sa = @asa[tid]; {_RET}\n"
+            f"tracepoint:syscalls:sys_exit_{c} /@p[tid]/ {{\n"
+            f"  {load_or_leave(c)}\n"
+            f"  $fd = (int64)(int32){arg(0)}; $sa = {arg(1)}; {_RET}\n"
             "  $fam = (uint64)0; $port = (uint64)0; $a = (uint64)0; $b = (uint64)0;\n"
             "  if ($ret == 0 && $sa != 0) {\n"
             "    $fam = (uint64)*uptr((uint16*)$sa);\n"
@@ -124,83 +125,76 @@ def script() -> str:
             "    $sk = (struct socket *)$file->private_data;\n"
             f'    printf("CALL {c} %d %d %d %d %d %lld %lld %lu %d %d\\n", tid, $ret, $fd, $fam,'
             " $port, $a, $b, $ino, $sk->sk->__sk_common.skc_family, $sk->type);\n"
-            "  }\n"
-            "  delete(@afd[tid]); delete(@asa[tid]);\n}\n")
+            "  }\n}\n")
     if "setsockopt" in calls:
         wanted = " || ".join(f"($lv == {lv} && $op == {op})" for lv, op in SOCKOPTS)
         on_use = " || ".join(f"($lv == {lv} && $op == {op})" for (lv, op), name in
                              SOCKOPTS.items() if name not in _BUFFER_OPTS)
         out.append(
-            "tracepoint:syscalls:sys_enter_setsockopt /@p[tid]/ { @sfd[tid] = args->fd + 1;"
-            " @slv[tid] = args->level; @sop[tid] = args->optname; $val = args->optval;"
-            " @sval[tid] = args->optlen >= 4 ? (int64)*uptr((int32*)$val) : 0; }\n"
-            "tracepoint:syscalls:sys_exit_setsockopt /@sfd[tid]/ {\n"
-            f"  $fd = @sfd[tid] - 1; $lv = @slv[tid]; $op = @sop[tid]; {_RET}\n"
+            "tracepoint:syscalls:sys_exit_setsockopt /@p[tid]/ {\n"
+            f"  {load_or_leave('setsockopt')}\n"
+            f"  $fd = (int64)(int32){arg(0)}; $lv = (int64)(int32){arg(1)};"
+            f" $op = (int64)(int32){arg(2)}; {_RET}\n"
             f"  if ({wanted}) {{\n"
+            # the value as the call left it in the program's memory (the kernel read it at
+            # entry: a program racing itself could show another here, as it could to an
+            # entry probe before the kernel's read)
+            f"    $val = (int32){arg(4)} >= 4 ? (int64)*uptr((int32*){arg(3)}) : 0;\n"
             f"    {_INODE}\n"
             '    printf("CALL setsockopt %d %d %d %d %d %d %lu\\n", tid, $ret, $fd, $lv, $op,'
-            " @sval[tid], $ino);\n"
+            " $val, $ino);\n"
             f"    if ($ret == 0 && ({on_use})) {{ @sou[pid, $fd] = 1; }}\n"
             "  } else if (!@sos[@p[tid], $lv, $op, $ret]) {\n"
             "    @sos[@p[tid], $lv, $op, $ret] = 1;\n"
             '    printf("CALL setsockopt %d %d -1 %d %d 0 0\\n", tid, $ret, $lv, $op);\n'
-            "  }\n"
-            "  delete(@sfd[tid]); delete(@slv[tid]); delete(@sop[tid]); delete(@sval[tid]);\n}\n")
+            "  }\n}\n")
         for c, ok in (("bind", "$r == 0"),
                       ("connect", " || ".join(f"$r == {e}" for e in _ATTEMPTS))):
             if not _have(c):
                 continue
             out.append(
-                f"tracepoint:syscalls:sys_enter_{c} /@p[tid]/ {{ $fd = (int64)args->fd;"
-                " if (@sou[pid, $fd]) { @ufd[tid] = $fd + 1; } }\n"
-                f"tracepoint:syscalls:sys_exit_{c} /@ufd[tid]/ {{\n"
-                f"  $r = args->ret; $fd = @ufd[tid] - 1;\n"
-                f"  if ({ok}) {{ {_INODE}"
+                f"tracepoint:syscalls:sys_exit_{c} /@p[tid]/ {{\n"
+                f"  {load_or_leave(c)}\n"
+                f"  $r = args->ret; $fd = (int64)(int32){arg(0)};\n"
+                f"  if (@sou[pid, $fd] && ({ok})) {{ {_INODE}"
                 f' printf("USED {c} %d %d %lu\\n", tid, $fd, $ino);'
-                " delete(@sou[pid, $fd]); }\n"
-                "  delete(@ufd[tid]);\n}\n")
+                " delete(@sou[pid, $fd]); }\n}\n")
     if "fcntl" in calls:
         out.append(
-            "tracepoint:syscalls:sys_enter_fcntl /@p[tid]/ { @ffd[tid] = args->fd + 1;"
-            " @fcmd[tid] = args->cmd; @farg[tid] = args->arg; }\n"
-            "tracepoint:syscalls:sys_exit_fcntl /@ffd[tid]/ {\n"
-            f"  $cmd = @fcmd[tid]; {_RET}\n"
+            "tracepoint:syscalls:sys_exit_fcntl /@p[tid]/ {\n"
+            f"  {load_or_leave('fcntl')}\n"
+            f"  $cmd = (int64)(int32){arg(1)}; {_RET}\n"
             f"  if ($cmd == {F_SETLEASE} || !@fcs[@p[tid], $cmd, $ret]) {{\n"
             "    @fcs[@p[tid], $cmd, $ret] = 1;\n"
-            '    printf("CALL fcntl %d %d %d %d %d\\n", tid, $ret, @ffd[tid] - 1, $cmd,'
-            " @farg[tid]);\n"
-            "  }\n"
-            "  delete(@ffd[tid]); delete(@fcmd[tid]); delete(@farg[tid]);\n}\n")
+            '    printf("CALL fcntl %d %d %d %d %d\\n", tid, $ret, (int64)(int32)'
+            f"{arg(0)}, $cmd, (int64){arg(2)});\n"
+            "  }\n}\n")
     for i, c in enumerate(MEMORY):
         if c not in calls:
             continue
         out.append(
-            f"tracepoint:syscalls:sys_enter_{c} /@p[tid]/ {{ @mprot[tid] = args->prot + 1; }}\n"
-            f"tracepoint:syscalls:sys_exit_{c} /@mprot[tid]/ {{\n"
-            f"  $prot = @mprot[tid] - 1; {_RET}\n"
+            f"tracepoint:syscalls:sys_exit_{c} /@p[tid]/ {{\n"
+            f"  {load_or_leave(c)}\n"
+            f"  $prot = {arg(2)}; {_RET}\n"
             f"  if (!@mem[@p[tid], {i}, $prot, $ret]) {{\n"
             f"    @mem[@p[tid], {i}, $prot, $ret] = 1;\n"
             f'    printf("CALL {c} %d %d %d\\n", tid, $ret, $prot);\n'
-            "  }\n"
-            "  delete(@mprot[tid]);\n}\n")
+            "  }\n}\n")
     return "".join(out)
 
 
-MAPS = ("@afd", "@asa", "@acc", "@sfd", "@slv", "@sop", "@sval", "@sou", "@sos", "@ufd",
-        "@ffd", "@fcmd", "@farg", "@fcs", "@mprot", "@mem")
+MAPS = ("@acc", "@sou", "@sos", "@fcs", "@mem")
 
 
 def end_clears() -> str:
     calls = covered()
-    used = {"@afd", "@asa", "@acc"} if calls & set(ACCEPTS) else set()
+    used = {"@acc"} if calls & set(ACCEPTS) else set()
     if "setsockopt" in calls:
-        used |= {"@sfd", "@slv", "@sop", "@sval", "@sou", "@sos"}
-        if _have("bind") or _have("connect"):
-            used.add("@ufd")
+        used |= {"@sou", "@sos"}
     if "fcntl" in calls:
-        used |= {"@ffd", "@fcmd", "@farg", "@fcs"}
+        used.add("@fcs")
     if calls & set(MEMORY):
-        used |= {"@mprot", "@mem"}
+        used.add("@mem")
     return " ".join(f"clear({m});" for m in MAPS if m in used)
 
 

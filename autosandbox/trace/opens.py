@@ -42,9 +42,10 @@ from autosandbox.linux.capabilities import cap_name
 from autosandbox.linux.files import is_inode
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
-from autosandbox.trace import kernel, kernel_sets
+from autosandbox.trace import kernel, kernel_sets, syscall_regs
 from autosandbox.trace.kernel import CallRecord
 from autosandbox.trace.kernel_sets import PRIVILEGED, SANDBOXED
+from autosandbox.trace.syscall_regs import arg
 
 log = logging.getLogger(__name__)
 STRLEN = 200  # bpftrace's longest string (0.17); a path this long is left out, never cut
@@ -57,10 +58,6 @@ _RECORD = re.compile(r"^OPEN (\d+) (-?\d+) (-?\d+) (-?\d+) (\d+) (\d+) (.*)$")
 # getpgid() of this pid (above any pid_max: it fails with ESRCH) by us is the flush marker
 MARK_PID = 0x7FFFFFF0
 CALIBRATE_PID = MARK_PID + 1  # ... and this one's finds the syscall registers (script())
-_NR_GETPGID = 121
-# x86-64: syscall number, then the pt_regs fields of the path, the flags and the dirfd
-_OPEN_ARGS: dict[str, tuple[int, str, str, str | None]] = {
-    "open": (2, "di", "si", None), "openat": (257, "si", "dx", "di")}
 _MARK_LINE = re.compile(r"^MARK (\d+)$")
 _ESCAPE = re.compile(r"\\x([0-9a-f]{2})")
 _MARK = re.compile("\x00([0-9a-f]{2})")  # an escaped byte, once told from a literal "\\x"
@@ -143,15 +140,18 @@ def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
 BEGIN {{ @t[0] = 0; delete(@t[0]); @regoff = (uint64)0; {roots}printf("READY\\n"); }}
 {_mark_probe()}
 tracepoint:sched:sched_process_fork {{ $pp = args->parent_pid; $cp = args->child_pid;
-  if (@t[$pp]) {{ @t[$cp] = @t[$pp]; }} if (@p[$pp]) {{ @p[$cp] = @p[$pp]; }} }}
-tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{ delete(@t[tid]); delete(@p[tid]); }}
-tracepoint:syscalls:sys_enter_execve,tracepoint:syscalls:sys_enter_execveat
-/@t[tid] && comm == "strace"/ {{ $c = @t[tid]; @p[tid] = $c;
-  @root0 = (uint64)curtask->fs->root.dentry; {kernel_sets.exec_marks()} }}
+  if (@t[$pp]) {{ @t[$cp] = @t[$pp]; if (@s[$pp]) {{ @s[$cp] = 1; }} }}
+  if (@p[$pp]) {{ @p[$cp] = @p[$pp]; }} }}
+tracepoint:sched:sched_process_exit /@t[tid] || @p[tid]/ {{
+  delete(@t[tid]); delete(@p[tid]); delete(@s[tid]); }}
+tracepoint:sched:sched_process_exec /@t[tid]/ {{ $c = @t[tid];
+  if (@s[tid]) {{ @p[tid] = $c; delete(@s[tid]);
+    @root0 = (uint64)curtask->fs->root.dentry; {kernel_sets.exec_marks()} }}
+  else if (comm == "strace" && !@p[tid]) {{ @s[tid] = 1; }} }}
 {"".join(_exit_probe(c, join) for c in calls)}
 {kernel.script()}{kernel_sets.script()}
-END {{ {kernel_sets.end()} clear(@t); clear(@p); clear(@seen); clear(@root0); clear(@regoff);
-  {kernel.end_clears()} }}
+END {{ {kernel_sets.end()} clear(@t); clear(@p); clear(@s); clear(@seen); clear(@root0);
+  clear(@regoff); {kernel.end_clears()} }}
 """
 
 
@@ -159,17 +159,27 @@ def _mark_probe() -> str:
     """Our getpgid() of MARK_PID marks a CPU's records printed (flush()); of CALIBRATE_PID it
     finds where the kernel keeps a task's syscall registers (x86-64 pt_regs at the top of its
     stack: 16 KiB, 32 KiB with KASAN; 16 bytes lower with FRED), by the call's own number and
-    argument in them, so the exit probes read an open's arguments with no map in between."""
+    argument in them, so the exit probes read a call's arguments with no entry probe
+    (syscall_regs.py). At the call's exit too: its registers are still there."""
     size = "sizeof(struct pt_regs)"
+    nr = syscall_regs.NR["getpgid"]
     tries = "\n".join(
         f"    $r = (struct pt_regs *)($s + {stack - pad} - {size});\n"
-        f"    if ($o == 0 && $r->orig_ax == {_NR_GETPGID} && $r->di == {CALIBRATE_PID})"
+        f"    if ($o == 0 && $r->orig_ax == {nr} && $r->di == {CALIBRATE_PID})"
         f" {{ $o = (uint64){stack - pad} - {size}; }}"
         for stack in (16384, 32768) for pad in (0, 16))
-    return (f"tracepoint:syscalls:sys_enter_getpgid /pid == {os.getpid()}/ {{ $a = args->pid;\n"
-            f'  if ($a == {MARK_PID}) {{ printf("MARK %d\\n", cpu); }}\n'
-            f"  if ($a == {CALIBRATE_PID}) {{ $s = (uint64)curtask->stack; $o = (uint64)0;\n"
-            f'{tries}\n    @regoff = $o; printf("REGS %lu\\n", $o); }}\n}}')
+    # Before calibration no mark is made; a failed one (no candidate held the call: then no
+    # getpgid of ours has an ESRCH but it) says so with REGS 0.
+    return (f"tracepoint:syscalls:sys_exit_getpgid /pid == {os.getpid()}/ {{\n"
+            "  $s = (uint64)curtask->stack; $o = @regoff;\n"
+            f"  if ($o != 0) {{ $r = (struct pt_regs *)($s + $o);\n"
+            f"    if ($r->orig_ax == {nr} && $r->di == {MARK_PID})"
+            ' { printf("MARK %d\\n", cpu); }\n'
+            "  } else {\n"
+            f"{tries}\n"
+            f"    if ($o != 0 || args->ret == -{errno.ESRCH})"
+            ' { @regoff = $o; printf("REGS %lu\\n", $o); }\n'
+            "  }\n}")
 
 
 def _exit_probe(call: str, join: str) -> str:
@@ -177,15 +187,15 @@ def _exit_probe(call: str, join: str) -> str:
     probe, no map between enter and exit: a server opens a file per request), the result from
     the tracepoint. Absolute paths once per (path, write, ok, class); relative ones with the
     directory they started at, each time (the reader keeps one per process)."""
-    nr, fn_reg, fl_reg, dfd_reg = _OPEN_ARGS[call]
-    dfd = f"(int32)$regs->{dfd_reg}" if dfd_reg else str(AT_FDCWD)
-    args = (f"$regs = (struct pt_regs *)((uint64)curtask->stack + @regoff);\n"
-            f"  $p = str(uptr($regs->{fn_reg})); $fl = (uint64)(uint32)$regs->{fl_reg};")
-    joining = (f'}} else if (comm == "sh" && !@t[tid]) {{\n  {args}\n'
+    nr = syscall_regs.NR[call]
+    first = 1 if call == "openat" else 0  # openat(dirfd, path, flags, ...), open(path, flags)
+    dfd = f"(int32){arg(0)}" if first else str(AT_FDCWD)
+    args = f"$p = str(uptr({arg(first)})); $fl = (uint64)(uint32){arg(first + 1)};"
+    joining = (f'}} else if (comm == "sh" && !@t[tid]) {{\n  {syscall_regs.LOAD} {args}\n'
                f"  if ($regs->orig_ax == {nr}) {{ {join} }}\n" if join else "")
     return f"""tracepoint:syscalls:sys_exit_{call} {{ $c = @p[tid]; if ($c) {{
-  {args}
-  if ($regs->orig_ax != {nr}) {{ printf("NOARGS %d\\n", tid); return; }}
+  {syscall_regs.LOAD} {args}
+  {syscall_regs.leave_unless(call)}
   $ret = args->ret; $dfd = {dfd};
   $bit = 1 << ((($fl & {_WRITE_BITS}) != 0 ? 2 : 0) + ($ret >= 0 ? 1 : 0)
                + ($c == {PRIVILEGED} ? 4 : 0));

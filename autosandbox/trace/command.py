@@ -222,11 +222,9 @@ def _wait(proc: subprocess.Popen[bytes], started: float, duration: float | None,
                                    sorted(p.families), sorted(p.capabilities), "running"))
         if duration is not None and elapsed >= duration:
             return
-        try:
-            proc.wait(timeout=0.5 if duration is None else min(0.5, duration - elapsed + 0.01))
+        if procs.wait_exit(proc, 0.5 if duration is None
+                           else min(0.5, duration - elapsed + 0.01)):
             return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _terminate(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -15,6 +15,9 @@ just before it (paired). The server side (learn, its helpers and the server) is
 pinned to one CPU, wrk to another (--server-cpu, --client-cpu): strace timings swing 3x when
 tracer and tracee are placed apart. The learner's cost is the CPU time of autosandbox and its
 helpers (strace, bpftrace; not the server) per second traced, and their peak RSS (psutil).
+The server's own CPU time per request (user + system, where the BPF programs, the seccomp
+filter and the tracepoints run) is what tracing costs each request, apart from how a shared
+host schedules the run; its ratio to untraced is printed beside the rate's.
 With --unit, nginx runs as a systemd service and `autosandbox learn UNIT` traces it (in the
 CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integration/run-vm).
 
@@ -95,6 +98,11 @@ WORKLOADS = ("keepalive", "close", "threads")
 class Sample:
     rate: float  # requests/s
     p99_ms: float
+    requests: int = 0  # answered during the run
+    # CPU time of the server's own processes (user + system: the BPF programs, the seccomp
+    # filter and the tracepoints run in its system time) per request answered. Less at the
+    # mercy of a shared host's scheduling than the rate: what tracing costs each request.
+    server_us: float = 0.0
     cpu_per_s: float = 0.0  # CPU seconds of the learner and its helpers per second traced
     rss_mib: float = 0.0  # peak RSS of autosandbox itself
     helpers_rss_mib: float = 0.0  # peak RSS of strace + bpftrace together
@@ -141,9 +149,56 @@ def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
                          preexec_fn=_pinned(cpu)).stdout
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-    if m is None or p99 is None:
-        raise RuntimeError(f"wrk printed no rate or no p99:\n{out}")
-    return Sample(float(m.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)])
+    total = re.search(r"^\s*(\d+) requests in ", out, re.M)
+    if m is None or p99 is None or total is None:
+        raise RuntimeError(f"wrk printed no rate, total or p99:\n{out}")
+    return Sample(float(m.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)],
+                  int(total.group(1)))
+
+
+def _server_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each process of the server: under `root` (the server
+    itself, or learn), strace's descendants, or the whole tree when no strace is in it."""
+    import psutil  # type: ignore[import-untyped]
+    try:
+        tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    except psutil.Error:
+        return {}
+    traced = [p for p in tree if _name(p) == "strace"]
+    procs = ({c for t in traced for c in _descendants(t)} - set(traced) if traced
+             else set(tree))
+    out: dict[int, float] = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            continue
+    return out
+
+
+def _name(p: Any) -> str:
+    try:
+        return str(p.name())
+    except Exception:  # gone, or unreadable: not one of ours to count
+        return ""
+
+
+def _descendants(p: Any) -> list[Any]:
+    try:
+        return list(p.children(recursive=True))
+    except Exception:
+        return []
+
+
+def _measure(root: int, port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
+    """wrk's run, and the server's CPU time per request during it."""
+    before = _server_cpu(root)
+    sample = _wrk(port, seconds, workload, cpu)
+    after = _server_cpu(root)
+    used = sum(t - before[pid] for pid, t in after.items() if pid in before)
+    sample.server_us = used / max(sample.requests, 1) * 1e6
+    return sample
 
 
 class LearnerCost:
@@ -151,7 +206,7 @@ class LearnerCost:
     descendants), sampled while wrk runs."""
 
     def __init__(self, pid: int) -> None:
-        import psutil  # type: ignore[import-untyped]  # only the traced modes need it
+        import psutil  # only the traced modes need it
         self._psutil = psutil
         self.root = psutil.Process(pid)
         self.start = time.monotonic()
@@ -245,12 +300,11 @@ PARTS = ("strace", "tracefs")
 def _start_part(mode: str, server: list[str], stack: contextlib.ExitStack,
                 cpu: int | None) -> subprocess.Popen[bytes]:
     sys.path.insert(0, str(ROOT))  # as the learn modes run it: this checkout's autosandbox
-    from autosandbox.trace.command import strace_argv
+    from autosandbox.trace.command import pipe_shim, strace_argv
     from autosandbox.trace.tracefs import SyscallSetTracer
     gate_r, gate_w = os.pipe()
-    shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r}; exec {gate_r}<&-; exec "$@"', "shim",
-            *strace_argv(shutil.which("strace") or "strace", Path(os.devnull), server,
-                         fast=True, kernel_opens=True)]
+    shim = pipe_shim(gate_r, strace_argv(shutil.which("strace") or "strace", Path(os.devnull),
+                                         server, fast=True, kernel_opens=True))
     proc = subprocess.Popen(shim, pass_fds=(gate_r,), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_pinned(cpu))
@@ -273,7 +327,7 @@ def run_once(mode: str, workload: str, workdir: Path, seconds: int,
                 _wait_port(port, timeout=60)
                 time.sleep(1)
                 part = LearnerCost(proc.pid)
-                return part.finish(_wrk(port, seconds, workload, cpus[1]))
+                return part.finish(_measure(proc.pid, port, seconds, workload, cpus[1]))
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(60)
@@ -290,7 +344,7 @@ def run_once(mode: str, workload: str, workdir: Path, seconds: int,
         _wait_port(port, timeout=60)
         time.sleep(1)
         cost = LearnerCost(proc.pid) if mode != "untraced" else None
-        sample = _wrk(port, seconds, workload, cpus[1])
+        sample = _measure(proc.pid, port, seconds, workload, cpus[1])
         return cost.finish(sample) if cost is not None else sample
     finally:
         if mode == "untraced":
@@ -357,7 +411,9 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
     base = results["untraced"]
     rate, p99 = _median(base, "rate"), _median(base, "p99_ms")
     spread = f"{min(x.rate for x in base):,.0f}-{max(x.rate for x in base):,.0f}"
-    print(f"{workload}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms "
+    us = _median(base, "server_us")
+    server = f", server CPU {us:.1f} us/request" if us > 0 else ""  # --unit: not measured
+    print(f"{workload}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms{server} "
           f"(median of {runs})")
     for mode, samples in results.items():
         if mode == "untraced":
@@ -368,8 +424,13 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
         paired = statistics.median(x.rate / b.rate for x, b in zip(samples, base, strict=True))
         paired99 = statistics.median(x.p99_ms / b.p99_ms
                                      for x, b in zip(samples, base, strict=True))
+        cost = _median(samples, "server_us")
+        each = [x.server_us / b.server_us for x, b in zip(samples, base, strict=True)
+                if b.server_us > 0]
+        server = (f"server CPU {cost:.1f} us/request, {cost / us:.2f}x (paired "
+                  f"{statistics.median(each):.2f}x); " if us > 0 and each else "")
         print(f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x (paired {paired:.2f}x);"
-              f" p99 {l99:.2f} ms, {l99 / p99:.2f}x (paired {paired99:.2f}x); "
+              f" p99 {l99:.2f} ms, {l99 / p99:.2f}x (paired {paired99:.2f}x); {server}"
               f"learner {_median(samples, 'cpu_per_s'):.2f} CPU s/s, "
               f"RSS {max(x.rss_mib for x in samples):.0f} MiB (+ strace/bpftrace "
               f"{max(x.helpers_rss_mib for x in samples):.0f} MiB); all of them anonymous "
@@ -444,7 +505,8 @@ def main() -> None:
                                   else run_once(mode, workload, work, args.seconds, cpus))
                         results[mode].append(sample)
                         print(f"{workload} run {i + 1} {mode:>8}: {sample.rate:10.0f} "
-                              f"requests/s, p99 {sample.p99_ms:.2f} ms", file=sys.stderr,
+                              f"requests/s, p99 {sample.p99_ms:.2f} ms, server CPU "
+                              f"{sample.server_us:.1f} us/request", file=sys.stderr,
                               flush=True)
                 report(workload, results, args.runs)
                 if args.unit and "fast" in tracers:

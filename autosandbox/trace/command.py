@@ -81,6 +81,13 @@ def require_strace() -> str:
     return require_tool("strace", "install it with 'apt-get install strace'")
 
 
+def pipe_shim(fd: int, argv: Sequence[str]) -> list[str]:
+    """A shell that waits for a line on pipe `fd` (written once the kernel's tracers follow
+    its pid), closes it and becomes `argv` (strace): nothing it runs is missed."""
+    return ["/bin/bash", "-c", f'read -r _ <&{fd} || exit 1; exec {fd}<&-; exec "$@"',
+            "autosandbox-shim", *argv]
+
+
 def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False,
                 kernel_opens: bool = False) -> list[str]:
     return [strace, *strace_options(fast, kernel_opens), "-o", str(output), "--", *argv]
@@ -122,9 +129,8 @@ def trace_command(
         # A shell shim waits on a pipe until the tracefs instance follows its pid, then becomes
         # strace: no capability check of the traced program is missed, none of ours is counted.
         gate_r, gate_w = os.pipe()
-        shim = ["/bin/bash", "-c", f'read -r _ <&{gate_r} || exit 1; exec {gate_r}<&-; exec "$@"',
-                "autosandbox-shim", *strace_argv(strace, stream.fifo, argv, fast,
-                                                 kernel_opens=sources.opens is not None)]
+        shim = pipe_shim(gate_r, strace_argv(strace, stream.fifo, argv, fast,
+                                             kernel_opens=sources.opens is not None))
         started = time.monotonic()
         try:
             # strace, and through the watchdog the program it runs, die with us (procs.py)

@@ -278,7 +278,7 @@ class OpenTracer:
         self._ready = threading.Event()
         self._calibrated = threading.Event()
         self._regs = 0  # where a task's syscall registers are (script(): _mark_probe)
-        self._noargs = 0  # opens whose registers did not hold them: not reported
+        self._noargs = 0  # opens and calls whose registers did not hold them: not reported
         self._marks: set[int] = set()  # CPUs whose records bpftrace has printed (flush())
         self._marked = threading.Condition()
         env = {**os.environ, "BPFTRACE_STRLEN": str(STRLEN),
@@ -520,8 +520,8 @@ class OpenTracer:
             self.warnings.append(f"{self._cut} opened paths were longer than {STRLEN - 2} bytes"
                                  " (more than bpftrace reports whole): left out")
         if self._noargs:
-            self.warnings.append(f"{self._noargs} opens whose arguments were not in the "
-                                 "registers found at the start: left out")
+            self.warnings.append(f"{self._noargs} opens and calls whose arguments were not in "
+                                 "the registers found at the start: left out")
         if self._unreadable:
             self.warnings.append(f"{self._unreadable} opens had a path bpftrace could not "
                                  "report exactly (ambiguous, or relative to a dirfd that "

@@ -179,6 +179,10 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                               f"rolled back, the unit is {back.state or 'restored'}")
         if not info.running and socket is None:
             mgr.stop(unit)
+        # The commit point: a signal whose exception never came (one that arrived in a
+        # finalizer is re-sent 50 ms later: interrupts.py) rolls back here, not after we have
+        # said "installed" and left the drop-in (seen: exit 0 20 ms after a SIGHUP).
+        interrupts.check()
         undo.disarm()
         return Applied(target, health, backup)
 

@@ -168,8 +168,8 @@ def _mark_probe() -> str:
         f"    if ($o == 0 && $r->orig_ax == {nr} && $r->di == {CALIBRATE_PID})"
         f" {{ $o = (uint64){stack - pad} - {size}; }}"
         for stack in (16384, 32768) for pad in (0, 16))
-    # Before calibration no mark is made; a failed one (no candidate held the call: then no
-    # getpgid of ours has an ESRCH but it) says so with REGS 0.
+    # Until calibrated, no mark: a getpgid() of ours that fails with ESRCH is the calibration
+    # (of a pid that cannot exist), and where no candidate holds it, REGS 0 says it failed.
     return (f"tracepoint:syscalls:sys_exit_getpgid /pid == {os.getpid()}/ {{\n"
             "  $s = (uint64)curtask->stack; $o = @regoff;\n"
             f"  if ($o != 0) {{ $r = (struct pt_regs *)($s + $o);\n"

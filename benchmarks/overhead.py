@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil  # type: ignore[import-untyped]
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = """
 worker_processes 2;
@@ -156,39 +158,34 @@ def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
                   int(total.group(1)))
 
 
-def _server_cpu(root: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each process of the server: under `root` (the server
-    itself, or learn), strace's descendants, or the whole tree when no strace is in it."""
-    import psutil  # type: ignore[import-untyped]
+def _sides(root: int) -> tuple[list[Any], list[Any]]:
+    """The processes under `root`, as (learner, server): learn, its helpers and strace; what
+    strace runs. With no strace in the tree (untraced) all of it is the server."""
+    learner: list[Any] = []
+    server: list[Any] = []
     try:
-        tree = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+        todo = [(psutil.Process(root), False)]
     except psutil.Error:
-        return {}
-    traced = [p for p in tree if _name(p) == "strace"]
-    procs = ({c for t in traced for c in _descendants(t)} - set(traced) if traced
-             else set(tree))
-    out: dict[int, float] = {}
-    for p in procs:
+        return [], []
+    while todo:
+        p, traced = todo.pop()
         try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
+            children = p.children()
+            (server if traced else learner).append(p)
+            todo.extend((c, traced or p.name() == "strace") for c in children)
         except psutil.Error:
             continue
+    return (learner, server) if server else ([], learner)
+
+
+def _server_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each process of the server."""
+    out: dict[int, float] = {}
+    for p in _sides(root)[1]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
     return out
-
-
-def _name(p: Any) -> str:
-    try:
-        return str(p.name())
-    except Exception:  # gone, or unreadable: not one of ours to count
-        return ""
-
-
-def _descendants(p: Any) -> list[Any]:
-    try:
-        return list(p.children(recursive=True))
-    except Exception:
-        return []
 
 
 def _measure(root: int, port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
@@ -206,9 +203,7 @@ class LearnerCost:
     descendants), sampled while wrk runs."""
 
     def __init__(self, pid: int) -> None:
-        import psutil  # only the traced modes need it
-        self._psutil = psutil
-        self.root = psutil.Process(pid)
+        self.root = pid
         self.start = time.monotonic()
         self.cpu0 = self._cpu()
         self.rss = 0.0
@@ -219,22 +214,7 @@ class LearnerCost:
         self._thread.start()
 
     def _procs(self) -> list[Any]:
-        ps = self._psutil
-        out: list[Any] = [self.root]
-        try:  # a part's root is strace itself: its children are the program
-            todo = [] if self.root.name() == "strace" else self.root.children()
-        except ps.Error:
-            return out
-        while todo:
-            p = todo.pop()
-            try:
-                name = p.name()
-                out.append(p)
-                if name != "strace":  # strace's children are the traced program
-                    todo.extend(p.children())
-            except ps.Error:
-                continue
-        return out
+        return _sides(self.root)[0]
 
     def _cpu(self) -> dict[int, float]:
         cpu: dict[int, float] = {}
@@ -242,7 +222,7 @@ class LearnerCost:
             try:
                 t = p.cpu_times()
                 cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
-            except self._psutil.Error:
+            except psutil.Error:
                 continue
         return cpu
 
@@ -253,11 +233,11 @@ class LearnerCost:
                 try:
                     rss = p.memory_info().rss / 2**20
                     anon += _rss_anon_mib(p.pid)
-                    if p is self.root:
+                    if p.pid == self.root:
                         self.rss = max(self.rss, rss)
                     else:
                         helpers += rss
-                except (self._psutil.Error, OSError):
+                except (psutil.Error, OSError):
                     continue
             self.helpers_rss = max(self.helpers_rss, helpers)
             self.anon.append(anon)

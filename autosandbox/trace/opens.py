@@ -193,6 +193,8 @@ def _exit_probe(call: str, join: str) -> str:
     args = f"$p = str(uptr({arg(first)})); $fl = (uint64)(uint32){arg(first + 1)};"
     joining = (f'}} else if (comm == "sh" && !@t[tid]) {{\n  {syscall_regs.LOAD} {args}\n'
                f"  if ($regs->orig_ax == {nr}) {{ {join} }}\n" if join else "")
+    # The path is read before the registers are checked (not load_or_leave): the other order
+    # put bpftrace 0.17's program for openat over the BPF stack's 512 bytes.
     return f"""tracepoint:syscalls:sys_exit_{call} {{ $c = @p[tid]; if ($c) {{
   {syscall_regs.LOAD} {args}
   {syscall_regs.leave_unless(call)}

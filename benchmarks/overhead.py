@@ -9,15 +9,17 @@ learn` traces it with each tracer ('full': strace stops on every call; 'fast': s
 --seccomp-bpf on the calls the kernel tracer does not record, the syscall set from tracefs,
 opens and the hot calls from bpftrace when installed); the parts of fast, to see which costs
 what: 'strace' (its strace alone) and 'tracefs' (that strace + the tracefs syscall-set
-instance; the rest of fast is bpftrace). Modes are interleaved, ratios measured
-in one run: median of --runs each, and the median of each run's ratio to the untraced run
-just before it (paired). The server side (learn, its helpers and the server) is
-pinned to one CPU, wrk to another (--server-cpu, --client-cpu): strace timings swing 3x when
-tracer and tracee are placed apart. The learner's cost is the CPU time of autosandbox and its
-helpers (strace, bpftrace; not the server) per second traced, and their peak RSS (psutil).
-The server's own CPU time per request (user + system, where the BPF programs, the seccomp
-filter and the tracepoints run) is what tracing costs each request, apart from how a shared
-host schedules the run; its ratio to untraced is printed beside the rate's.
+instance; the rest of fast is bpftrace). Modes are interleaved (every other round in
+reverse order), ratios measured in one run: median of --runs each, and the median of each
+round's ratio to its untraced run (paired). A round during which the hypervisor gave more than
+--max-steal % of the CPUs to other guests is run again (at most --retakes times; counted).
+The server side (learn, its helpers and the server) is pinned to one CPU, wrk to another
+(--server-cpu, --client-cpu): strace timings swing 3x when tracer and tracee are placed apart.
+The learner's cost is the CPU time of autosandbox and its helpers (strace, bpftrace; not the
+server) per second traced, and their peak RSS (psutil). The server's own CPU time per request
+(user + system, where the BPF programs, the seccomp filter and the tracepoints run) is what
+tracing costs each request, apart from how a shared host schedules the run; its ratio to
+untraced is printed beside the rate's.
 With --unit, nginx runs as a systemd service and `autosandbox learn UNIT` traces it (in the
 CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integration/run-vm).
 
@@ -114,6 +116,9 @@ class Sample:
     anon_first_mib: float = 0.0
     anon_last_mib: float = 0.0
     anon_peak_mib: float = 0.0
+    # Share of the machine's CPU time the hypervisor gave to other guests during the run (the
+    # "steal" of /proc/stat): a run that lost much of it measured the host, not the tracer
+    steal_pct: float = 0.0
 
 
 def _free_port() -> int:
@@ -142,9 +147,20 @@ def _pinned(cpu: int | None) -> Callable[[], None] | None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) clock ticks of the machine's CPUs so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def _steal(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return 100.0 * (after[0] - before[0]) / max(after[1] - before[1], 1)
+
+
 def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
     header = [] if workload == "keepalive" else ["-H", "Connection: close"]
     path = "/index.html" if workload != "threads" else "/"
+    ticks = _cpu_ticks()
     out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", *header,
                           f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True,
@@ -155,7 +171,7 @@ def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
     if m is None or p99 is None or total is None:
         raise RuntimeError(f"wrk printed no rate, total or p99:\n{out}")
     return Sample(float(m.group(1)), float(p99.group(1)) * _UNITS[p99.group(2)],
-                  int(total.group(1)))
+                  int(total.group(1)), steal_pct=_steal(ticks, _cpu_ticks()))
 
 
 def _sides(root: int) -> tuple[list[Any], list[Any]]:
@@ -393,14 +409,16 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
     spread = f"{min(x.rate for x in base):,.0f}-{max(x.rate for x in base):,.0f}"
     us = _median(base, "server_us")
     server = f", server CPU {us:.1f} us/request" if us > 0 else ""  # --unit: not measured
+    steal = [x.steal_pct for samples in results.values() for x in samples]
     print(f"{workload}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms{server} "
-          f"(median of {runs})")
+          f"(median of {runs}); steal median {statistics.median(steal):.1f}%, "
+          f"max {max(steal):.1f}%")
     for mode, samples in results.items():
         if mode == "untraced":
             continue
         r, l99 = _median(samples, "rate"), _median(samples, "p99_ms")
-        # Each run's ratio against the untraced run just before it: a host whose speed drifts
-        # between runs (a shared VM) moves both alike
+        # Each run's ratio against the untraced run of its round: a host whose speed drifts
+        # between rounds (a shared VM) moves both alike
         paired = statistics.median(x.rate / b.rate for x, b in zip(samples, base, strict=True))
         paired99 = statistics.median(x.p99_ms / b.p99_ms
                                      for x, b in zip(samples, base, strict=True))
@@ -419,6 +437,38 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
               f"{max(x.anon_peak_mib for x in samples):.0f} MiB")
 
 
+def measure(workload: str, modes: tuple[str, ...] | list[str], args: argparse.Namespace,
+            work: Path, port: int, cpus: tuple[int | None, int | None],
+            ) -> tuple[dict[str, list[Sample]], int]:
+    """--runs rounds of every mode; and how many rounds were run again for the host's steal."""
+    results: dict[str, list[Sample]] = {m: [] for m in modes}
+    retaken = 0
+    for i in range(args.runs):
+        # Interleaved, every other round backwards: a host drifting within a round moves
+        # untraced and traced alike
+        order = list(modes) if i % 2 == 0 else list(reversed(modes))
+        for attempt in range(args.retakes + 1):
+            done: dict[str, Sample] = {}
+            for mode in order:
+                done[mode] = sample = (
+                    run_unit_once(mode, workload, work, args.seconds, port)
+                    if args.unit
+                    else run_once(mode, workload, work, args.seconds, cpus))
+                print(f"{workload} run {i + 1} {mode:>8}: {sample.rate:10.0f} "
+                      f"requests/s, p99 {sample.p99_ms:.2f} ms, server CPU "
+                      f"{sample.server_us:.1f} us/request, steal "
+                      f"{sample.steal_pct:.1f}%", file=sys.stderr, flush=True)
+            worst = max(x.steal_pct for x in done.values())
+            if worst <= args.max_steal or attempt == args.retakes:
+                break
+            retaken += 1
+            print(f"{workload} run {i + 1}: the hypervisor took {worst:.1f}% of "
+                  "the CPUs during it: run again", file=sys.stderr, flush=True)
+        for mode, sample in done.items():
+            results[mode].append(sample)
+    return results, retaken
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="keepalive",
@@ -431,6 +481,11 @@ def main() -> None:
                     help="the tracers alone: the learner's CPU and memory over a long run "
                          "(e.g. --seconds 600), no ratios")
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--max-steal", type=float, default=10.0,
+                    help="a round during which the hypervisor gave more than this %% of the "
+                         "CPUs to other guests (steal) is run again (default 10)")
+    ap.add_argument("--retakes", type=int, default=2,
+                    help="at most this many times per round (default 2)")
     ap.add_argument("--server-cpu", type=int, default=0, help="-1: not pinned")
     ap.add_argument("--client-cpu", type=int, default=1, help="-1: not pinned")
     ap.add_argument("--unit", action="store_true",
@@ -477,18 +532,10 @@ def main() -> None:
         try:
             for workload in workloads:
                 modes = tracers if args.no_untraced else ("untraced", *tracers)
-                results: dict[str, list[Sample]] = {m: [] for m in modes}
-                for i in range(args.runs):  # interleaved, so drift hits every mode alike
-                    for mode in results:
-                        sample = (run_unit_once(mode, workload, work, args.seconds, port)
-                                  if args.unit
-                                  else run_once(mode, workload, work, args.seconds, cpus))
-                        results[mode].append(sample)
-                        print(f"{workload} run {i + 1} {mode:>8}: {sample.rate:10.0f} "
-                              f"requests/s, p99 {sample.p99_ms:.2f} ms, server CPU "
-                              f"{sample.server_us:.1f} us/request", file=sys.stderr,
-                              flush=True)
+                results, retaken = measure(workload, modes, args, work, port, cpus)
                 report(workload, results, args.runs)
+                if retaken:
+                    print(f"  ({retaken} rounds run again: steal above {args.max_steal:g}%)")
                 if args.unit and "fast" in tracers:
                     profile = json.loads((work / "fast.json").read_text())
                     print(f"  fast tracer sources: {', '.join(profile['sources'])}")

@@ -156,6 +156,34 @@ def test_open_tracer_follows_only_what_strace_execs() -> None:
     assert ours == []
 
 
+@pytest.mark.skipif(not opens.available(),
+                    reason="needs root, bpftrace and the syscall tracepoints of the host")
+def test_program_pids_are_the_program_from_the_start(tmp_path: Path) -> None:
+    """A process already running, given as the program's (benchmarks/hook_cost.py), has its
+    opens reported, once per path; another process's are not."""
+    script = ("import sys\nsys.stdin.readline()\n"
+              "for _ in range(3): open(sys.argv[1]).read()\n")
+    wanted, other = tmp_path / "wanted.txt", tmp_path / "other.txt"
+    wanted.write_text("x")
+    other.write_text("x")
+    procs = [subprocess.Popen([PYTHON, "-c", script, str(p)], stdin=subprocess.PIPE, text=True)
+             for p in (wanted, other)]
+    try:
+        with OpenTracer(program_pids=[procs[0].pid]) as tracer:
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.close()
+                assert p.wait(30) == 0
+        paths = [r.path for r in tracer.records if isinstance(r, opens.OpenRecord)]
+        assert paths.count(str(wanted)) == 1
+        assert str(other) not in paths
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def test_decode_refuses_a_name_with_literal_terminator_text() -> None:
     assert opens.decode("/tmp/a\\x00b\\x00\\x00") is None
 

@@ -117,11 +117,14 @@ def available() -> bool:
             and platform.machine() == "x86_64" and in_initial_pid_namespace())
 
 
-def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
+def script(root_pids: Sequence[int], gate_prefix: str | None,
+           program_pids: Sequence[int] = ()) -> str:
     """The BPF program. It follows `root_pids` and their descendants (@t); a shell named sh
     that opens a path starting with `gate_prefix` (the gate shim) joins them. Opens are
     reported from the program on: what strace execs (@p), and its descendants. So strace's
-    and our own opens neither show nor use up the once-per-path report."""
+    and our own opens neither show nor use up the once-per-path report. `program_pids` are
+    the program's from the start, in our root (benchmarks/hook_cost.py: what the program
+    costs a server that is already running)."""
     if gate_prefix is not None and not _SAFE_LITERAL.match(gate_prefix):
         raise ValueError(f"unsafe gate path for bpftrace: {gate_prefix!r}")
     if gate_prefix is not None and len(gate_prefix) >= 64:  # bpftrace 0.17's literal limit
@@ -136,6 +139,9 @@ def script(root_pids: Sequence[int], gate_prefix: str | None) -> str:
         join = (f'if (strncmp($p, "{gate_prefix}", {len(gate_prefix)}) == 0)'
                 f" {{ @t[tid] = ($fl & 3) == 2 ? {PRIVILEGED} : {SANDBOXED}; }}")
     roots = "".join(f"@t[{int(pid)}] = {SANDBOXED}; " for pid in root_pids)
+    if program_pids:  # BEGIN runs in bpftrace, whose root is ours
+        roots += "".join(f"@p[{int(pid)}] = {SANDBOXED}; " for pid in program_pids)
+        roots += "@root0 = (uint64)curtask->fs->root.dentry; "
     return f"""
 BEGIN {{ @t[0] = 0; delete(@t[0]); @regoff = (uint64)0; {roots}printf("READY\\n"); }}
 {_mark_probe()}
@@ -258,9 +264,11 @@ class OpenTracer:
 
     def __init__(self, root_pids: Sequence[int] = (), gate_prefix: str | None = None,
                  ready_timeout: float = 60.0,
-                 on_record: Callable[[Record], bool] | None = None) -> None:
+                 on_record: Callable[[Record], bool] | None = None,
+                 program_pids: Sequence[int] = ()) -> None:
         """`on_record` takes each record as it comes and says whether a followed process made
-        it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all."""
+        it; those it refuses wait (bounded) for `deliver()`. Without it `records` keeps all.
+        `program_pids`: see script()."""
         bpftrace = bpftrace_path()
         if bpftrace is None:
             raise OSError("bpftrace is not installed")
@@ -298,8 +306,9 @@ class OpenTracer:
         log.debug("start: %s -e PROGRAM", commands.shown([bpftrace]))
         # If autosandbox is killed (SIGKILL too), bpftrace ends with it, even while it starts:
         # BPF programs left attached would tax every open on the machine (procs.py).
-        self._proc = procs.spawn_reader([bpftrace, "-e", script(root_pids, gate_prefix)],
-                                        env, "latin-1", _raise_memlock)
+        program = script(root_pids, gate_prefix, program_pids)
+        self._proc = procs.spawn_reader([bpftrace, "-e", program], env, "latin-1",
+                                        _raise_memlock)
         runstate.record_process(self._proc.pid)
         self._stderr: list[str] = []
         self._threads = [threading.Thread(target=self._read, name="bpftrace", daemon=True),

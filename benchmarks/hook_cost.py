@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -119,11 +120,24 @@ def main() -> None:
     ap.add_argument("--client-cpu", type=int, default=1)
     ap.add_argument("--max-steal", type=float, default=5.0)
     args = ap.parse_args()
+    if args.rounds < 1 or args.seconds < 1:
+        sys.exit("hook_cost.py: --rounds and --seconds are at least 1")
     variants = ["none", *args.variants.split(",")]
     if any(v not in VARIANTS for v in variants[1:]):
         sys.exit(f"hook_cost.py: variants are {', '.join(VARIANTS)}")
     if os.geteuid() != 0 or not opens.available():
         sys.exit("hook_cost.py: needs root and bpftrace (opens.available())")
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"hook_cost.py: {tool} is not installed (apt-get install nginx-light wrk)")
+    try:
+        results = run(args, variants)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        sys.exit(f"hook_cost.py: {e}")
+    _summary(results, args.max_steal)
+
+
+def run(args: argparse.Namespace, variants: list[str]) -> dict[str, list[Sample]]:
     results: dict[str, list[Sample]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="asb-hook-") as tmp:
         work = Path(tmp)
@@ -152,7 +166,7 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
-    _summary(results, args.max_steal)
+    return results
 
 
 if __name__ == "__main__":

@@ -492,6 +492,8 @@ def main() -> None:
                     help=f"run nginx as a systemd service ({UNIT}) and trace it with "
                     "`autosandbox learn UNIT` (needs systemd as PID 1)")
     args = ap.parse_args()
+    if args.runs < 1 or args.seconds < 1 or args.retakes < 0:
+        sys.exit("overhead.py: --runs and --seconds are at least 1, --retakes at least 0")
     workloads = args.workload.split(",")
     tracers = args.tracers.split(",")
     if any(w not in WORKLOADS for w in workloads) or any(t not in ("full", "fast", *PARTS)

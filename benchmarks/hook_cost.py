@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from overhead import Sample, _free_port, _measure, _pinned, _server_argv, _wait_port
 
+from autosandbox import procs
 from autosandbox.trace import opens
 
 VARIANTS = ("full", "trivial", "nomatch")
@@ -64,8 +65,10 @@ def attached(variant: str, pids: list[int]) -> Iterator[None]:
             yield
         return
     marks = "".join(f"@p[{p}] = 1; " for p in (pids if variant == "trivial" else [NO_PID]))
-    proc = subprocess.Popen(["bpftrace", "-e", _ONE_PROBE.format(marks=marks)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # as the tracer runs its bpftrace: ended with us, even by SIGKILL (a probe left attached
+    # would tax every open on the machine)
+    proc = procs.spawn_reader(["bpftrace", "-e", _ONE_PROBE.format(marks=marks)],
+                              dict(os.environ), "latin-1")
     try:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -51,7 +51,7 @@ VARIANTS = ("full", "trivial", "nomatch")
 # One probe, no work but a count: @p holds the server's pids (or a pid that cannot exist)
 _ONE_PROBE = ('BEGIN {{ {marks}printf("READY\\n"); }}\n'
               "tracepoint:syscalls:sys_exit_openat /@p[tid]/ {{ @n = count(); }}\n")
-NO_PID = 0x7FFFFFF2  # above any pid_max
+NO_PID = opens.MARK_PID  # above any pid_max: matches no task (no flush runs here)
 
 
 @contextlib.contextmanager

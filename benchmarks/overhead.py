@@ -20,17 +20,27 @@ server) per second traced, and their peak RSS (psutil). The server's own CPU tim
 (user + system, where the BPF programs, the seccomp filter and the tracepoints run) is what
 tracing costs each request, apart from how a shared host schedules the run; its ratio to
 untraced is printed beside the rate's.
+With --side-by-side, each round runs an untraced server and a traced one at once, both on the
+server CPU (the scheduler shares it between them), each driven by a wrk with half of the
+clients: a host that slows one down in the middle of a run slows the other alike, where one
+after the other its swings (steal, and more than steal: untraced runs 13-17 us a request apart
+with none) are as large as what is measured. Tracer 'none' runs both untraced: the method's own
+error. Steady, but not the same quantity: two servers sharing a CPU each cost more a request
+than one alone, the tracer's extra is set against that, and the untraced one pays what the
+tracer costs every other process (benchmarks/syscall_cost.py's bystander); so its ratio errs
+towards 1. It compares versions of a tracer; the ratio to a server alone is the default mode's.
 With --unit, nginx runs as a systemd service and `autosandbox learn UNIT` traces it (in the
 CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integration/run-vm).
 
     apt-get install nginx-light wrk   # or nginx
     python3 benchmarks/overhead.py [--workload keepalive,close,threads] [--runs 3]
-        [--seconds 10] [--tracers full,fast,strace,tracefs] [--unit]
+        [--seconds 10] [--tracers full,fast,strace,tracefs] [--side-by-side] [--unit]
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -44,7 +54,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,11 +167,13 @@ def _steal(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * (after[0] - before[0]) / max(after[1] - before[1], 1)
 
 
-def _wrk(port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
+def _wrk(port: int, seconds: int, workload: str, cpu: int | None, share: int = 1) -> Sample:
+    """`share` 2: half the clients (two servers side by side, one wrk each: the same load)."""
     header = [] if workload == "keepalive" else ["-H", "Connection: close"]
     path = "/index.html" if workload != "threads" else "/"
     ticks = _cpu_ticks()
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", *header,
+    out = subprocess.run(["wrk", f"-t{2 // share}", f"-c{32 // share}", f"-d{seconds}s",
+                          "--latency", *header,
                           f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True,
                          preexec_fn=_pinned(cpu)).stdout
@@ -204,10 +216,11 @@ def _server_cpu(root: int) -> dict[int, float]:
     return out
 
 
-def _measure(root: int, port: int, seconds: int, workload: str, cpu: int | None) -> Sample:
+def _measure(root: int, port: int, seconds: int, workload: str, cpu: int | None,
+             share: int = 1) -> Sample:
     """wrk's run, and the server's CPU time per request during it."""
     before = _server_cpu(root)
-    sample = _wrk(port, seconds, workload, cpu)
+    sample = _wrk(port, seconds, workload, cpu, share)
     after = _server_cpu(root)
     used = sum(t - before[pid] for pid, t in after.items() if pid in before)
     sample.server_us = used / max(sample.requests, 1) * 1e6
@@ -312,21 +325,32 @@ def _start_part(mode: str, server: list[str], stack: contextlib.ExitStack,
     return proc
 
 
-def run_once(mode: str, workload: str, workdir: Path, seconds: int,
-             cpus: tuple[int | None, int | None]) -> Sample:
+def _prepare(work: Path) -> None:
+    """A server's directory: the static file, the threaded server."""
+    (work / "www").mkdir(parents=True)
+    (work / "www" / "index.html").write_bytes(b"x" * 4096)
+    (work / "threaded_server.py").write_text(THREADED_SERVER)
+    os.chmod(work, 0o755)
+
+
+@contextlib.contextmanager
+def _served(mode: str, workload: str, workdir: Path, seconds: int, cpu: int | None,
+            ) -> Iterator[tuple[int, int, LearnerCost | None]]:
+    """The server, untraced or traced by `mode`, listening: (its port, the root of its
+    process tree, the learner's cost when traced). Stopped at the end."""
     port = _free_port()
     server = _server_argv(workload, workdir, port)
     if mode in PARTS:
         with contextlib.ExitStack() as stack:
-            proc = _start_part(mode, server, stack, cpus[0])
+            proc = _start_part(mode, server, stack, cpu)
             try:
                 _wait_port(port, timeout=60)
                 time.sleep(1)
-                part = LearnerCost(proc.pid)
-                return part.finish(_measure(proc.pid, port, seconds, workload, cpus[1]))
+                yield port, proc.pid, LearnerCost(proc.pid)
             finally:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(60)
+        return
     if mode == "untraced":
         argv = server
     else:
@@ -335,17 +359,42 @@ def run_once(mode: str, workload: str, workdir: Path, seconds: int,
                 *server]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, start_new_session=True, preexec_fn=_pinned(cpus[0]))
+                            env=env, start_new_session=True, preexec_fn=_pinned(cpu))
     try:
         _wait_port(port, timeout=60)
         time.sleep(1)
-        cost = LearnerCost(proc.pid) if mode != "untraced" else None
-        sample = _measure(proc.pid, port, seconds, workload, cpus[1])
-        return cost.finish(sample) if cost is not None else sample
+        yield port, proc.pid, LearnerCost(proc.pid) if mode != "untraced" else None
     finally:
         if mode == "untraced":
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)  # learn stops the server itself at the end of --duration
+
+
+def run_once(mode: str, workload: str, workdir: Path, seconds: int,
+             cpus: tuple[int | None, int | None]) -> Sample:
+    with _served(mode, workload, workdir, seconds, cpus[0]) as (port, root, cost):
+        sample = _measure(root, port, seconds, workload, cpus[1])
+        return cost.finish(sample) if cost is not None else sample
+
+
+def run_side_by_side(mode: str, workload: str, work: Path, seconds: int,
+                     cpus: tuple[int | None, int | None]) -> tuple[Sample, Sample]:
+    """An untraced server and one traced by `mode` ("none": untraced too, the method's own
+    error) share the server CPU, each driven by half of the clients at the same time: what
+    the host does to the one it does to the other. (Sample untraced, sample traced.)"""
+    with contextlib.ExitStack() as stack:
+        traced = stack.enter_context(_served("untraced" if mode == "none" else mode, workload,
+                                             work / "b", seconds, cpus[0]))
+        plain = stack.enter_context(_served("untraced", workload, work / "a", seconds, cpus[0]))
+
+        def one(port: int, root: int) -> Sample:
+            return _measure(root, port, seconds, workload, cpus[1], share=2)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(one, port, root) for port, root, _ in (plain, traced)]
+            base, sample = (f.result() for f in futures)
+        cost = traced[2]
+        return base, cost.finish(sample) if cost is not None else sample
 
 
 UNIT = "autosandbox-bench-nginx.service"
@@ -400,7 +449,9 @@ def report_memory(workload: str, results: dict[str, list[Sample]]) -> None:
                   f"{x.anon_peak_mib:.0f} MiB")
 
 
-def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
+def report(workload: str, results: dict[str, list[Sample]], runs: int,
+           beside: str | None = None) -> None:
+    """`beside`: the untraced runs were side by side with this mode's."""
     if "untraced" not in results:
         report_memory(workload, results)
         return
@@ -410,7 +461,8 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
     us = _median(base, "server_us")
     server = f", server CPU {us:.1f} us/request" if us > 0 else ""  # --unit: not measured
     steal = [x.steal_pct for samples in results.values() for x in samples]
-    print(f"{workload}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms{server} "
+    name = f"{workload}, side by side with {beside}" if beside else workload
+    print(f"{name}: untraced {rate:,.0f} requests/s ({spread}), p99 {p99:.2f} ms{server} "
           f"(median of {runs}); steal median {statistics.median(steal):.1f}%, "
           f"max {max(steal):.1f}%")
     for mode, samples in results.items():
@@ -427,8 +479,12 @@ def report(workload: str, results: dict[str, list[Sample]], runs: int) -> None:
                 if b.server_us > 0]
         server = (f"server CPU {cost:.1f} us/request, {cost / us:.2f}x (paired "
                   f"{statistics.median(each):.2f}x); " if us > 0 and each else "")
-        print(f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x (paired {paired:.2f}x);"
-              f" p99 {l99:.2f} ms, {l99 / p99:.2f}x (paired {paired99:.2f}x); {server}"
+        line = (f"  {mode:>5}: {r:,.0f} requests/s, ratio {r / rate:.2f}x (paired "
+                f"{paired:.2f}x); p99 {l99:.2f} ms, {l99 / p99:.2f}x (paired {paired99:.2f}x)")
+        if mode == "none":  # side by side, both untraced: no learner
+            print(f"{line}; {server.rstrip('; ')}")
+            continue
+        print(f"{line}; {server}"
               f"learner {_median(samples, 'cpu_per_s'):.2f} CPU s/s, "
               f"RSS {max(x.rss_mib for x in samples):.0f} MiB (+ strace/bpftrace "
               f"{max(x.helpers_rss_mib for x in samples):.0f} MiB); all of them anonymous "
@@ -441,7 +497,7 @@ def measure(workload: str, modes: tuple[str, ...] | list[str], args: argparse.Na
             work: Path, port: int, cpus: tuple[int | None, int | None],
             ) -> tuple[dict[str, list[Sample]], int]:
     """--runs rounds of every mode; and how many rounds were run again for the host's steal."""
-    results: dict[str, list[Sample]] = {m: [] for m in modes}
+    results: dict[str, list[Sample]] = {}
     retaken = 0
     for i in range(args.runs):
         # Interleaved, every other round backwards: a host drifting within a round moves
@@ -450,14 +506,19 @@ def measure(workload: str, modes: tuple[str, ...] | list[str], args: argparse.Na
         for attempt in range(args.retakes + 1):
             done: dict[str, Sample] = {}
             for mode in order:
-                done[mode] = sample = (
-                    run_unit_once(mode, workload, work, args.seconds, port)
-                    if args.unit
-                    else run_once(mode, workload, work, args.seconds, cpus))
-                print(f"{workload} run {i + 1} {mode:>8}: {sample.rate:10.0f} "
-                      f"requests/s, p99 {sample.p99_ms:.2f} ms, server CPU "
-                      f"{sample.server_us:.1f} us/request, steal "
-                      f"{sample.steal_pct:.1f}%", file=sys.stderr, flush=True)
+                if args.side_by_side:  # untraced beside each tracer: "untraced-MODE"
+                    done[f"untraced-{mode}"], done[mode] = run_side_by_side(
+                        mode, workload, work, args.seconds, cpus)
+                else:
+                    done[mode] = (run_unit_once(mode, workload, work, args.seconds, port)
+                                  if args.unit
+                                  else run_once(mode, workload, work, args.seconds, cpus))
+                for name in (f"untraced-{mode}", mode) if args.side_by_side else (mode,):
+                    sample = done[name]
+                    print(f"{workload} run {i + 1} {name:>8}: {sample.rate:10.0f} "
+                          f"requests/s, p99 {sample.p99_ms:.2f} ms, server CPU "
+                          f"{sample.server_us:.1f} us/request, steal "
+                          f"{sample.steal_pct:.1f}%", file=sys.stderr, flush=True)
             worst = max(x.steal_pct for x in done.values())
             if worst <= args.max_steal or attempt == args.retakes:
                 break
@@ -465,11 +526,12 @@ def measure(workload: str, modes: tuple[str, ...] | list[str], args: argparse.Na
             print(f"{workload} run {i + 1}: the hypervisor took {worst:.1f}% of "
                   "the CPUs during it: run again", file=sys.stderr, flush=True)
         for mode, sample in done.items():
-            results[mode].append(sample)
+            results.setdefault(mode, []).append(sample)
     return results, retaken
 
 
-def main() -> None:
+def _args() -> tuple[argparse.Namespace, list[str], list[str]]:
+    """The command line, checked: (its options, the workloads, the tracers)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workload", default="keepalive",
                     help=f"comma-separated, of: {', '.join(WORKLOADS)} (default keepalive)")
@@ -488,6 +550,10 @@ def main() -> None:
                     help="at most this many times per round (default 2)")
     ap.add_argument("--server-cpu", type=int, default=0, help="-1: not pinned")
     ap.add_argument("--client-cpu", type=int, default=1, help="-1: not pinned")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="each tracer's server beside an untraced one, both on the server CPU "
+                         "and driven at once (half the clients each); tracer 'none' is "
+                         "untraced too: the method's own error")
     ap.add_argument("--unit", action="store_true",
                     help=f"run nginx as a systemd service ({UNIT}) and trace it with "
                     "`autosandbox learn UNIT` (needs systemd as PID 1)")
@@ -496,10 +562,12 @@ def main() -> None:
         sys.exit("overhead.py: --runs and --seconds are at least 1, --retakes at least 0")
     workloads = args.workload.split(",")
     tracers = args.tracers.split(",")
-    if any(w not in WORKLOADS for w in workloads) or any(t not in ("full", "fast", *PARTS)
-                                                          for t in tracers):
-        sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers full, fast, "
-                 f"{', '.join(PARTS)}")
+    known = ("full", "fast", *PARTS, *(("none",) if args.side_by_side else ()))
+    if any(w not in WORKLOADS for w in workloads) or any(t not in known for t in tracers):
+        sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers "
+                 f"{', '.join(known)}")
+    if args.side_by_side and (args.unit or args.no_untraced):
+        sys.exit("overhead.py --side-by-side: a plain command's servers, with untraced ones")
     if args.unit and set(tracers) & set(PARTS):
         sys.exit("overhead.py --unit: the parts (strace, tracefs) run a plain command only")
     if args.unit and "threads" in workloads:
@@ -512,6 +580,11 @@ def main() -> None:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"overhead.py: {tool} is not installed (apt-get install nginx-light wrk "
                      "strace)")
+    return args, workloads, tracers
+
+
+def main() -> None:
+    args, workloads, tracers = _args()
     cpus = (None if args.server_cpu < 0 or args.unit else args.server_cpu,
             None if args.client_cpu < 0 or args.unit else args.client_cpu)
     print(f"load before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
@@ -519,10 +592,8 @@ def main() -> None:
           flush=True)
     with tempfile.TemporaryDirectory(prefix="asb-bench-") as tmp:
         work = Path(tmp)
-        (work / "www").mkdir()
-        (work / "www" / "index.html").write_bytes(b"x" * 4096)
-        (work / "threaded_server.py").write_text(THREADED_SERVER)
-        os.chmod(tmp, 0o755)
+        for d in (work, work / "a", work / "b"):  # a, b: side by side
+            _prepare(d)
         port = _free_port()
         if args.unit:
             (work / "nginx.conf").write_text(CONF.format(dir=work, port=port))
@@ -533,9 +604,15 @@ def main() -> None:
             _systemctl("start", UNIT)
         try:
             for workload in workloads:
-                modes = tracers if args.no_untraced else ("untraced", *tracers)
+                modes = (tracers if args.no_untraced or args.side_by_side
+                         else ("untraced", *tracers))
                 results, retaken = measure(workload, modes, args, work, port, cpus)
-                report(workload, results, args.runs)
+                if args.side_by_side:
+                    for t in tracers:
+                        report(workload, {"untraced": results[f"untraced-{t}"],
+                                          t: results[t]}, args.runs, beside=t)
+                else:
+                    report(workload, results, args.runs)
                 if retaken:
                     print(f"  ({retaken} rounds run again: steal above {args.max_steal:g}%)")
                 if args.unit and "fast" in tracers:

@@ -2,14 +2,15 @@
 
 Workloads (--workload, comma-separated): 'keepalive' and 'close' are nginx (master + 2 workers,
 4 KiB static file) driven by `wrk -t2 -c32 --latency` over keep-alive connections or with
-`Connection: close` (a new connection per request); 'threads' is a threaded Python server
-(a pool of threads accepting on one socket, each request building and serializing a few
-thousand objects) under `Connection: close`. Each is run untraced and while `autosandbox
-learn` traces it with each tracer ('full': strace stops on every call; 'fast': strace
---seccomp-bpf on the calls the kernel tracer does not record, the syscall set from tracefs,
-opens and the hot calls from bpftrace when installed); the parts of fast, to see which costs
-what: 'strace' (its strace alone) and 'tracefs' (that strace + the tracefs syscall-set
-instance; the rest of fast is bpftrace). Modes are interleaved (every other round in
+`Connection: close` (a new connection per request); 'threads' is a threaded Python server (a
+pool of threads accepting on one socket, each request building and serializing a few thousand
+objects) under `Connection: close`. Each is run untraced and while `autosandbox learn` traces
+it with each tracer ('full': strace stops on every call; 'fast': strace --seccomp-bpf on the
+calls the kernel tracer does not record, the syscall set from tracefs, opens and the hot calls
+from bpftrace when installed); the parts of fast, to see which costs what: 'strace' (its strace
+alone), 'tracefs' (that strace + the tracefs syscall-set instance; the rest of fast is
+bpftrace), 'kernel' (fast without strace: the tracefs instance and the BPF program on the
+server itself) and 'bpf' (the program alone). Modes are interleaved (every other round in
 reverse order), ratios measured in one run: median of --runs each, and the median of each
 round's ratio to its untraced run (paired). A round during which the hypervisor gave more than
 --max-steal % of the CPUs to other guests is run again (at most --retakes times; counted).
@@ -25,16 +26,17 @@ server CPU (the scheduler shares it between them), each driven by a wrk with hal
 clients: a host that slows one down in the middle of a run slows the other alike, where one
 after the other its swings (steal, and more than steal: untraced runs 13-17 us a request apart
 with none) are as large as what is measured. Tracer 'none' runs both untraced: the method's own
-error. Steady, but not the same quantity: two servers sharing a CPU each cost more a request
-than one alone, the tracer's extra is set against that, and the untraced one pays what the
-tracer costs every other process (benchmarks/syscall_cost.py's bystander); so its ratio errs
-towards 1. It compares versions of a tracer; the ratio to a server alone is the default mode's.
+error. Steadier, but not the same quantity: the untraced one pays what the tracer costs every
+other process (benchmarks/syscall_cost.py's bystander), and two servers sharing a CPU may not
+pay what one pays alone; so its ratio may err towards 1. It compares versions of a tracer; the
+ratio to a server alone is the default mode's.
 With --unit, nginx runs as a systemd service and `autosandbox learn UNIT` traces it (in the
 CI VM: AUTOSANDBOX_CI_VM_COMMAND='python3 benchmarks/overhead.py --unit' integration/run-vm).
 
     apt-get install nginx-light wrk   # or nginx
     python3 benchmarks/overhead.py [--workload keepalive,close,threads] [--runs 3]
-        [--seconds 10] [--tracers full,fast,strace,tracefs] [--side-by-side] [--unit]
+        [--seconds 10] [--tracers full,fast,strace,tracefs,kernel,bpf]
+        [--side-by-side] [--unit]
 """
 
 from __future__ import annotations
@@ -301,25 +303,33 @@ def _server_argv(workload: str, workdir: Path, port: int) -> list[str]:
 
 # Parts of the fast tracer alone, to see which costs what: 'strace' is strace with the fast
 # tracer's options and call set (the one it uses beside bpftrace), no kernel tracer; 'tracefs'
-# adds the tracefs syscall-set instance, following strace from before it starts the server.
-# Their learner cost is strace's alone (the instance's reader is a thread of this script).
-PARTS = ("strace", "tracefs")
+# adds the tracefs syscall-set instance, following strace from before it starts the server;
+# 'kernel' is the fast tracer without strace: the server itself, followed by the tracefs
+# instance and the whole BPF program from before it starts (what a fast path with no ptrace
+# and no seccomp filter would cost, before recording what strace still records); 'bpf' is the
+# BPF program alone on the server.
+# Their learner cost is strace's alone (the instance's and bpftrace's readers are ours).
+PARTS = ("strace", "tracefs", "kernel", "bpf")
 
 
 def _start_part(mode: str, server: list[str], stack: contextlib.ExitStack,
                 cpu: int | None) -> subprocess.Popen[bytes]:
     sys.path.insert(0, str(ROOT))  # as the learn modes run it: this checkout's autosandbox
     from autosandbox.trace.command import pipe_shim, strace_argv
+    from autosandbox.trace.opens import OpenTracer
     from autosandbox.trace.tracefs import SyscallSetTracer
     gate_r, gate_w = os.pipe()
-    shim = pipe_shim(gate_r, strace_argv(shutil.which("strace") or "strace", Path(os.devnull),
-                                         server, fast=True, kernel_opens=True))
+    shim = pipe_shim(gate_r, server if mode in ("kernel", "bpf") else strace_argv(
+        shutil.which("strace") or "strace", Path(os.devnull), server, fast=True,
+        kernel_opens=True))
     proc = subprocess.Popen(shim, pass_fds=(gate_r,), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_pinned(cpu))
     os.close(gate_r)
-    if mode == "tracefs":  # every task of the shim's tree is the program here
+    if mode in ("tracefs", "kernel"):  # every task of the shim's tree is the program here
         stack.enter_context(SyscallSetTracer(proc.pid, lambda pid: True))
+    if mode in ("kernel", "bpf"):  # the shim is the server from its exec on; forks inherit @p
+        stack.enter_context(OpenTracer(program_pids=[proc.pid]))
     os.write(gate_w, b"go\n")
     os.close(gate_w)
     return proc
@@ -537,7 +547,8 @@ def _args() -> tuple[argparse.Namespace, list[str], list[str]]:
                     help=f"comma-separated, of: {', '.join(WORKLOADS)} (default keepalive)")
     ap.add_argument("--tracers", default="full,fast",
                     help="comma-separated: full, fast; or a part of fast alone: strace "
-                    "(its strace), tracefs (+ its tracefs syscall-set instance)")
+                    "(its strace), tracefs (+ its tracefs syscall-set instance), kernel (fast "
+                    "without strace), bpf (its BPF program alone)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-untraced", action="store_true",
                     help="the tracers alone: the learner's CPU and memory over a long run "

@@ -577,6 +577,10 @@ def _args() -> tuple[argparse.Namespace, list[str], list[str]]:
     if any(w not in WORKLOADS for w in workloads) or any(t not in known for t in tracers):
         sys.exit(f"overhead.py: workloads are {', '.join(WORKLOADS)}; tracers "
                  f"{', '.join(known)}")
+    sys.path.insert(0, str(ROOT))  # as the learn modes run it: this checkout's autosandbox
+    from autosandbox.trace import opens
+    if {"kernel", "bpf"} & set(tracers) and not opens.available():
+        sys.exit("overhead.py: the parts kernel and bpf need root and bpftrace")
     if args.side_by_side and (args.unit or args.no_untraced):
         sys.exit("overhead.py --side-by-side: a plain command's servers, with untraced ones")
     if args.unit and set(tracers) & set(PARTS):

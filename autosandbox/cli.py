@@ -304,7 +304,8 @@ def _write(path: Path, text: str) -> None:
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, required=True)
 @click.option("-d", "--duration", metavar="TIME",
               help="How long to trace (30s, 10m, 1h). Commands: until they exit or Ctrl-C "
-                   "by default. Units: required.")
+                   "by default. Units: required, counted from the service's first traced "
+                   "call.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the drop-in here instead of stdout (the profile goes next to it).")
 @click.option("--profile-out", type=click.Path(dir_okay=False, path_type=Path),

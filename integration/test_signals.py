@@ -400,7 +400,8 @@ def one_trial(index: int, work: Path, vm: bool) -> None:
     result.update(leaks=leaks, wrong=wrong)
     RESULTS.append(result)
     print(f"signal trial {index}: {result}")
-    assert not leaks and not wrong, result
+    # what went wrong first: CI keeps only the start of an assertion's lines
+    assert not leaks and not wrong, f"trial {index}: wrong {wrong} leaks {leaks}; {result}"
 
 
 @pytest.mark.parametrize("index", range(TRIALS))
@@ -454,4 +455,5 @@ def test_signal_suite_summary() -> None:
     print(f"\nsignal suite: {len(RESULTS)} trials / {leaks} leaks / {wrong} wrong exit codes "
           f"(seed {SEED}; {late} ended before their signal; slowest stop "
           f"{max(took, default=0):.1f}s)")
-    assert leaks == 0 and wrong == 0
+    assert leaks == 0 and wrong == 0, [(r["trial"], r["wrong"] or r["leaks"]) for r in RESULTS
+                                       if r["leaks"] or r["wrong"]]

@@ -298,6 +298,10 @@ def trace_unit(unit: str, duration: float, exercise: str | None = None,
         return _UnitTrace(mgr, info, strace, dropin, plan).run()
 
 
+# how long a started unit may take to reach its first traced call before the window opens
+STARTUP_LIMIT = 120.0
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What one trace of a unit is asked for (trace_unit's arguments)."""
@@ -452,9 +456,26 @@ class _UnitTrace:
         # starts the instances; the window opens now
         state = "active" if self.plan.scheduled or self.per_conn else \
             self.mgr.restart(self.unit)
-        self.begun = time.monotonic()  # --duration counts traced time, not the start-up
         if state != "active" and self.info.type != "oneshot":
             self._failed(f"{self.unit} did not start under strace (state {state})")
+        elif not self.plan.scheduled and not self.per_conn:
+            self._wait_until_traced()
+        self.begun = time.monotonic()  # --duration counts traced time, not the start-up
+
+    def _wait_until_traced(self) -> None:
+        """A simple service is active once forked, before its shim was let in and strace ran
+        the program (seconds on a busy machine): --duration starts once strace reported the
+        ExecStart= line's first call. Not by then after STARTUP_LIMIT s, or stopped: the
+        window opens anyway (what it finds is reported as usual)."""
+        stream = self.line_streams[self.first_start]
+        began = time.monotonic()
+        while stream.events == 0 and time.monotonic() - began < STARTUP_LIMIT:
+            st, sub, _, _ = self.mgr.state(self.unit)
+            if st in ("failed", "inactive"):
+                return
+            self.plan.reporter.progress(Progress(0.0, self.plan.duration, 0, 0, [], [],
+                                                 f"{st}/{sub}, starting under strace"))
+            time.sleep(0.2)
 
     def _failed(self, what: str) -> None:
         self.started_ok = False

@@ -93,6 +93,7 @@ def unit_target(name: str, opts: LearnOptions) -> LearnTarget:
     # a per-connection template is read from a probe instance (systemd loads no bare template)
     info = template_info(mgr, target.service) if target.per_connection else \
         mgr.info(target.service)
+    mgr.refuse_bus(target.service)
     sessions = session_programs(info)
     if sessions and not opts.sessions:
         raise sessions_refusal(target.service, sessions[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pwd
 import re
 import time
@@ -21,6 +22,8 @@ from autosandbox.errors import UserError
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 BUS_NAME = "org.freedesktop.systemd1"
+BUS_UNIT = "dbus.service"  # the message bus, whichever daemon provides it (Alias=)
+RECONNECT_TIMEOUT = 60.0  # a re-executing manager is back on its socket within this
 # A unit in one of these states has (or is getting) processes: "running" as found
 RUNNING = ("active", "reloading", "activating")
 EXEC_KINDS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
@@ -65,7 +68,14 @@ class Scope:
 
     @property
     def private_socket(self) -> Path:
+        """The manager's own D-Bus socket: root reaches it with no bus daemon in between."""
+        if self.uid is None:
+            return Path("/run/systemd/private")
         return Path(f"/run/user/{self.uid}/systemd/private")
+
+    @property
+    def who(self) -> str:
+        return "systemd" if self.uid is None else f"the service manager of {self.user}"
 
     def key(self, unit: str) -> str:
         """The name of our own state for `unit` (locks, FIFOs, learned drop-ins): a user's
@@ -211,8 +221,14 @@ class Manager:
             from pydbus import SystemBus
         except ImportError as exc:  # PyGObject missing: say how to get it
             raise UserError(f"pydbus is not usable ({exc}); run install.sh") from None
-        if self.scope.is_user:
-            self.bus = _user_bus(self.scope)
+        # Not through the system bus when root: a restart of dbus.service (anyone's, during a
+        # learn) closed that connection, and the unit was left with our trace drop-in loaded,
+        # the reload that would have removed it refused. The manager's own socket closes only
+        # when it re-executes (a package upgrade): then _call reconnects.
+        self.private = self.scope.is_user or (os.geteuid() == 0
+                                              and self.scope.private_socket.exists())
+        if self.private:
+            self.bus = _private_bus(self.scope)
         else:
             try:
                 self.bus = SystemBus()
@@ -229,21 +245,63 @@ class Manager:
         # these (Ctrl-C while tracers start must not restart a production service).
         self.changed: set[str] = set()
 
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """A D-Bus call whose failure (GLib.Error) is one line for the user, not a traceback;
+        once more on a new connection if the manager's socket closed under it (daemon-reexec:
+        `call` looks its proxies up again)."""
+        try:
+            return call()
+        except Exception as exc:
+            if not self._reconnected():
+                if isinstance(exc, UserError):
+                    raise
+                raise UserError(f"systemd refused to {what}: {_short(exc)}") from None
+        return _dbus(what, call)
+
+    def _reconnected(self) -> bool:
+        """After the manager re-executed, a new connection to it (it is back within seconds)."""
+        if not self.private or not self.bus.con.is_closed():
+            return False
+        log.debug("%s closed the connection (re-executed?): reconnecting", self.scope.who)
+        shared = _BUSES.get(self.scope.uid)
+        if shared is None or shared.con.is_closed():  # else another Manager reconnected
+            _BUSES.pop(self.scope.uid, None)
+        deadline = time.monotonic() + RECONNECT_TIMEOUT
+        while True:
+            try:
+                self.bus = _private_bus(self.scope)
+                self.mgr = self.bus.get(BUS_NAME)
+                return True
+            except Exception:
+                _BUSES.pop(self.scope.uid, None)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def unit(self, name: str) -> Any:
+        return self._call(f"load {name}", lambda: self._unit(name))
+
+    def _unit(self, name: str) -> Any:
         try:
             path = self.mgr.LoadUnit(name)
             return self.bus.get(BUS_NAME, path)
         except Exception as exc:
+            if self.private and self.bus.con.is_closed():
+                raise  # _call reconnects
             raise UserError(f"cannot load {name}: {_short(exc)}") from None
 
     def info(self, name: str) -> ServiceInfo:
-        try:
-            return self._info(name)
-        except UserError:
-            raise
-        except Exception as exc:  # GLib.Error: e.g. a unit file systemd cannot put on D-Bus
-            raise UserError(f"cannot read {name} from systemd ({_short(exc)}): check it "
-                            f"with systemctl cat {name}") from None
+        def read() -> ServiceInfo:
+            try:
+                return self._info(name)
+            except UserError:
+                raise
+            except Exception as exc:  # GLib.Error: a unit file systemd cannot put on D-Bus
+                if self.private and self.bus.con.is_closed():
+                    raise  # _call reconnects
+                raise UserError(f"cannot read {name} from systemd ({_short(exc)}): check it "
+                                f"with systemctl cat {name}") from None
+        return self._call(f"read {name}", read)
 
     def _info(self, name: str) -> ServiceInfo:
         u = self.unit(name)
@@ -278,28 +336,30 @@ class Manager:
         if u.LoadState != "loaded":
             what = "does not exist" if u.LoadState == "not-found" else f"is {u.LoadState}"
             raise UserError(f"unit {name} {what}")
-        return _dbus(f"read what {name} starts", lambda: tuple(str(t) for t in u.Triggers))
+        return self._call(f"read what {name} starts",
+                          lambda: tuple(str(t) for t in self._unit(name).Triggers))
 
     def accepts(self, socket: str) -> bool:
         """Accept=yes: one service instance per connection."""
-        u = self.unit(socket)
-        return _dbus(f"read {socket}", lambda: bool(getattr(u, "Accept", False)))
+        return self._call(f"read {socket}",
+                          lambda: bool(getattr(self._unit(socket), "Accept", False)))
 
     def state(self, name: str) -> tuple[str, str, int, int]:
-        u = self.unit(name)
-        return _dbus(f"read the state of {name}", lambda: (
-            str(u.ActiveState), str(u.SubState), int(u.MainPID),
-            int(getattr(u, "NRestarts", 0))))
+        def read() -> tuple[str, str, int, int]:
+            u = self._unit(name)
+            return (str(u.ActiveState), str(u.SubState), int(u.MainPID),
+                    int(getattr(u, "NRestarts", 0)))
+        return self._call(f"read the state of {name}", read)
 
     def invocation(self, name: str) -> str:
         """The unit's current run (a new one each time it starts; empty when it never ran)."""
-        u = self.unit(name)
-        return _dbus(f"read the state of {name}", lambda: bytes(u.InvocationID).hex())
+        return self._call(f"read the state of {name}",
+                          lambda: bytes(self._unit(name).InvocationID).hex())
 
     def reload(self) -> None:
         began = time.monotonic()
         log.debug("systemd: daemon-reload")
-        _dbus("reload systemd", self.mgr.Reload)
+        self._call("reload systemd", lambda: self.mgr.Reload())
         log.debug("  daemon-reload: done in %.2f s", time.monotonic() - began)
 
     def restart(self, name: str, timeout: float = 120.0) -> str:
@@ -316,7 +376,8 @@ class Manager:
         self._changing(name)
         began = time.monotonic()
         log.debug("systemd: %s %s", verb, name)
-        _dbus(f"{verb} {name}", call)
+        # a job call cut by a re-exec is sent again: at worst a second restart, never none
+        self._call(f"{verb} {name}", call)
         state = self.wait(name, timeout)
         log.debug("  %s %s: %s after %.2f s", verb, name, state, time.monotonic() - began)
         return state
@@ -335,23 +396,47 @@ class Manager:
             runstate.record("changed", unit=name, **entry)
             self.changed.add(name)
 
+    def refuse_bus(self, name: str) -> None:
+        """Refuse the manager's message bus (dbus-daemon, or dbus-broker by its alias), before
+        anything is changed: every restart of ours would cut every service off the bus."""
+        try:
+            bus = self.unit(BUS_UNIT)
+            if str(bus.LoadState) != "loaded" or str(self.unit(name).Id) not in {
+                    str(bus.Id), *(str(n) for n in bus.Names)}:
+                return
+        except Exception:  # GLib.Error, UserError: not loadable, so not the running bus
+            return
+        raise UserError(f"{name} is the D-Bus message bus: restarting it (learning does once, "
+                        "validation on every trial, apply once) disconnects every service on "
+                        "the bus; autosandbox leaves it alone; nothing was changed")
+
     def cgroup_root(self) -> str:
         """The manager's own control group (a user's manager runs in user@UID.service)."""
         if not self.scope.is_user:
             return ""
-        return _dbus("read the manager's control group",
-                     lambda: str(self.mgr.ControlGroup or "")).rstrip("/")
+        return self._call("read the manager's control group",
+                          lambda: str(self.mgr.ControlGroup or "")).rstrip("/")
 
     def reset_failed(self, name: str) -> None:
         with contextlib.suppress(Exception):  # not failed: nothing to reset
-            self.mgr.ResetFailedUnit(name)
+            self._call(f"reset {name}", lambda: self.mgr.ResetFailedUnit(name))
 
     def wait(self, name: str, timeout: float) -> str:
         """Wait until the unit has no job queued and is not in a transition."""
         deadline = time.monotonic() + timeout
         u = self.unit(name)
+
+        def read() -> tuple[Any, str]:
+            nonlocal u
+            try:
+                return u.Job, str(u.ActiveState)
+            except Exception:
+                if not self._reconnected():
+                    raise
+                u = self._unit(name)
+                return u.Job, str(u.ActiveState)
         while True:
-            job, state = _dbus(f"read the state of {name}", lambda: (u.Job, u.ActiveState))
+            job, state = _dbus(f"read the state of {name}", read)
             if (not job or int(job[0]) == 0) and state not in ("activating", "deactivating",
                                                                "reloading"):
                 return str(state)
@@ -360,22 +445,23 @@ class Manager:
             time.sleep(0.1)
 
 
-_USER_BUSES: dict[int, Any] = {}
+_BUSES: dict[int | None, Any] = {}
 _PINGS = 10
 
 
-def _user_bus(scope: Scope) -> Any:
-    """A user manager's own socket (root may connect: systemd lets in root and the user);
-    a private connection, no bus daemon, so no user bus (dbus-user-session) is needed. One
-    per process and user."""
-    assert scope.uid is not None
-    if scope.uid not in _USER_BUSES:
-        _USER_BUSES[scope.uid] = _connect_user_bus(scope)
-    return _USER_BUSES[scope.uid]
+def _private_bus(scope: Scope) -> Any:
+    """A manager's own socket (root may connect; a user's manager lets in root and the user):
+    a private connection, no bus daemon, so no user bus (dbus-user-session) is needed and the
+    system bus may restart under us. One per process and manager."""
+    if scope.uid not in _BUSES:
+        _BUSES[scope.uid] = _connect_private(scope)
+    return _BUSES[scope.uid]
 
 
-def _connect_user_bus(scope: Scope) -> Any:
+def _connect_private(scope: Scope) -> Any:
     sock = scope.private_socket
+    if not sock.exists() and not scope.is_user:
+        raise UserError(f"{sock} is missing: is systemd running as PID 1?")
     if not sock.exists():
         raise UserError(f"{scope.user} has no running service manager ({sock} is missing): "
                         f"'loginctl enable-linger {scope.user}' keeps one running")
@@ -394,15 +480,16 @@ def _connect_user_bus(scope: Scope) -> Any:
                               "Ping", None, None, Gio.DBusCallFlags.NONE, 1000, None)
                 break
             except Exception as exc:  # GLib.Error: timed out
-                log.debug("user manager of %s: ping unanswered (%s)", scope.user, _short(exc))
+                log.debug("%s: ping unanswered (%s)", scope.who, _short(exc))
         else:
-            raise UserError(f"the service manager of {scope.user} does not answer on {sock}")
+            raise UserError(f"{scope.who} does not answer on {sock}")
         return Bus(con)
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"cannot reach the service manager of {scope.user} ({_short(exc)}): "
-                        "learning a user's units needs root") from None
+        need = "root" if scope.is_user else "systemd as PID 1, and root"
+        raise UserError(f"cannot reach {scope.who} on {sock} ({_short(exc)}): this needs "
+                        f"{need}") from None
 
 
 def _dbus(what: str, call: Callable[[], T]) -> T:

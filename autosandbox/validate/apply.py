@@ -128,6 +128,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
     undo = _Undo()
     session = UnitSession(unit, restore=undo.run, restore_on="interrupt")
     mgr, info, target, state = _installed(unit, template)
+    mgr.refuse_bus(unit)
     socket = template_socket(mgr, unit)
     if socket is not None:
         require_connections(checks, unit, socket)

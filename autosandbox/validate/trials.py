@@ -165,6 +165,7 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
         info = template_info(mgr, unit)
     else:
         info = mgr.info(unit)
+        mgr.refuse_bus(unit)
     left: list[str] = []
     with session:
         dirs = directories_of({**_sandbox_settings(candidate), **_unit_settings(info, dropin)})

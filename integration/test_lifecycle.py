@@ -175,3 +175,55 @@ def test_apply_refuses_foreign_content_and_unvalidated_learns(lc_unit: LcUnit) -
     assert target.exists()
     autosandbox("revert", unit, check_rc=0)
     assert not target.exists()
+
+
+def _bounding_set(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return line.split()[1]
+    raise AssertionError(f"no CapBnd for {pid}")
+
+
+def _in_cgroup(group: str) -> list[int]:
+    """Pids whose cgroup (v2, or the name=systemd hierarchy of a hybrid setup) is `group`."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                lines = (d / "cgroup").read_text().splitlines()
+            except OSError:
+                continue
+            if any(line.endswith(f":{group}") for line in lines):
+                out.append(int(d.name))
+    return out
+
+
+def test_what_a_trials_stop_leaves_running_is_ended_not_kept(lc_unit: LcUnit) -> None:
+    """exim4's init script stops its daemon only with a capability a candidate may lack, and
+    with KillMode=process the daemon then ran on with the trial's sandbox: every later start
+    failed to bind its port (the trials tested the leftover) and the unit 'restored' kept it.
+    Here the stop's kill needs CAP_KILL (root to nobody); the candidate lacks it."""
+    unit, _ = lc_unit("as-lc-left", 8393, (
+        "ExecStart=\n"
+        f"ExecStart=/bin/sh -c '/usr/bin/python3 {LIB}/server.py 8393 /var/lib/as-lc-left/count"
+        " & echo $$! > /run/as-lc-left/pid; wait'\n"
+        "ExecReload=\n"
+        "ExecStop=/bin/sh -c 'kill $$(cat /run/as-lc-left/pid) || true'\n"
+        "RuntimeDirectory=as-lc-left\nKillMode=process\n"))
+    rc, out, err = _validate(unit, "[Service]\nCapabilityBoundingSet=CAP_SETGID CAP_SETUID\n",
+                             "--health-port", "8393")
+    trials = out.get("trials", [])
+    assert trials and trials[0]["healthy"], (rc, err)
+    left = [p for t in trials[1:] for p in t["problems"] if "its stop left" in p]
+    assert left, json.dumps(trials, indent=1)
+    # the unit as found again: its processes all unsandboxed (PID 1's bounding set), one
+    # server among them, none of a trial's
+    group = unit_property(unit, "ControlGroup")
+    pids = _in_cgroup(group)
+    servers = [p for p in pids
+               if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/usr/bin/python3\0")]
+    assert len(servers) == 1, (pids, err)
+    assert {p: _bounding_set(p) for p in pids} == {p: _bounding_set(1) for p in pids}, err
+    assert unit_property(unit, "ActiveState") == "active"
+    assert run(["python3", "-c", "import socket; socket.create_connection("
+                "('127.0.0.1', 8393), 5)"]).returncode == 0

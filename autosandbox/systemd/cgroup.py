@@ -4,23 +4,83 @@ the cgroup says which are the unit's)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from autosandbox import procs
+from autosandbox.systemd.manager import Manager
+
+# A process as the kernel knows it: its pid and start time (a pid is reused, the pair is not)
+Proc = tuple[int, int]
+
+
+def roots() -> list[Path]:
+    """Where systemd's cgroup tree is mounted: cgroup v2 (unified), and a hybrid's or a
+    legacy setup's name=systemd and v2 parts (systemd-nspawn on a host without systemd)."""
+    base = Path("/sys/fs/cgroup")
+    return [r for r in (base, base / "systemd", base / "unified")
+            if (r / "cgroup.procs").exists()]
 
 
 def cgroup_pids(control_group: str) -> set[int]:
     """Pids in a unit's cgroup (and its children), read now."""
     pids: set[int] = set()
-    root = Path("/sys/fs/cgroup") / control_group.lstrip("/")
-    if not root.is_dir():
-        return pids
-    for procs in root.rglob("cgroup.procs"):
-        try:
-            pids |= {int(x) for x in procs.read_text().split()}
-        except (OSError, ValueError):
-            continue
+    for root in roots():
+        d = root / control_group.lstrip("/")
+        if d.is_dir() and d != root:
+            for listing in d.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids |= {int(x) for x in listing.read_text().split()}
     return pids
+
+
+def cgroup_members(control_group: str) -> set[Proc]:
+    """The unit's processes now, each with its start time."""
+    out: set[Proc] = set()
+    for pid in cgroup_pids(control_group):
+        started = procs.start_time(pid)
+        if started is not None:
+            out.add((pid, started))
+    return out
+
+
+def describe(pid: int) -> str:
+    try:
+        return f"{pid} {Path(f'/proc/{pid}/comm').read_text().strip()}"
+    except OSError:
+        return str(pid)
+
+
+def end_leftovers(control_group: str, found: set[Proc], grace: float = 5.0) -> list[str]:
+    """Processes in a stopped unit's cgroup that were not there as found (`found`): what our
+    own restarts started and the stop left (KillMode=process or none: exim4's init script,
+    whose stop found no daemon under a candidate's sandbox, left it serving port 25 with that
+    sandbox, and every later start failed to bind). SIGTERM, SIGKILL after `grace` s; each
+    by pid and start time. Returns "PID COMM" of each one found."""
+    left = sorted(cgroup_members(control_group) - found)
+    if not left:
+        return []
+    names = [describe(pid) for pid, _ in left]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        for pid, started in left:
+            if procs.alive(pid, started):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while any(procs.alive(p, s) for p, s in left) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return names
+
+
+def stop_ending_leftovers(mgr: Manager, unit: str, found: set[Proc],
+                          fallback: str = "") -> list[str]:
+    """Stop the unit, then end what our restarts started and the stop left (end_leftovers)."""
+    mgr.stop(unit)
+    return end_leftovers(mgr.control_group(unit, fallback), found)
 
 
 class CgroupSampler:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from autosandbox import commands
 from autosandbox.errors import UserError
+from autosandbox.systemd.cgroup import cgroup_pids, roots
 from autosandbox.systemd.manager import Manager, ServiceInfo, check_unit_name
 
 # systemd's catalogue (sd-messages.h): a job done (`Started X`), a unit that ended cleanly
@@ -23,7 +24,6 @@ MSG_SUCCESS = "7ad2d189f7e94e70a38c781354912448"
 MSG_FAILED = "d9b373ed55a64feb8242e02dbe79a49c"
 # The instance whose settings stand for the template's (systemd loads no bare template).
 PROBE_INSTANCE = "autosandbox-probe"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def is_template(name: str) -> bool:
@@ -137,7 +137,7 @@ def running_instances(slice_cgroup: str, prefix: str) -> frozenset[str]:
     """Control groups of the template's instances that exist now (cgroup v2 or v1's
     name=systemd hierarchy)."""
     out: set[str] = set()
-    for root in (CGROUP_ROOT, CGROUP_ROOT / "systemd"):
+    for root in roots():
         d = root / slice_cgroup.lstrip("/")
         with contextlib.suppress(OSError):
             out |= {f"{slice_cgroup}/{p.name}" for p in d.iterdir()
@@ -146,22 +146,9 @@ def running_instances(slice_cgroup: str, prefix: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def cgroup_procs(cgroup: str) -> set[int]:
-    """The pids in a control group and its children: cgroup v2, or the hierarchy systemd
-    keeps in hybrid and v1 setups (name=systemd, unified)."""
-    pids: set[int] = set()
-    for root in (CGROUP_ROOT, CGROUP_ROOT / "systemd", CGROUP_ROOT / "unified"):
-        d = root / cgroup.lstrip("/")
-        if d.is_dir():
-            for f in d.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError, ValueError):
-                    pids |= {int(x) for x in f.read_text().split()}
-    return pids
-
-
 def cgroup_gone(cgroup: str) -> bool:
     """No process is left in the control group (or it was removed)."""
-    return not cgroup_procs(cgroup)
+    return not cgroup_pids(cgroup)
 
 
 @dataclass

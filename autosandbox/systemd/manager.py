@@ -396,6 +396,14 @@ class Manager:
             runstate.record("changed", unit=name, **entry)
             self.changed.add(name)
 
+    def control_group(self, name: str, fallback: str = "") -> str:
+        """The unit's cgroup now (a stopped unit keeps it while processes are left in it)."""
+        with contextlib.suppress(Exception):
+            group = str(self.unit(name).ControlGroup or "")
+            if group:
+                return group
+        return fallback or (f"/system.slice/{name}" if not self.scope.is_user else "")
+
     def refuse_bus(self, name: str) -> None:
         """Refuse the manager's message bus (dbus-daemon, or dbus-broker by its alias), before
         anything is changed: every restart of ours would cut every service off the bus."""

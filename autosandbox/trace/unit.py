@@ -26,6 +26,7 @@ from autosandbox.errors import UserError
 from autosandbox.profile import PrivilegedLine, Profile, Subject
 from autosandbox.report import QUIET, Reporter
 from autosandbox.systemd import runstate
+from autosandbox.systemd.cgroup import cgroup_pids
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
     dropin_path,
@@ -38,7 +39,6 @@ from autosandbox.systemd.instances import (
     Instances,
     accepting_socket,
     cgroup_gone,
-    cgroup_procs,
     is_template,
     prefix_of,
     running_instances,
@@ -258,7 +258,7 @@ def detach_strace(cgroups: list[str], strace: str) -> int:
     ours = os.path.realpath(strace)
     done = 0
     for cgroup in cgroups:
-        pids = cgroup_procs(cgroup)
+        pids = cgroup_pids(cgroup)
         for tracer in {proc_tracer(p) for p in pids} & pids:
             with contextlib.suppress(OSError):
                 if os.path.realpath(f"/proc/{tracer}/exe") == ours:

@@ -14,6 +14,7 @@ from pathlib import Path
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd import runstate
+from autosandbox.systemd.cgroup import Proc, cgroup_members, stop_ending_leftovers
 from autosandbox.systemd.dropins import (
     APPLIED_DROPIN,
     dropin_path,
@@ -64,9 +65,12 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
-                       checks: HealthChecks, socket: str | None = None) -> Health:
+                       checks: HealthChecks, socket: str | None = None,
+                       found: set[Proc] | None = None) -> Health:
     """`socket`: `unit` is a template it starts per connection: nothing is restarted; the
-    checks' connections start instances with the new drop-in, and those are judged."""
+    checks' connections start instances with the new drop-in, and those are judged.
+    `found`: the unit's processes before we changed it: a roll-back ends any other one the
+    stop leaves (the drop-in's sandbox on it)."""
     mgr.reload()
     if socket is not None:
         health, out = connection_trial(checks, unit, socket, journal_cursor(),
@@ -76,6 +80,9 @@ def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
                 mgr.reset_failed(name)
         return health
     mgr.reset_failed(unit)
+    if found is not None:
+        stop_ending_leftovers(mgr, unit, found)
+        return judge(mgr, unit, service_type, checks, mgr.start(unit))
     return judge(mgr, unit, service_type, checks, mgr.restart(unit))
 
 
@@ -133,6 +140,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
     if socket is not None:
         require_connections(checks, unit, socket)
     with session:
+        found = cgroup_members(mgr.control_group(unit, info.control_group))
         disk = _watch(info, text, target)
         disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
@@ -141,6 +149,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
         created = missing_dirs(target)  # removed again with our file (revert, roll-back)
         if not first:
             created = json.loads((state / "state.json").read_text()).get("created", [])
+        undo.found = found
         undo.arm(mgr, info, target, before, attrs, state if first else None, created)
         backup: Path | None = None
         if first:
@@ -171,7 +180,8 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                     with contextlib.suppress(FileNotFoundError):
                         (state / name).unlink()
             if socket is None:
-                back = _restart_and_judge(mgr, unit, info.type, HealthChecks(settle=2))
+                back = _restart_and_judge(mgr, unit, info.type, HealthChecks(settle=2),
+                                          found=found)
             else:  # new connections get the previous drop-in; nothing else to bring back
                 mgr.reload()
                 back = Health(True, state="listening")
@@ -195,6 +205,7 @@ class _Undo:
         self.armed: tuple[Manager, ServiceInfo, Path, bytes | None, dict[str, int] | None,
                           Path | None] | None = None
         self.created: list[str] = []
+        self.found: set[Proc] = set()  # the unit's processes before apply changed anything
 
     def arm(self, mgr: Manager, info: ServiceInfo, target: Path, before: bytes | None,
             attrs: dict[str, int] | None, state: Path | None, created: list[str]) -> None:
@@ -230,10 +241,9 @@ class _Undo:
         if info.name.endswith("@.service"):
             return  # a per-connection template: new connections get the file put back
         mgr.reset_failed(info.name)
+        stop_ending_leftovers(mgr, info.name, self.found, info.control_group)
         if info.running:
-            mgr.restart(info.name)
-        else:
-            mgr.stop(info.name)
+            mgr.start(info.name)
 
 
 def revert(unit: str, template: bool = False) -> list[str]:

@@ -21,7 +21,13 @@ from autosandbox.linux.syscalls import syscall_names
 from autosandbox.report import QUIET, Reporter
 from autosandbox.synth.grants import Evidence, Relaxation
 from autosandbox.synth.model import Denial, Sandbox
-from autosandbox.systemd.cgroup import CgroupSampler
+from autosandbox.systemd.cgroup import (
+    CgroupSampler,
+    Proc,
+    cgroup_members,
+    end_leftovers,
+    stop_ending_leftovers,
+)
 from autosandbox.systemd.dropins import (
     TRIAL_DROPIN,
     dropin_path,
@@ -177,6 +183,9 @@ def validate(unit: str, candidate: Sandbox, checks: HealthChecks, max_trials: in
         validation = run.loop(candidate, max_trials)
     if left:
         validation.notes += [f"on disk after validation: {x}" for x in left]
+    if run.ended:
+        validation.notes.append(f"left running by a trial's stop, ended at the restore: "
+                                f"{', '.join(run.ended[:5])}")
     if per_connection:
         validation.per_connection = per_connection
         counts = [t.instances or 0 for t in validation.trials]
@@ -210,6 +219,13 @@ class _Run:
         user = info.user.strip()
         self.may_be_root = not info.dynamic_user and user in ("", "root", "0")
         self.per_connection: str | None = None
+        # The unit's processes as found: any other one a stop leaves is our restarts' doing
+        self.found: set[Proc] = cgroup_members(self._cgroup())
+        self.stock_leaves = False  # the unit as found leaves processes at its stop
+        self.ended: list[str] = []  # left by a trial's stop, ended by the restore
+
+    def _cgroup(self) -> str:
+        return self.mgr.control_group(self.info.name, self.info.control_group)
 
     def say(self, text: str) -> None:
         """Everything validate reports goes through here."""
@@ -272,7 +288,18 @@ class _Run:
                          check=False)
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
-        if not self.trials:  # the baseline: the unit as found
+        if not self.trials:  # the baseline: the unit as found; what its stop leaves is its own
+            left = cgroup_members(self._cgroup()) - self.found
+            self.stock_leaves |= bool(left)
+            self.found |= left
+        else:
+            # a candidate's processes must not outlive its trial: with its sandbox they would
+            # serve on, and the next start tests them, not itself
+            ended = end_leftovers(self._cgroup(), self.found)
+            if ended and not self.stock_leaves:
+                problems.append(f"its stop left {len(ended)} process(es) running "
+                                f"({', '.join(ended[:3])}); ended")
+        if not self.trials:
             self.stock_results.add(result)
         elif self.stock_results and result not in self.stock_results:  # none: all re-started
             problems.append(f"stop ended with result {result} (as found: "
@@ -367,9 +394,10 @@ class _Run:
             pass  # interrupted before the first trial: the unit runs as it was found
         elif self.info.running:
             mgr.reset_failed(unit)
-            mgr.restart(unit)
+            self.ended += stop_ending_leftovers(mgr, unit, self.found, self.info.control_group)
+            mgr.start(unit)
         else:
-            mgr.stop(unit)
+            self.ended += stop_ending_leftovers(mgr, unit, self.found, self.info.control_group)
             mgr.reset_failed(unit)
         return self.put_back()
 

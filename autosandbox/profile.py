@@ -420,6 +420,10 @@ class Profile:
     # ProtectSystem=strict must make read-only besides the root (synth/rules.py).
     mounts: dict[str, str] = field(default_factory=dict, metadata=_json(
         _sorted, lambda d: {str(m): str(t) for m, t in d.items()}, omit_empty=True))
+    # Written files logrotate renames as it rotates them -> its configuration file saying so
+    # (trace/facts.py): their grant is their directory (synth/paths.py).
+    rotated: dict[str, str] = field(default_factory=dict, metadata=_json(
+        _sorted, lambda d: {str(f): str(c) for f, c in d.items()}, omit_empty=True))
     # Bookkeeping of the aggregation, not serialized: entries per directory, names seen per
     # group (hashes), failed paths left out past GROUP_LIMIT per directory.
     _children: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
@@ -552,6 +556,8 @@ class Profile:
                     _counter_add(self.root_writes.setdefault(p, {}), k, n)
         for m, fstype in other.mounts.items():  # every host's mounts are made read-only
             self.mounts.setdefault(m, fstype)
+        for f, conf in other.rotated.items():  # rotated on any host: rotated
+            self.rotated.setdefault(f, conf)
         for mine_d, theirs_d in ((self.capabilities, other.capabilities),
                                  (self.flags, other.flags)):
             for k, ev in theirs_d.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from systemd_harness import daemon_reload, run, unit_property
+from systemd_harness import daemon_reload, run, unit_property, wait_for
 from test_learn import autosandbox
 
 LIB = Path("/usr/local/lib/as-lc")
@@ -227,3 +227,66 @@ def test_what_a_trials_stop_leaves_running_is_ended_not_kept(lc_unit: LcUnit) ->
     assert unit_property(unit, "ActiveState") == "active"
     assert run(["python3", "-c", "import socket; socket.create_connection("
                 "('127.0.0.1', 8393), 5)"]).returncode == 0
+
+
+LOGGER = textwrap.dedent("""\
+    import signal, socket, sys
+    port, path = int(sys.argv[1]), sys.argv[2]
+    log = open(path, "a", buffering=1)
+    def reopen(*_):
+        global log
+        log.close()
+        log = open(path, "a", buffering=1)
+    signal.signal(signal.SIGHUP, reopen)
+    srv = socket.create_server(("127.0.0.1", port))
+    while True:
+        conn, _ = srv.accept()
+        log.write("served\\n")
+        conn.sendall(b"ok\\n")
+        conn.close()
+    """)
+
+
+def test_a_log_that_logrotate_renames_still_written_after_a_rotation(lc_unit: LcUnit) -> None:
+    """A log file granted by itself is a bind mount of that file: logrotate's rename left the
+    service's namespace writing the rotated file, and the new one read-only (vsftpd refused
+    every login after its first rotation, rsyslog stopped logging). Rotated here as logrotate
+    does with `create`: rename, a new file, SIGHUP (the image has no logrotate binary)."""
+    log, conf = Path("/var/log/as-lc-rot.log"), Path("/etc/logrotate.d/as-lc-rot")
+    main = Path("/etc/logrotate.conf")  # logrotate's own, which includes logrotate.d
+    made_main = not main.exists()
+    if made_main:
+        main.write_text("weekly\nrotate 4\ncreate\ninclude /etc/logrotate.d\n")
+    LIB.mkdir(parents=True, exist_ok=True)
+    (LIB / "logger.py").write_text(LOGGER)
+    conf.write_text(f"{log} {{\n\tweekly\n\tcreate 0640 root adm\n\tpostrotate\n"
+                    "\t\tsystemctl kill -s HUP as-lc-rot.service\n\tendscript\n}\n")
+    unit, _ = lc_unit("as-lc-rot", 8394, (
+        f"ExecStart=\nExecStart=/usr/bin/python3 {LIB}/logger.py 8394 {log}\nExecReload=\n"))
+    hit = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 8394), 5)"
+           ".recv(9)"]
+    try:
+        cp = autosandbox("learn", unit, "--duration", "5s", "--json", "--settle", "2s",
+                         "--exercise", " ".join(hit[:2]) + ' "' + hit[2] + '"')
+        assert cp.returncode == 0, cp.stderr
+        result = json.loads(cp.stdout)
+        for t in result["validation"]["trials"]:  # shown with -rP
+            print(t["trial"], t["kind"], t["healthy"], t["problems"][:2],
+                  [(r["directive"], r["to"]) for r in t["relaxed"]], t["log"][:2])
+        assert f"logrotate renames {log}" in " ".join(
+            w["hint"] for w in result["sandbox"]["withheld"]), result["sandbox"]["withheld"]
+        assert str(log) not in " ".join(
+            v for s in result["sandbox"]["settings"] if s["directive"] == "ReadWritePaths"
+            for v in s["values"])
+        assert autosandbox("apply", unit).returncode == 0
+        assert run(hit).returncode == 0
+        log.rename(f"{log}.1")
+        log.touch(mode=0o640)
+        run(["systemctl", "kill", "-s", "HUP", unit], check=True)
+        assert run(hit).returncode == 0
+        assert wait_for(lambda: "served" in log.read_text() or None, timeout=10,
+                        what="a line in the new log")
+    finally:
+        autosandbox("revert", unit)
+        for f in (conf, log, Path(f"{log}.1"), *([main] if made_main else [])):
+            f.unlink(missing_ok=True)

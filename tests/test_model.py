@@ -162,6 +162,7 @@ class _FakeRun:
         self.may_be_root = True
         self.allow_write: tuple[str, ...] = ()
         self.noise_denials: set[DenialKey] = set()
+        self.rotated: dict[str, str] = {}
 
     def say(self, text: str) -> None:
         pass

@@ -365,3 +365,41 @@ def test_evidence_of_sharing_alone_never_grants_tmp() -> None:
     assert sb.values("PrivateTmp") is None
     assert "/tmp" not in (sb.values("ReadWritePaths") or [])
     assert [w.path for w in sb.withheld] == ["/tmp"]
+
+
+def test_a_log_file_logrotate_renames_is_granted_by_its_directory() -> None:
+    """A file grant is a bind mount of that file: after logrotate renamed it, the service's
+    namespace kept the rotated file writable and the new one read-only (exim4's mainlog,
+    vsftpd's log: every login refused after the first rotation)."""
+    p = unit_profile("exim4.service")
+    touch(p, "/var/log/exim4/mainlog", "write", fact=Fact("file", 101, 4, 0o640))
+    p.facts["/var/log/exim4"] = Fact("dir", 101, 4, 0o2750)
+    p.rotated["/var/log/exim4/mainlog"] = "/etc/logrotate.d/exim4-base"
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("ReadWritePaths") == ["/var/log/exim4"]
+    [rw] = sb.lines("ReadWritePaths")
+    assert "renamed by logrotate (/etc/logrotate.d/exim4-base)" in rw.evidence
+    # not rotated (or by copytruncate, which keeps the file): the file alone, as before
+    p.rotated.clear()
+    assert synth(p).values("ReadWritePaths") == ["/var/log/exim4/mainlog"]
+
+
+@pytest.mark.parametrize("kinds", [("write",), ("create", "write")])
+def test_a_rotated_log_in_a_shared_directory_is_withheld_not_granted_alone(
+        kinds: tuple[str, ...]) -> None:
+    """Opened with O_CREAT (vsftpd, rsyslog) or not: granted alone, it broke at rotation."""
+    p = unit_profile("vsftpd.service")
+    touch(p, "/var/log/vsftpd.log", *kinds, fact=Fact("file", 0, 4, 0o640))
+    p.rotated["/var/log/vsftpd.log"] = "/etc/logrotate.d/vsftpd"
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("ReadWritePaths") is None
+    [line] = withheld_lines(sb)
+    assert "logrotate renames /var/log/vsftpd.log (/etc/logrotate.d/vsftpd)" in line
+    assert "copytruncate" in line and "--allow-write /var/log grants it" in line
+    assert synth(p, allow_write=["/var/log"]).values("ReadWritePaths") == ["/var/log"]
+    # unrotated, it is rewritten in place: the file by itself, as before
+    p.rotated.clear()
+    missing_ok = "-" if "create" in kinds else ""
+    assert synth(p).values("ReadWritePaths") == [f"{missing_ok}/var/log/vsftpd.log"]

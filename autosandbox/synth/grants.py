@@ -8,7 +8,7 @@ names these functions, so that relax.py can walk the catalogue."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autosandbox import unitfile
@@ -42,6 +42,8 @@ class Evidence:
     changed: frozenset[str] = frozenset()  # paths whose owner/mode the trial changed
     log: list[str] = field(default_factory=list)  # what was not granted, and why
     home: str | None = None  # a user's manager: its user's home (sensitive.withheld)
+    # files logrotate renames -> its configuration (linux/logrotate.py): never granted alone
+    rotated: Mapping[str, str] = field(default_factory=dict)
 
 
 Relaxed = tuple[Sandbox, Relaxation | None]
@@ -146,11 +148,12 @@ def add_capability(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed
 
 # -- writable paths --------------------------------------------------------------------------
 
-def _anchor(path: str) -> tuple[str | None, str]:
+def _anchor(path: str, rotated: Mapping[str, str]) -> tuple[str | None, str]:
     """Where a denied write to `path` is allowed, or None and why not: the path itself when
     it is a directory, else its directory, since a journal line cannot tell a rewrite from a
     new file (a service that spools creates a new name each time); the file itself only when
-    its directory is a shared system directory. Never further up: a write below a directory
+    its directory is a shared system directory and logrotate does not rename it (a grant of
+    the file would stay on the rotated one). Never further up: a write below a directory
     that does not exist fails with ENOENT, so such a denial names nothing we can trust.
     Symlinks are resolved: the mount systemd makes follows them."""
     real = os.path.realpath(path)
@@ -159,7 +162,7 @@ def _anchor(path: str) -> tuple[str | None, str]:
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         return None, f"{parent} does not exist"
-    if withheld(parent) is not None and os.path.exists(real):
+    if withheld(parent) is not None and os.path.exists(real) and real not in rotated:
         return real, ""
     return parent, ""
 
@@ -185,7 +188,7 @@ def add_writable(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
     (sensitive.withheld) or not one a denial can name."""
     if dn.path is None:
         return sb, None
-    anchor, why_not = _anchor(dn.path)
+    anchor, why_not = _anchor(dn.path, ev.rotated)
     if anchor is None:
         ev.log.append(f"not made writable: {dn.path} ({why_not})")
         return sb, None
@@ -193,8 +196,11 @@ def add_writable(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
         return sb, None  # already writable: something else broke it
     refused = withheld(anchor, ev.allowed, ev.home)
     if refused is not None:
-        ev.log.append(f"not made writable: {anchor} ({refused}; --allow-write {anchor} "
-                      "grants it)")
+        real = os.path.realpath(dn.path)
+        rotation = (f"; logrotate renames {real} ({ev.rotated[real]}), so the file alone "
+                    "is no grant" if real in ev.rotated else "")
+        ev.log.append(f"not made writable: {anchor} ({refused}{rotation}; --allow-write "
+                      f"{anchor} grants it)")
         return sb, None
     value = unitfile.path_value(anchor)
     if value is None:

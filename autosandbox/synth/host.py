@@ -29,11 +29,13 @@ def _norm(path: str) -> str:
 class FileView:
     facts: dict[str, Fact] | None  # None: the profile has none, ask the host
     execs: dict[str, dict[str, bool]] = field(default_factory=dict)
+    rotated: dict[str, str] = field(default_factory=dict)  # file -> logrotate config
     _cache: dict[str, Fact] = field(default_factory=dict)
 
     @classmethod
     def of(cls, profile: Profile) -> FileView:
-        view = cls(dict(profile.facts) if profile.facts else None, profile.execs)
+        view = cls(dict(profile.facts) if profile.facts else None, profile.execs,
+                   dict(profile.rotated))
         if view.facts is not None:
             # lstat of /var/run/x followed /var/run: its fact is that of /run/x too, which is
             # the name synthesis asks for once paths are resolved.
@@ -45,6 +47,11 @@ class FileView:
                     extra.setdefault(real, f)
             view.facts.update(extra)
         return view
+
+    def rotated_by(self, path: str) -> str | None:
+        """The logrotate configuration that renames `path` (or the file it was written as)."""
+        return self.rotated.get(path) or next(
+            (c for f, c in self.rotated.items() if self.resolve(f) == path), None)
 
     @property
     def from_host(self) -> bool:

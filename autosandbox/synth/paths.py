@@ -3,7 +3,8 @@
 Every path is first resolved through the symlinks the profile's facts record (and the
 /var/run -> /run aliases): a grant names what systemd will really make writable.
 1. A file the service only wrote to (never created, removed or renamed) and that exists stays
-   writable by itself.
+   writable by itself, unless logrotate renames it (a fact recorded at trace time): a bind
+   mount of the file would stay on the rotated one, so it counts as renamed (rule 2).
 2. Files created, removed or renamed need their directory writable (a bind mount cannot make a
    missing file writable, and atomic renames replace the directory entry); a directory the
    service made itself counts as its own, so the topmost such directory is used. A directory
@@ -11,7 +12,8 @@ Every path is first resolved through the symlinks the profile's facts record (an
 3. Nothing at or below a place whose write access is a privilege escalation, and no shared
    top-level directory (/, /run, /var, /etc, /var/lib, ...), is granted unless the user named
    it (--allow-write): it is withheld with the reason (synth/sensitive.py). A file rewritten
-   in place in a shared directory is granted by itself instead of its directory.
+   in place in a shared directory is granted by itself instead of its directory (not one
+   logrotate renames: withheld, with how to keep it writable).
 4. /var/lib/NAME, /var/cache/NAME, /var/log/NAME and /run/NAME of the unit's own name become
    StateDirectory= (and friends) only where systemd would change nothing on disk: the facts
    show the directory owned by the unit's user and group with exactly the mode systemd sets,
@@ -242,20 +244,29 @@ def _tmp_shared(plan: WritePlan, profile: Profile, view: FileView) -> None:
 def _place(plan: WritePlan, w: _Write, subject: SubjectView, view: FileView,
            made_dirs: set[str], allowed: Sequence[str]) -> None:
     """Rules 1-3 for one write: the entry that makes it writable, or why it is withheld."""
-    anchor, why = _anchor_for(w.path, w.kinds, made_dirs, view)
+    rotated = view.rotated_by(w.path)
+    anchor, why = _anchor_for(w.path, w.kinds | ({"rename"} if rotated else set()), made_dirs,
+                              view)
+    if rotated:
+        why = (f"its files are renamed by logrotate ({rotated}): a grant of the file itself "
+               "would stay on the rotated one")
     example = w.example
     reason = sensitive.withheld(anchor, allowed, subject.home)
     if reason is None:
         _add(plan.anchors, anchor, why, example, w.count)
         return
     if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
-            and view.kind(w.path) == "file"
+            and not rotated and view.kind(w.path) == "file"
             and sensitive.withheld(w.path, allowed, subject.home) is None):
         _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
              "(the file itself, not the directory)", example, w.count, missing_ok=True)
         return
     hint = f"--allow-write {anchor} grants it"
-    if _shared_dir(anchor):
+    if rotated:
+        hint = (f"logrotate renames {w.literal} ({rotated}), so a grant of the file alone "
+                "would break at its first rotation: rotate it with copytruncate, give the "
+                f"service a directory of its own below {anchor}, or {hint}")
+    elif _shared_dir(anchor):
         hint = (f"give the service a directory of its own below {anchor} (e.g. "
                 f"{_own_dir_hint(anchor, subject.service)}), or {hint}")
     wh = plan.withheld.setdefault(anchor, Withheld(anchor, reason, hint=hint))

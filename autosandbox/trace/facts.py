@@ -1,8 +1,8 @@
 """Facts about the host, read when tracing ends, so that synthesis is a pure function of the
 profile: what each path the service touched is (lstat, not followed), who owns it, its mode,
 where a symlink leads, whether an executed binary is a 32-bit ELF and whether it opens
-login sessions. What processes running as root wrote, against these facts, shows the DAC
-capabilities they needed (trace/dac.py)."""
+login sessions, and which written files logrotate renames. What processes running as root
+wrote, against these facts, shows the DAC capabilities they needed (trace/dac.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 
 from autosandbox.linux.elf import is_elf32, opens_sessions
+from autosandbox.linux.logrotate import rotated_files
 from autosandbox.linux.mounts import host_mounts
 from autosandbox.profile import Fact, Profile
 from autosandbox.trace.dac import infer_root_writes
@@ -54,6 +55,11 @@ def record_facts(profile: Profile) -> None:
         if path not in facts:
             facts[path] = fact(path)
     profile.mounts = host_mounts()
+    rotated = rotated_files()
+    for path in profile.written_paths():
+        real = os.path.realpath(path)
+        if real in rotated:
+            profile.rotated[path] = rotated[real]
     for path, bits in profile.execs.items():
         bits["elf32"] = is_elf32(path)
         bits["sessions"] = opens_sessions(path)

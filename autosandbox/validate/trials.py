@@ -17,6 +17,7 @@ from pathlib import Path
 from autosandbox import commands, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
+from autosandbox.linux.logrotate import rotated_files
 from autosandbox.linux.syscalls import syscall_names
 from autosandbox.report import QUIET, Reporter
 from autosandbox.synth.grants import Evidence, Relaxation
@@ -223,6 +224,7 @@ class _Run:
         self.found: set[Proc] = cgroup_members(self._cgroup())
         self.stock_leaves = False  # the unit as found leaves processes at its stop
         self.ended: list[str] = []  # left by a trial's stop, ended by the restore
+        self.rotated = rotated_files()  # a denied log logrotate renames: not granted alone
 
     def _cgroup(self) -> str:
         return self.mgr.control_group(self.info.name, self.info.control_group)
@@ -438,7 +440,7 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> Sandbox | None:
             or syscall_names() is None or len(r.trials) >= max_trials):
         return None
     k = _try(r, _killing(sb), None, "seccomp")
-    ev = Evidence(r.may_be_root, r.allow_write, home=_own_home())
+    ev = Evidence(r.may_be_root, r.allow_write, home=_own_home(), rotated=r.rotated)
     sb, k.relaxed = relax_by_evidence(sb, [d for d in k.denials if d.source == "seccomp"],
                                       k.number, ev)
     k.log += ev.log
@@ -449,7 +451,7 @@ def _probe_filter(r: _Run, sb: Sandbox, max_trials: int) -> Sandbox | None:
 def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> Sandbox:
     """Relax a failed candidate with the evidence of its trial: disk changes, denials."""
     ev = Evidence(r.may_be_root, r.allow_write, frozenset(c.path for c in t.disk),
-                  home=_own_home())
+                  home=_own_home(), rotated=r.rotated)
     sb, t.relaxed = relax_disk(sb, t.disk, t.number, ev)
     sb, by_denials = relax_by_evidence(sb, [d for d in t.denials
                                             if d.key() not in r.noise_denials],

@@ -40,6 +40,12 @@ def start_time(pid: int) -> int | None:
         return None
 
 
+def now_ticks() -> int:
+    """The clock start_time() counts in (ticks after boot), now."""
+    with open("/proc/uptime", "rb") as f:
+        return int(float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK"))
+
+
 def alive(pid: int, started: int | None) -> bool:
     """Whether `pid` is still the process that started at `started` (and not a zombie)."""
     try:

@@ -55,13 +55,16 @@ def describe(pid: int) -> str:
         return str(pid)
 
 
-def end_leftovers(control_group: str, found: set[Proc], grace: float = 5.0) -> list[str]:
-    """Processes in a stopped unit's cgroup that were not there as found (`found`): what our
-    own restarts started and the stop left (KillMode=process or none: exim4's init script,
-    whose stop found no daemon under a candidate's sandbox, left it serving port 25 with that
-    sandbox, and every later start failed to bind). SIGTERM, SIGKILL after `grace` s; each
-    by pid and start time. Returns "PID COMM" of each one found."""
-    left = sorted(cgroup_members(control_group) - found)
+def end_leftovers(control_group: str, found: set[Proc], before: int,
+                  grace: float = 5.0) -> list[str]:
+    """Processes in a stopped unit's cgroup that were not there as found (`found`) and that
+    started before the stop (`before`, procs.now_ticks()): what our own restarts started and
+    the stop left (KillMode=process or none: exim4's init script, whose stop found no daemon
+    under a candidate's sandbox, left it serving port 25 with that sandbox, and every later
+    start failed to bind). A process started since is a new run's (a socket that starts the
+    unit again at once). SIGTERM, SIGKILL after `grace` s; each by pid and start time.
+    Returns "PID COMM" of each one found."""
+    left = sorted(p for p in cgroup_members(control_group) - found if p[1] < before)
     if not left:
         return []
     names = [describe(pid) for pid, _ in left]
@@ -79,8 +82,9 @@ def end_leftovers(control_group: str, found: set[Proc], grace: float = 5.0) -> l
 def stop_ending_leftovers(mgr: Manager, unit: str, found: set[Proc],
                           fallback: str = "") -> list[str]:
     """Stop the unit, then end what our restarts started and the stop left (end_leftovers)."""
+    before = procs.now_ticks()
     mgr.stop(unit)
-    return end_leftovers(mgr.control_group(unit, fallback), found)
+    return end_leftovers(mgr.control_group(unit, fallback), found, before)
 
 
 class CgroupSampler:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autosandbox import commands, unitfile
+from autosandbox import commands, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.logrotate import rotated_files
@@ -275,6 +275,7 @@ class _Run:
         problems: list[str] = []
         limit = 300.0 if self.stock_stop is None else 2 * self.stock_stop + 5
         began = time.monotonic()
+        began_ticks = procs.now_ticks()
         run = mgr.invocation(unit)
         state = mgr.stop(unit, timeout=limit)
         took = time.monotonic() - began
@@ -291,13 +292,14 @@ class _Run:
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
         if not self.trials:  # the baseline: the unit as found; what its stop leaves is its own
-            left = cgroup_members(self._cgroup()) - self.found
+            left = {p for p in cgroup_members(self._cgroup()) - self.found
+                    if p[1] < began_ticks}
             self.stock_leaves |= bool(left)
             self.found |= left
         else:
             # a candidate's processes must not outlive its trial: with its sandbox they would
             # serve on, and the next start tests them, not itself
-            ended = end_leftovers(self._cgroup(), self.found)
+            ended = end_leftovers(self._cgroup(), self.found, began_ticks)
             if ended and not self.stock_leaves:
                 problems.append(f"its stop left {len(ended)} process(es) running "
                                 f"({', '.join(ended[:3])}); ended")

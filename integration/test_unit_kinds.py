@@ -308,9 +308,13 @@ def test_a_trial_is_judged_by_the_instances_it_started(kinds, tmp_path) -> None:
         assert _echo(conn, b"ok") == b"ok\n"
 
 
-def _tracer(pid: str) -> int:
+def _status(pid: str, field: str) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"^TracerPid:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+    return int(re.search(rf"^{field}:\s+(\d+)", status, re.M).group(1))  # type: ignore[union-attr]
+
+
+def _tracer(pid: str) -> int:
+    return _status(pid, "TracerPid")
 
 
 def test_a_per_connection_learn_cut_by_a_signal_or_killed(kinds) -> None:  # type: ignore[no-untyped-def]
@@ -344,6 +348,9 @@ def test_a_per_connection_learn_cut_by_a_signal_or_killed(kinds) -> None:  # typ
                 # our strace let go of it (the restore, or reset after a kill)
                 wait_for(lambda p=pid: _tracer(p) == 0,  # type: ignore[misc]
                          timeout=30, what="strace detached")
+                # and left no seccomp filter on it: one outlives its tracer, and each call it
+                # hands to one then fails with ENOSYS (the socket's filters are the host's)
+                assert _status(pid, "Seccomp_filters") == _status("1", "Seccomp_filters")
                 assert _echo(conn, b"untraced") == b"untraced\n"
         finally:
             if proc.poll() is None:

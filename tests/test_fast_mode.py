@@ -83,3 +83,48 @@ def test_new_threads_and_children_do_not_stop_on_untraced_calls(kernel_opens: bo
     proc.returncode = os.waitstatus_to_exitcode(status)
     assert proc.returncode == 0
     assert usage.ru_nvcsw < 5000, f"{usage.ru_nvcsw} voluntary switches of strace and the program"
+
+
+AFTER = ("import os, socket, subprocess, sys, tempfile\n"
+         "print('ready', flush=True); sys.stdin.readline()\n"
+         "out = []\n"
+         "for name, call in (('exec', lambda: subprocess.run(['/bin/true'], check=True)),\n"
+         "                   ('socket', lambda: socket.socket().close()),\n"
+         "                   ('open', lambda: open('/etc/hostname').close()),\n"
+         "                   ('mkdir', lambda: os.rmdir(tempfile.mkdtemp())),\n"
+         "                   ('chdir', lambda: os.chdir('/'))):\n"
+         "    try:\n"
+         "        call(); out.append(name + ' ok')\n"
+         "    except OSError as e:\n"
+         "        out.append(f'{name} {e.strerror}')\n"
+         "print(', '.join(out), flush=True)\n")
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+@pytest.mark.parametrize("detachable", [True, False])
+def test_what_strace_lets_go_of_keeps_every_call(detachable: bool, tmp_path: Path) -> None:
+    """A per-connection instance still serving when learning ends runs on after its strace is
+    killed (unit.detach_strace). A seccomp filter outlives its tracer and every call it hands to
+    one then fails with ENOSYS: a detachable trace installs none. The seccomp variant is run too,
+    as the proof that this test sees the failure."""
+    argv = strace_argv(shutil.which("strace") or "strace", Path(os.devnull), [PYTHON, "-c", AFTER],
+                       fast=True, kernel_opens=opens.available(), detachable=detachable)
+    assert ("--seccomp-bpf" in argv) is not detachable
+    # in a directory of its own: tempfile falls back to the cwd when /tmp fails
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.kill()  # strace itself: the program runs on, no longer traced
+        proc.wait(timeout=30)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+    finally:
+        proc.stdin.close()
+        proc.stdout.close()
+    if detachable:
+        assert line == "exec ok, socket ok, open ok, mkdir ok, chdir ok\n"
+    else:
+        assert "Function not implemented" in line, line

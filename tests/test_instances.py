@@ -19,7 +19,9 @@ from autosandbox.systemd.instances import (
     parse_outcomes,
     slice_path,
 )
+from autosandbox.systemd.manager import ExecLine, ServiceInfo
 from autosandbox.trace.gate import GateServer, instance_shim_script
+from autosandbox.trace.unit import trace_dropin
 from autosandbox.validate.perconn import judge_instances
 
 SLICE = "/system.slice/system-as\\x2decho.slice"
@@ -136,3 +138,27 @@ def test_an_announcement_not_believed_gets_no_gate_and_its_shell_gives_up() -> N
         assert proc.returncode == 1 and "ran" not in proc.stdout
         assert followed == [] and gates.refused_count == 1
         assert "not in an instance of as-echo@.service" in gates.refused[0]
+
+
+def test_an_instance_is_traced_without_a_filter_that_would_outlive_strace(tmp_path: Path) -> None:
+    """An instance still serving when learning ends is let go (unit.detach_strace), so its
+    strace installs no seccomp filter (test_fast_mode.py shows what one does after); a unit's
+    line, which is stopped with its strace, keeps the fast filter."""
+    (tmp_path / "as-echo@.service").write_text("[Service]\nExecStart=/bin/cat\n")
+    line = ExecLine("ExecStart", "/bin/cat", ("/bin/cat",), ())
+    info = ServiceInfo("as-echo@.service", "loaded", "inactive", "dead", "simple", "", "",
+                       False, "", str(tmp_path / "as-echo@.service"), [], "", 0, 0, [line])
+    fifo = tmp_path / "trace"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    per_conn = GateServer(tmp_path / "a", 1, lambda *_: None, _Everyone(SLICE, "as-echo"))
+    one = GateServer(tmp_path / "b", 1, lambda *_: None, f"{SLICE}/as-echo.service")
+    try:
+        instance = trace_dropin(info, {}, "/usr/bin/strace", per_conn)
+        unit = trace_dropin(info, {line: fifo}, "/usr/bin/strace", one)
+    finally:
+        per_conn.close()
+        one.close()
+    assert '"-D" "-f"' in instance and '"trace=%%process,' in instance
+    assert "--seccomp-bpf" not in instance
+    assert "--seccomp-bpf" in unit

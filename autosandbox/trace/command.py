@@ -48,12 +48,19 @@ BIRTH_CALLS = ("set_robust_list", "rseq", "set_tid_address", "sigaltstack")
 KERNEL_OPENS = frozenset({"open", "openat"})
 
 
-def strace_options(fast: bool, kernel_opens: bool = False) -> tuple[str, ...]:
-    """`kernel_opens`: the bpftrace program of opens.py runs (it records kernel.covered() too)."""
+def strace_options(fast: bool, kernel_opens: bool = False,
+                   detachable: bool = False) -> tuple[str, ...]:
+    """`kernel_opens`: the bpftrace program of opens.py runs (it records kernel.covered() too).
+    `detachable`: the tracees may run on after strace is gone (per-connection instances), so
+    no --seccomp-bpf: a seccomp filter outlives its tracer, and each call it hands to a tracer
+    then fails with ENOSYS (the instance could no longer fork, exec, connect, open...). strace
+    stops on every call instead, and prints the same set."""
     if not fast:
         return STRACE_OPTIONS
     left = KERNEL_OPENS | kernel.covered() if kernel_opens else frozenset()
     calls = [n for n in FAST_TRACE_SET if n not in left]
+    if detachable:
+        return (*STRACE_OPTIONS, "-e", "trace=" + ",".join(["%process", *(f"?{n}" for n in calls)]))
     names = ",".join(["%process", *(f"?{n}" for n in (*calls, *BIRTH_CALLS))])
     return (*STRACE_OPTIONS, "--seccomp-bpf", "-e", f"trace={names}")
 
@@ -89,8 +96,9 @@ def pipe_shim(fd: int, argv: Sequence[str]) -> list[str]:
 
 
 def strace_argv(strace: str, output: Path, argv: Sequence[str], fast: bool = False,
-                kernel_opens: bool = False) -> list[str]:
-    return [strace, *strace_options(fast, kernel_opens), "-o", str(output), "--", *argv]
+                kernel_opens: bool = False, detachable: bool = False) -> list[str]:
+    return [strace, *strace_options(fast, kernel_opens, detachable), "-o", str(output), "--",
+            *argv]
 
 
 def trace_command(

@@ -137,6 +137,8 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
     followed (gate.py). With `fast` (default: with gates), strace stops only on the calls the
     recorder reads; with `kernel_opens` not on opens either (bpftrace reports them)."""
     fast = gates is not None if fast is None else fast
+    # an instance still serving when learning ends runs on without strace (detach_strace)
+    detachable = gates is not None and gates.per_instance
     lines = unitfile.comment(
         f"autosandbox: tracing {info.name}. Removed when learning ends; if it is left over, "
         f"run: autosandbox reset {info.name}")
@@ -179,7 +181,8 @@ def trace_dropin(info: ServiceInfo, fifos: dict[ExecLine, Path], strace: str,
                         "autosandbox-shim"]
             # The unit's own words, as systemd holds them: `$VAR` stays for systemd to expand.
             words = [unitfile.exec_arg(w) for w in (*shim, strace, "-D",
-                                                     *strace_options(fast, kernel_opens),
+                                                     *strace_options(fast, kernel_opens,
+                                                                     detachable),
                                                      *output, "--", e.path)]
             words += [unitfile.exec_arg(a, expand_env=True) for a in e.argv[1:]]
             lines.append(f"{kind}={e.prefix()}{' '.join(words)}")

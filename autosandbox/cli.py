@@ -16,6 +16,7 @@ from autosandbox.durations import SETTLE_BOUNDS, TRACE_BOUNDS, parse_duration
 from autosandbox.errors import UserError
 from autosandbox.inputs import check_port, check_url
 from autosandbox.learn import LearnOptions, learn_command, learn_unit, unit_target
+from autosandbox.linux.files import write_output
 from autosandbox.profile import Profile
 from autosandbox.provenance import default_label, describe, merge_profiles
 from autosandbox.report import QUIET, ProgressLine, Reporter, summarize
@@ -292,12 +293,7 @@ def _emit(result: Result, output: Path | None, as_json: bool) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    try:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    write_output(path, text.encode("utf-8"))
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from autosandbox.errors import UserError
+from autosandbox.linux.files import write_output
 
 # 2: the subject is a typed record (Subject) and leaves out what it does not know; version 1
 # (the subject as a free dict, with nulls) is read the same way.
@@ -614,10 +615,8 @@ class Profile:
             raise UserError(f"profile is malformed: {exc}") from None
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n",
-                       encoding="utf-8", errors="surrogateescape")
-        tmp.replace(path)
+        text = json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n"
+        write_output(path, text.encode("utf-8", errors="surrogateescape"))
 
     @classmethod
     def load(cls, path: Path) -> Profile:

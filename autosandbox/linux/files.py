@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
+from pathlib import Path
 
+from autosandbox.errors import UserError
 from autosandbox.linux.mounts import superblock_device
 
 
@@ -57,3 +60,48 @@ def is_inode(path: str, kdev: int, ino: int) -> bool:
         return False
     dev = kernel_device(kdev)
     return st.st_dev == dev or superblock_device(path) == dev
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a file the user named (a profile, a drop-in) whole, as root, in a directory another
+    user may write to (a home, a project directory): the temporary file has a random name and
+    is created exclusively, never through a symlink planted there; it is renamed over `path`
+    within the directory opened once, so a swapped path leads nowhere else. A file already there
+    keeps its mode and owner; a symlink or anything else not a regular file there is refused.
+    One line (UserError) if it cannot be done."""
+    try:
+        dfd = os.open(path.absolute().parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        try:
+            old: os.stat_result | None = os.stat(path.name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        if old is not None and not stat.S_ISREG(old.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(old.st_mode) else "not a regular file"
+            raise UserError(f"cannot write {path}: it is {what} (give a regular file's path)")
+        tmp = f".autosandbox-{secrets.token_hex(8)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644, dir_fd=dfd)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if old is not None:
+                    os.fchown(fd, old.st_uid, old.st_gid)
+                    os.fchmod(fd, stat.S_IMODE(old.st_mode))  # after fchown: it clears set-id
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        os.close(dfd)

@@ -12,7 +12,9 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -88,3 +90,14 @@ def shielded() -> Iterator[None]:
     if not _state["shield"] and _state["pending"] and not _state["raised"]:
         _state["raised"] = _state["pending"]
         raise KeyboardInterrupt
+
+
+def pause_for_tests(point: str) -> None:
+    """Integration tests kill a run at a named point: AUTOSANDBOX_TEST_PAUSE=POINT:FILE
+    creates FILE there and waits (to be killed). Unset: nothing."""
+    want, _, flag = os.environ.get("AUTOSANDBOX_TEST_PAUSE", "").partition(":")
+    if want != point or not flag.startswith("/run/"):
+        return
+    Path(flag).touch()
+    while True:
+        time.sleep(1)

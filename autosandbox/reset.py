@@ -15,6 +15,7 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
+from autosandbox.systemd.cgroup import end_leftovers
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
     TRIAL_DROPIN,
@@ -118,14 +119,21 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
             mgr.reload()
             found = runstate.found_running(dead, unit)
             state, _, _, _ = mgr.state(unit)
+            procs_found = runstate.found_processes(dead, unit)
             if found is False:
-                done.append(f"stopped {unit} (it was stopped before): {mgr.stop(unit)}")
+                ended: list[str] = []
+                stopped = _stop(mgr, unit, procs_found, ended)
+                done += [f"stopped {unit} (it was stopped before): {stopped}", *ended]
                 mgr.reset_failed(unit)
             elif found or state in (*RUNNING, "failed"):
                 # running when found: started again even if the kill came while we had it
                 # stopped (between a trial's stop and start, or the trace's end and restore)
                 mgr.reset_failed(unit)
-                done.append(f"restarted {unit}: {mgr.restart(unit)}")
+                if procs_found is None:
+                    done.append(f"restarted {unit}: {mgr.restart(unit)}")
+                else:
+                    _stop(mgr, unit, procs_found, done)
+                    done.append(f"restarted {unit}: {mgr.start(unit)}")
         # after the unit is as found again (its own directories set up by its own start):
         # what a killed trial left changed on disk (owners, modes, ACLs) goes back
         for before in disks:
@@ -136,6 +144,23 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
                      for c in changes
                      if not any(f.startswith(f"{c.path}: ") for f in failed)] + failed
     return done
+
+
+def _stop(mgr: Manager, unit: str, found: set[tuple[int, int]] | None,
+          done: list[str]) -> str:
+    """Stop the unit. Where a killed trial or apply recorded the processes it found (`found`),
+    also end what its restarts started and the stop leaves (cgroup.end_leftovers: a daemon of
+    KillMode=process serving on in a candidate's sandbox); a trace's record has none: nothing
+    of ours ran sandboxed. What was ended goes to `done`."""
+    if found is None:
+        return mgr.stop(unit)
+    before = procs.now_ticks()
+    state = mgr.stop(unit)
+    ended = end_leftovers(mgr.control_group(unit), found, before)
+    if ended:
+        done.append(f"ended {len(ended)} process(es) a trial started and its stop left "
+                    f"running: {', '.join(ended[:5])}")
+    return state
 
 
 def _disk_snapshots(run: runstate.Run) -> list[Snapshot]:

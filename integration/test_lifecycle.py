@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 from systemd_harness import daemon_reload, run, unit_property, wait_for
-from test_learn import autosandbox
+from test_learn import SRC, autosandbox
 
 LIB = Path("/usr/local/lib/as-lc")
 ETC = Path("/etc/systemd/system")
@@ -227,6 +229,52 @@ def test_what_a_trials_stop_leaves_running_is_ended_not_kept(lc_unit: LcUnit) ->
     assert unit_property(unit, "ActiveState") == "active"
     assert run(["python3", "-c", "import socket; socket.create_connection("
                 "('127.0.0.1', 8393), 5)"]).returncode == 0
+
+
+def test_reset_after_a_kill_ends_what_a_trials_stop_left(lc_unit: LcUnit) -> None:
+    """As above, but autosandbox is killed right after the candidate's stop, before it ends
+    the leftover. The stop removed the pid file it could not act on, so the unit's own stop
+    cannot find that server either: `reset` ends it from the processes the run recorded as
+    found, and starts the unit as found."""
+    unit, _ = lc_unit("as-lc-kept", 8394, (
+        "ExecStart=\n"
+        f"ExecStart=/bin/sh -c '/usr/bin/python3 {LIB}/server.py 8394 /var/lib/as-lc-kept/count"
+        " & echo $$! > /run/as-lc-kept/pid; wait'\n"
+        "ExecReload=\n"
+        "ExecStop=/bin/sh -c 'kill $$(cat /run/as-lc-kept/pid); rm -f /run/as-lc-kept/pid'\n"
+        "RuntimeDirectory=as-lc-kept\nKillMode=process\n"))
+    group = unit_property(unit, "ControlGroup")
+    found = set(_in_cgroup(group))
+    candidate = Path(f"/tmp/{unit}.candidate.conf")
+    candidate.write_text("[Service]\nCapabilityBoundingSet=CAP_SETGID CAP_SETUID\n")
+    flag = Path("/run/as-lc-kept-paused")
+    env = dict(os.environ, PYTHONPATH=str(SRC),
+               AUTOSANDBOX_TEST_PAUSE=f"candidate-stopped:{flag}")
+    proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "validate", unit,
+                             str(candidate), "--settle", "1s", "--health-port", "8394"],
+                            env=env, cwd="/tmp", stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=240,
+                 what="validate paused after the candidate's stop")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.kill()
+        proc.communicate()
+        flag.unlink(missing_ok=True)
+    kept = [p for p in _in_cgroup(group) if _bounding_set(p) != _bounding_set(1)]
+    assert kept, "the candidate's stop left no server: nothing to test"
+    cp = autosandbox("reset", unit)
+    assert cp.returncode == 0, cp.stderr
+    assert "ended 1 process(es) a trial started and its stop left running" in cp.stderr, \
+        cp.stderr
+    pids = _in_cgroup(group)
+    assert not set(kept) & set(pids), (kept, pids)
+    assert {p: _bounding_set(p) for p in pids} == {p: _bounding_set(1) for p in pids}
+    assert not found & set(pids)  # reset restarted it: a new run, as found
+    assert unit_property(unit, "ActiveState") == "active"
+    assert run(["python3", "-c", "import socket; socket.create_connection("
+                "('127.0.0.1', 8394), 5)"]).returncode == 0
 
 
 LOGGER = textwrap.dedent("""\

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autosandbox import procs
+from autosandbox.systemd import runstate
 from autosandbox.systemd.manager import Manager
 
 # A process as the kernel knows it: its pid and start time (a pid is reused, the pair is not)
@@ -53,6 +54,18 @@ def describe(pid: int) -> str:
         return f"{pid} {Path(f'/proc/{pid}/comm').read_text().strip()}"
     except OSError:
         return str(pid)
+
+
+def found_members(mgr: Manager, unit: str, fallback: str = "") -> set[Proc]:
+    """The unit's processes before we change it, kept in the run's record too: `reset` after a
+    kill ends what a trial started and its stop left (end_leftovers), never one of these."""
+    found = cgroup_members(mgr.control_group(unit, fallback))
+    note_found(unit, found)
+    return found
+
+
+def note_found(unit: str, found: set[Proc]) -> None:
+    runstate.record("found", unit=unit, procs=sorted(found))
 
 
 def end_leftovers(control_group: str, found: set[Proc], before: int,

@@ -152,6 +152,17 @@ def runs() -> list[Run]:
     return out
 
 
+def found_processes(runs: list[Run], unit: str) -> set[tuple[int, int]] | None:
+    """The unit's processes as these runs found them (pid, start; the union: a process any run
+    found is never taken for a trial's leftover), or None if no run recorded them."""
+    found: set[tuple[int, int]] | None = None
+    for run in runs:
+        for e in run.entries:
+            if e["kind"] == "found" and e.get("unit") == unit:
+                found = (found or set()) | {(int(p), int(s)) for p, s in e.get("procs", [])}
+    return found
+
+
 def found_running(runs: list[Run], unit: str) -> bool | None:
     """Whether `unit` was running when the earliest of these runs first changed it (None: no
     run recorded it), which is the state `reset` brings it back to."""

@@ -6,15 +6,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from autosandbox import interrupts, unitfile
 from autosandbox.errors import HealthError, UserError
 from autosandbox.systemd import runstate
-from autosandbox.systemd.cgroup import Proc, cgroup_members, stop_ending_leftovers
+from autosandbox.systemd.cgroup import Proc, found_members, stop_ending_leftovers
 from autosandbox.systemd.dropins import (
     APPLIED_DROPIN,
     dropin_path,
@@ -140,7 +138,7 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
     if socket is not None:
         require_connections(checks, unit, socket)
     with session:
-        found = cgroup_members(mgr.control_group(unit, info.control_group))
+        found = found_members(mgr, unit, info.control_group)
         disk = _watch(info, text, target)
         disk.keep_for_reset(info.name)
         before = target.read_bytes() if target.exists() else None
@@ -287,7 +285,7 @@ def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, sta
     else:
         remove_file(target, meta.get("created", []))  # type: ignore[arg-type]
         done.append(f"removed {target}")
-    _pause_for_tests("revert-restored")
+    interrupts.pause_for_tests("revert-restored")
     for name in ("state.json", "previous.conf"):
         with contextlib.suppress(FileNotFoundError):
             (state / name).unlink()
@@ -299,17 +297,6 @@ def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, sta
         mgr.reset_failed(unit)
         done.append(f"restarted {unit}: {mgr.restart(unit)}")
     return done
-
-
-def _pause_for_tests(point: str) -> None:
-    """Integration tests kill a run at a named point: AUTOSANDBOX_TEST_PAUSE=POINT:FILE
-    creates FILE there and waits (to be killed). Unset: nothing."""
-    want, _, flag = os.environ.get("AUTOSANDBOX_TEST_PAUSE", "").partition(":")
-    if want != point or not flag.startswith("/run/"):
-        return
-    Path(flag).touch()
-    while True:
-        time.sleep(1)
 
 
 def diff(unit: str, text: str, template: bool = False) -> str:

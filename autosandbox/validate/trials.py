@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autosandbox import commands, procs, unitfile
+from autosandbox import commands, interrupts, procs, unitfile
 from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.logrotate import rotated_files
@@ -27,6 +27,8 @@ from autosandbox.systemd.cgroup import (
     Proc,
     cgroup_members,
     end_leftovers,
+    found_members,
+    note_found,
     stop_ending_leftovers,
 )
 from autosandbox.systemd.dropins import (
@@ -221,7 +223,7 @@ class _Run:
         self.may_be_root = not info.dynamic_user and user in ("", "root", "0")
         self.per_connection: str | None = None
         # The unit's processes as found: any other one a stop leaves is our restarts' doing
-        self.found: set[Proc] = cgroup_members(self._cgroup())
+        self.found: set[Proc] = found_members(mgr, info.name, info.control_group)
         self.stock_leaves = False  # the unit as found leaves processes at its stop
         self.ended: list[str] = []  # left by a trial's stop, ended by the restore
         self.rotated = rotated_files()  # a denied log logrotate renames: not granted alone
@@ -296,7 +298,9 @@ class _Run:
                     if p[1] < began_ticks}
             self.stock_leaves |= bool(left)
             self.found |= left
+            note_found(self.info.name, left)
         else:
+            interrupts.pause_for_tests("candidate-stopped")
             # a candidate's processes must not outlive its trial: with its sandbox they would
             # serve on, and the next start tests them, not itself
             ended = end_leftovers(self._cgroup(), self.found, began_ticks)

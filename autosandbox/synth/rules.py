@@ -96,7 +96,8 @@ def protect_system(ctx: Context, d: Directive) -> Decisions:
     plan = ctx.plan
     n = len(plan.anchors) + sum(len(v) for v in plan.managed.values())
     if n:
-        ev = f"writes stay confined to the {_plural(n, 'location')} made writable below"
+        # what the trace saw, not what the setting promises: true after a relaxation too
+        ev = f"writable below: the {_plural(n, 'location')} the service wrote"
     elif plan.withheld or plan.covered:
         ev = "no location made writable"
     else:

@@ -13,6 +13,7 @@ import pytest
 
 from autosandbox.profile import Fact, Profile
 from autosandbox.synth.capneed import dac_capability, needed_capability
+from autosandbox.synth.model import Denial
 from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import Target
 from autosandbox.trace.dac import infer_root_writes
@@ -287,3 +288,55 @@ def test_rsyslogs_kmsg_denial_relaxes_to_cap_syslog() -> None:
     assert (dn.kind, dn.path) == ("eperm", "/proc/kmsg")
     assert needed_capability(dn, may_be_root=True, have=set())[0] == "CAP_SYSLOG"
     assert needed_capability(dn, may_be_root=False, have=set())[0] is None
+
+
+# -- a mode change of a file root does not own ------------------------------------------------
+
+MSGLOG = "/var/spool/exim4/msglog/1r2d3-000001-AB"
+EXIM = {**HOST, "/var/spool/exim4": Fact("dir", 101, 103, 0o750),
+        "/var/spool/exim4/msglog": Fact("dir", 101, 103, 0o750),
+        MSGLOG: Fact("file", 101, 103, 0o640)}
+
+
+@pytest.mark.parametrize("line", [
+    f'377 chmod("{MSGLOG}", 0640) = 0',
+    f"377 fchmod(5<{MSGLOG}>, 0640) = 0",
+    f'377 fchmodat(AT_FDCWD, "{MSGLOG}", 0640) = 0',
+])
+def test_root_changing_the_mode_of_a_file_it_does_not_own_needs_fowner(line: str) -> None:
+    """exim4's root daemon chmods the message logs its Debian-exim processes wrote: without
+    CAP_FOWNER every delivery failed (seen under a learned drop-in)."""
+    caps = infer_root_writes(with_facts(record([line]), EXIM))
+    # and the search of its 0750 directories, which are not root's either
+    assert set(caps) == {"CAP_FOWNER", "CAP_DAC_READ_SEARCH"}, caps
+    assert any(f"{MSGLOG} (uid 101, gid 103, mode 0640) is not root's" in e
+               for e in caps["CAP_FOWNER"]), caps
+
+
+def test_no_fowner_for_roots_own_file_or_one_whose_owner_the_tree_changed() -> None:
+    mine = {**EXIM, MSGLOG: Fact("file", 0, 0, 0o640)}
+    assert "CAP_FOWNER" not in infer_root_writes(
+        with_facts(record([f'377 chmod("{MSGLOG}", 0640) = 0']), mine))
+    # chowned by the tree: the owner at the end may not be the one the chmod met
+    given = [f'377 chmod("{MSGLOG}", 0640) = 0', f'377 chown("{MSGLOG}", 101, 103) = 0']
+    assert "CAP_FOWNER" not in infer_root_writes(with_facts(record(given), EXIM))
+    # a process not running as root changes the mode of its own file: nothing to learn
+    theirs = [f'377 chmod("{MSGLOG}", 0640) = 0']
+    assert infer_root_writes(with_facts(record(theirs, uid=101, gid=103), EXIM)) == {}
+
+
+def test_a_refused_mode_change_of_another_users_file_relaxes_to_fowner(tmp_path: Path) -> None:
+    log = tmp_path / "msglog"
+    log.write_text("")
+    os.chown(log, 65534, 65534)
+    line = f"chmod: changing permissions of '{log}': Operation not permitted"  # coreutils
+    [dn] = parse_denials([line])
+    assert (dn.kind, dn.path, dn.syscall) == ("eperm", str(log), "chmod")
+    cap, why = needed_capability(dn, may_be_root=True, have=set())
+    assert cap == "CAP_FOWNER" and f"{log} (uid 65534, gid 65534" in why, why
+    assert needed_capability(dn, may_be_root=False, have=set())[0] is None
+    # audit names the call itself
+    audited = Denial("eperm", str(log), "audit", "fchmod() = EPERM", "fchmod", None, 0)
+    assert needed_capability(audited, may_be_root=True, have=set())[0] == "CAP_FOWNER"
+    os.chown(log, 0, 0)  # root's own: the refusal is something else (a read-only mount...)
+    assert needed_capability(dn, may_be_root=True, have=set())[0] is None

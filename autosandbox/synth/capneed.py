@@ -17,6 +17,7 @@ from autosandbox.synth.model import Denial
 
 CHOWN_CALLS = frozenset({"chown", "fchown", "lchown", "fchownat"})
 KILL_CALLS = frozenset({"kill", "tkill", "tgkill", "rt_sigqueueinfo", "pidfd_send_signal"})
+CHMOD_CALLS = frozenset({"chmod", "fchmod", "fchmodat", "fchmodat2"})
 
 
 def dac_capability(path: str) -> tuple[str | None, str]:
@@ -70,6 +71,11 @@ def needed_capability(dn: Denial, may_be_root: bool, have: set[str]) -> tuple[st
         return "CAP_CHOWN", f"{dn.syscall}() refused"
     if dn.kind == "eperm" and dn.syscall in KILL_CALLS:
         return "CAP_KILL", f"{dn.syscall}() refused: the target runs as another user"
+    if dn.kind == "eperm" and dn.syscall in CHMOD_CALLS and dn.path:
+        need = dac.owner_need(dn.path, Fact.of_host(os.path.realpath(dn.path)))
+        if need is not None:
+            return need.cap, need.why
+        return None, f"{dn.path} is root's or gone: not an ownership problem"
     if dn.kind == "eperm" and dn.path == "/proc/kmsg":
         return "CAP_SYSLOG", "/proc/kmsg refused: opening the kernel log is syslog(2)'s open"
     if dn.kind == "eacces" and dn.path and dn.path.startswith("/") and \

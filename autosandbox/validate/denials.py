@@ -21,6 +21,7 @@ _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", 
 # The call a program's message names, where it is unambiguous (coreutils, procps, util-linux):
 # `chown: changing ownership of 'X': ...`, `/bin/kill: (935): ...`, `kill: sending signal`.
 _CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bchown: ", re.I)),
+          ("chmod", re.compile(r"changing permissions of|\bchmod\(|\bchmod: ", re.I)),
           ("kill", re.compile(r"\bkill: \(\d+\)|\bkill: sending signal|\bkill\(", re.I)))
 
 

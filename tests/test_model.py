@@ -84,9 +84,16 @@ def test_syscall_filter_from_groups_given_by_hand_asks_the_host_nothing(
     monkeypatch.undo()
     # Seen parts; unseen ones only where systemd-analyze security scores none of their calls
     # (@network-io, uname: refusing them tightened nothing it measures, and a missed code path
-    # failed with EPERM); unseen @setuid (in @privileged) and userfaultfd stay out.
+    # failed with EPERM), or where they act on nothing but the service's own without a
+    # capability the bounding set withholds (@setuid: no CAP_SETUID, CAP_SETGID); userfaultfd
+    # stays out.
     assert sb.values("SystemCallFilter") == ["@basic-io", "@chown", "@default", "@network-io",
-                                             "uname"]
+                                             "@setuid", "uname"]
+    [line] = sb.lines("SystemCallFilter")
+    assert "@setuid unseen, allowed: without CAP_SETUID, CAP_SETGID" in line.evidence
+    # with one of them in the bounding set, an unseen @setuid could act: it stays out
+    p.add_cap("CAP_SETGID", "setgroups(1, [4321]) as root")
+    assert "@setuid" not in (synthesize(p, target).values("SystemCallFilter") or [])
 
 
 def test_the_contracts_are_frozen() -> None:

@@ -340,3 +340,28 @@ def test_a_refused_mode_change_of_another_users_file_relaxes_to_fowner(tmp_path:
     assert needed_capability(audited, may_be_root=True, have=set())[0] == "CAP_FOWNER"
     os.chown(log, 0, 0)  # root's own: the refusal is something else (a read-only mount...)
     assert needed_capability(dn, may_be_root=True, have=set())[0] is None
+
+
+# -- what /proc shows of another uid's process -------------------------------------------------
+
+def test_root_reading_proc_exe_of_a_process_of_another_uid_needs_sys_ptrace() -> None:
+    """exim4's init script (start-stop-daemon --stop --exec) reads /proc/PID/exe of its
+    Debian-exim daemon as root: without CAP_SYS_PTRACE the stop found nothing to stop."""
+    read = '377 readlink("/proc/379/exe", "/usr/sbin/haproxy", 4096) = 17'
+    profile = record([*WORKER, read, '377 openat(AT_FDCWD, "/proc/379/environ", O_RDONLY) = 5'])
+    assert profile.capabilities["CAP_SYS_PTRACE"].examples == [
+        "readlink /proc/379/exe of pid 379 (uid 101) by uid 0",
+        "openat /proc/379/environ of pid 379 (uid 101) by uid 0"]
+
+
+@pytest.mark.parametrize("lines", [
+    [CLONE, '377 readlink("/proc/379/exe", "/usr/sbin/haproxy", 4096) = 17'],  # root's too
+    [*WORKER, '377 readlink("/proc/377/exe", "/usr/sbin/haproxy", 4096) = 17'],  # its own
+    [*WORKER, '377 newfstatat(AT_FDCWD, "/proc/379/exe", {st_mode=S_IFLNK|0777, st_size=0, '
+              '...}, AT_SYMLINK_NOFOLLOW) = 0'],  # a look at the link: no ptrace check
+    [*WORKER, '377 openat(AT_FDCWD, "/proc/379/status", O_RDONLY) = 5'],  # open to anyone
+    [*WORKER, '377 readlink("/proc/379/exe", 0x7ffd5e7a1e50, 4096) = -1 EACCES (Permission '
+              'denied)'],  # refused: nothing was needed
+])
+def test_no_sys_ptrace_for_own_processes_or_what_proc_shows_anyone(lines: list[str]) -> None:
+    assert "CAP_SYS_PTRACE" not in record(lines).capabilities

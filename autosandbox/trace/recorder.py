@@ -102,6 +102,12 @@ _ADDR6 = re.compile(r'inet_pton\(AF_INET6, "([^"]+)"')
 _SUN_PATH = re.compile(r'sun_path=(@?)("(?:[^"\\]|\\.)*")')
 _SOCKET_INODE = re.compile(r"socket:\[(\d+)\]")
 _PROC_PID = re.compile(r"/proc/(\d+)(?:/|$)")
+# What /proc shows of a process only to who may ptrace it (PTRACE_MODE_READ: proc_pid_readlink,
+# mm_access): another uid's needs CAP_SYS_PTRACE. exim4's init script reads /proc/PID/exe of
+# its Debian-exim daemon as root (start-stop-daemon --exec): without it, the stop found nothing.
+_PROC_TRACED = re.compile(r"/proc/(\d+)/(?:exe|cwd|root|fd|fdinfo|map_files|environ|auxv|mem|"
+                          r"maps|smaps|smaps_rollup|numa_maps|pagemap|stack|syscall|io|"
+                          r"personality)(?:/|$)")
 _SOCK_PROTO = {"SOCK_STREAM": "tcp", "SOCK_DGRAM": "udp", "SOCK_RAW": "raw",
                "SOCK_SEQPACKET": "seqpacket"}
 # Lines of processes not (yet) followed: strace may print a child's first calls before the
@@ -440,7 +446,30 @@ class Recorder:
         p.add_path(path, kind)
         if kind in WRITE_KINDS and made and self._as_root(sc.pid):
             p.add_root_write(path, kind)
+        if path.startswith("/proc/") and (kind != "stat" or "readlink" in sc.name):
+            self._proc_of_another(sc, path)
         self._path_flags(path, kind)
+
+    def _proc_of_another(self, sc: Syscall, path: str) -> None:
+        """CAP_SYS_PTRACE: what /proc shows of a process of another uid (_PROC_TRACED) read
+        or resolved. A followed target's uid is the trace's, another's read from /proc as the
+        line arrives (as for kill)."""
+        m = _PROC_TRACED.match(path)
+        if m is None or sc.pid in self.split_ids:
+            return
+        target = int(m.group(1))
+        if target == sc.pid:
+            return
+        me = self.uid.get(sc.pid, self.start_uid)
+        if target in self.pids:
+            them: tuple[int, ...] | None = None if target in self.split_ids else (
+                self.uid.get(target, self.start_uid),)
+        else:
+            them = _proc_uids(target)
+        if them and me not in them:
+            self._add_cap(sc, "CAP_SYS_PTRACE", f"{sc.name} {path} of pid {target} (uid "
+                                                f"{'/'.join(map(str, sorted(set(them))))}) "
+                                                f"by uid {me}")
 
     def _path_flags(self, path: str, kind: str) -> None:
         p = self.profile

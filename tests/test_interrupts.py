@@ -130,8 +130,12 @@ def test_sigkill_leaves_no_helper_and_reset_removes_the_rest(tmp_path: Path) -> 
                if json.loads(line)["kind"] == "process"]
     proc.kill()
     proc.communicate(timeout=30)
-    # the watchdog ends strace, the program and bpftrace: no one has to run reset for that
+    # the watchdog ends strace, the program and bpftrace, and removes the tracefs instances
+    # (their pid filter costs every task's context switches): no one has to run reset for that
     assert wait_until(lambda: not probe_pids(), 20), probe_pids()
+    instances = Path("/sys/kernel/tracing/instances")
+    assert wait_until(lambda: not [p for p in left_by(proc.pid) if p.startswith(str(instances))],
+                      20), left_by(proc.pid)
     assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in helpers), 20)
     reset = subprocess.run([sys.executable, "-m", "autosandbox", "reset", "--all"],
                            capture_output=True, text=True, timeout=120, check=False)

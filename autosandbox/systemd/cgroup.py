@@ -68,16 +68,20 @@ def note_found(unit: str, found: set[Proc]) -> None:
     runstate.record("found", unit=unit, procs=sorted(found))
 
 
+def leftovers(control_group: str, found: set[Proc], before: int) -> set[Proc]:
+    """Processes in a stopped unit's cgroup that were not there as found and that started
+    before the stop (`before`, procs.now_ticks()): one started since is a new run's (a socket
+    that starts the unit again at once)."""
+    return {p for p in cgroup_members(control_group) - found if p[1] < before}
+
+
 def end_leftovers(control_group: str, found: set[Proc], before: int,
                   grace: float = 5.0) -> list[str]:
-    """Processes in a stopped unit's cgroup that were not there as found (`found`) and that
-    started before the stop (`before`, procs.now_ticks()): what our own restarts started and
-    the stop left (KillMode=process or none: exim4's init script, whose stop found no daemon
-    under a candidate's sandbox, left it serving port 25 with that sandbox, and every later
-    start failed to bind). A process started since is a new run's (a socket that starts the
-    unit again at once). SIGTERM, SIGKILL after `grace` s; each by pid and start time.
-    Returns "PID COMM" of each one found."""
-    left = sorted(p for p in cgroup_members(control_group) - found if p[1] < before)
+    """End the leftovers: what our own restarts started and the stop left (KillMode=process or
+    none: exim4's init script, whose stop found no daemon under a candidate's sandbox, left it
+    serving port 25 with that sandbox, and every later start failed to bind). SIGTERM, then
+    SIGKILL after `grace` s; each by pid and start time. Returns "PID COMM" of each one."""
+    left = sorted(leftovers(control_group, found, before))
     if not left:
         return []
     names = [describe(pid) for pid, _ in left]

@@ -25,9 +25,9 @@ from autosandbox.synth.model import Denial, Sandbox
 from autosandbox.systemd.cgroup import (
     CgroupSampler,
     Proc,
-    cgroup_members,
     end_leftovers,
     found_members,
+    leftovers,
     note_found,
     stop_ending_leftovers,
 )
@@ -294,22 +294,20 @@ class _Run:
             mgr.wait(unit, 60)
         result = str(mgr.unit(unit).Result)
         if not self.trials:  # the baseline: the unit as found; what its stop leaves is its own
-            left = {p for p in cgroup_members(self._cgroup()) - self.found
-                    if p[1] < began_ticks}
+            left = leftovers(self._cgroup(), self.found, began_ticks)
             self.stock_leaves |= bool(left)
             self.found |= left
             note_found(self.info.name, left)
-        else:
-            interrupts.pause_for_tests("candidate-stopped")
-            # a candidate's processes must not outlive its trial: with its sandbox they would
-            # serve on, and the next start tests them, not itself
-            ended = end_leftovers(self._cgroup(), self.found, began_ticks)
-            if ended and not self.stock_leaves:
-                problems.append(f"its stop left {len(ended)} process(es) running "
-                                f"({', '.join(ended[:3])}); ended")
-        if not self.trials:
             self.stock_results.add(result)
-        elif self.stock_results and result not in self.stock_results:  # none: all re-started
+            return took, problems
+        interrupts.pause_for_tests("candidate-stopped")
+        # a candidate's processes must not outlive its trial: with its sandbox they would serve
+        # on, and the next start tests them, not itself
+        ended = end_leftovers(self._cgroup(), self.found, began_ticks)
+        if ended and not self.stock_leaves:
+            problems.append(f"its stop left {len(ended)} process(es) running "
+                            f"({', '.join(ended[:3])}); ended")
+        if self.stock_results and result not in self.stock_results:  # none: all re-started
             problems.append(f"stop ended with result {result} (as found: "
                             f"{', '.join(sorted(self.stock_results))})")
         return took, problems

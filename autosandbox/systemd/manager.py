@@ -258,9 +258,13 @@ class Manager:
                 raise UserError(f"systemd refused to {what}: {_short(exc)}") from None
         return _dbus(what, call)
 
+    def _closed(self) -> bool:
+        """Our private connection to the manager closed (daemon-reexec): _call reconnects."""
+        return self.private and bool(self.bus.con.is_closed())
+
     def _reconnected(self) -> bool:
         """After the manager re-executed, a new connection to it (it is back within seconds)."""
-        if not self.private or not self.bus.con.is_closed():
+        if not self._closed():
             return False
         log.debug("%s closed the connection (re-executed?): reconnecting", self.scope.who)
         shared = _BUSES.get(self.scope.uid)
@@ -286,7 +290,7 @@ class Manager:
             path = self.mgr.LoadUnit(name)
             return self.bus.get(BUS_NAME, path)
         except Exception as exc:
-            if self.private and self.bus.con.is_closed():
+            if self._closed():
                 raise  # _call reconnects
             raise UserError(f"cannot load {name}: {_short(exc)}") from None
 
@@ -297,7 +301,7 @@ class Manager:
             except UserError:
                 raise
             except Exception as exc:  # GLib.Error: a unit file systemd cannot put on D-Bus
-                if self.private and self.bus.con.is_closed():
+                if self._closed():
                     raise  # _call reconnects
                 raise UserError(f"cannot read {name} from systemd ({_short(exc)}): check it "
                                 f"with systemctl cat {name}") from None
@@ -434,6 +438,7 @@ class Manager:
         deadline = time.monotonic() + timeout
         u = self.unit(name)
 
+        # its own reconnection, not _call's: that would load the unit again at every poll
         def read() -> tuple[Any, str]:
             nonlocal u
             try:

@@ -85,13 +85,18 @@ def test_truncated_long_path_never_widens_to_a_top_level_directory() -> None:
 
 
 def test_file_in_shared_directory_is_granted_alone_when_rewritten_else_withheld() -> None:
-    # haproxy: /run/haproxy.pid in /run itself (issue #9 item 9: ReadWritePaths=/run)
+    # haproxy: /run/haproxy.pid in /run itself (issue #9 item 9: ReadWritePaths=/run). Made
+    # by someone else at each boot (tmpfiles.d), it is rewritten in place: the file alone.
     p = unit_profile("haproxy.service")
-    touch(p, "/run/haproxy.pid", "create", "write", fact=Fact("file", 0, 0, 0o644))
+    touch(p, "/run/haproxy.pid", "write", fact=Fact("file", 0, 0, 0o644))
     sb = synth(p)
     verified(p, sb)
-    assert sb.values("ReadWritePaths") == ["-/run/haproxy.pid"]
+    assert sb.values("ReadWritePaths") == ["/run/haproxy.pid"]
     assert sb.withheld == []
+    # a file it creates in a shared directory that keeps its files: the file alone too
+    k = unit_profile("foo.service")
+    touch(k, "/var/lib/foo.state", "create", "write", fact=Fact("file", 0, 0, 0o644))
+    assert synth(k).values("ReadWritePaths") == ["-/var/lib/foo.state"]
     # created and removed each time: the directory would be needed; it is not granted
     q = unit_profile("haproxy.service")
     touch(q, "/run/haproxy.pid", "create", "write", "delete")
@@ -331,10 +336,37 @@ def test_no_broad_directory_is_ever_granted_on_evidence(directory: str) -> None:
 
 def test_a_file_named_after_the_service_is_not_a_directory_of_its_own() -> None:
     p = unit_profile("haproxy.service")
-    touch(p, "/run/haproxy.pid", "create", "write", fact=Fact("file", 0, 0, 0o644))
+    touch(p, "/run/haproxy.pid", "write", fact=Fact("file", 0, 0, 0o644))
     sb = synth(p)
     [rw] = [s for s in sb.settings if s.directive == "ReadWritePaths"]
-    assert rw.values == ["-/run/haproxy.pid"] and "RuntimeDirectory" not in rw.evidence
+    assert rw.values == ["/run/haproxy.pid"] and "RuntimeDirectory" not in rw.evidence
+
+
+@pytest.mark.parametrize(("path", "mounts"), [
+    ("/run/lighttpd.pid", {}),  # /run: systemd's tmpfs on every host it boots
+    ("/run/lighttpd.pid", {"/": "ext4", "/run": "tmpfs", "/srv": "ext4"}),
+    ("/var/cache/lighttpd.pid", {"/": "ext4", "/var/cache": "tmpfs", "/srv": "ext4"}),
+])
+def test_a_file_it_creates_where_a_boot_empties_is_never_granted_alone(
+        path: str, mounts: dict[str, str]) -> None:
+    """Its grant would be skipped after the next boot (the file is missing) and the read-only
+    directory would refuse the new one: haproxy, and lighttpd, which also removes its pid
+    file at stop (its validation fell back to ProtectSystem=full). The file system is left
+    writable as systemd leaves it, and the drop-in says so."""
+    p = unit_profile("lighttpd.service")
+    p.mounts.update(mounts)
+    directory = os.path.dirname(path)
+    touch(p, path, "create", "write", fact=Fact("file", 33, 33, 0o644))
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("ReadWritePaths") is None
+    [line] = withheld_lines(sb)
+    assert f"--allow-write {directory} grants it" in line
+    assert sb.values("ProtectSystem") == ["strict"]
+    if mounts:  # the mount it writes in is not made read-only; the others are
+        [ro] = sb.lines("ReadOnlyPaths")
+        assert ro.values == ["-/srv"]
+        assert f"left as systemd leaves it: {directory} (it writes {path} there)" in ro.evidence
 
 
 @pytest.mark.parametrize("setting", ["PrivateTmp=false", "PrivateTmp=no"])

@@ -141,3 +141,30 @@ def test_a_directory_systemd_chowned_becomes_a_plain_writable_path() -> None:
     assert [(r.directive, r.after) for r in done] == \
         [("UMask", "0027")]
     assert sb.values("RuntimeDirectory") == ["demo"]
+
+
+@pytest.mark.skipif(not ROOT or not os.path.isdir("/run"), reason="needs root and /run")
+def test_a_denied_file_in_run_is_not_granted_alone() -> None:
+    """/run is emptied at every boot: a grant of the file alone is skipped after the next one
+    and the read-only /run refuses the new file. A file of a shared directory that keeps its
+    files is still granted alone."""
+    pid = Path(f"/run/autosandbox-test-{os.getpid()}.pid")
+    pid.write_text("1\n")
+    try:
+        dn = Denial("erofs", str(pid), "journal", f"open {pid}: Read-only file system")
+        sb = parse_candidate("[Service]\nProtectSystem=strict\n", "demo.service")
+        ev = Evidence()
+        sb, done = relax_by_evidence(sb, [dn], 2, ev)
+        assert done == [] and sb.values("ReadWritePaths") is None
+        assert "not made writable: /run" in ev.log[0] and "--allow-write /run" in ev.log[0]
+    finally:
+        pid.unlink()
+    kept = Path("/var/lib") / f"autosandbox-test-{os.getpid()}.state"
+    kept.write_text("")
+    try:
+        dn = Denial("erofs", str(kept), "journal", f"open {kept}: Read-only file system")
+        sb = parse_candidate("[Service]\nProtectSystem=strict\n", "demo.service")
+        sb, done = relax_by_evidence(sb, [dn], 2, Evidence())
+        assert [r.after for r in done] == [str(kept)]
+    finally:
+        kept.unlink()

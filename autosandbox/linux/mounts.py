@@ -39,6 +39,15 @@ def parse_mountinfo(text: str) -> dict[str, str]:
     return {point: fstype for point, _, fstype in _entries(text)}
 
 
+def volatile(path: str, mounts: dict[str, str]) -> bool:
+    """Whether `path` (resolved) is on a file system emptied at every boot: /run (systemd's
+    tmpfs on every host it boots), or a tmpfs or ramfs mount among `mounts` (point -> type)."""
+    if path == "/run" or path.startswith("/run/"):
+        return True
+    points = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+    return bool(points) and mounts[max(points, key=len)] in ("tmpfs", "ramfs")
+
+
 def host_mounts() -> dict[str, str]:
     with contextlib.suppress(OSError):
         return parse_mountinfo(Path("/proc/self/mountinfo").read_text())

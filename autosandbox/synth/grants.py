@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autosandbox import unitfile
+from autosandbox.linux.mounts import host_mounts, volatile
 from autosandbox.synth.capneed import needed_capability
 from autosandbox.synth.model import Denial, Sandbox, Setting
 from autosandbox.synth.paths import under
@@ -162,7 +163,10 @@ def _anchor(path: str, rotated: Mapping[str, str]) -> tuple[str | None, str]:
     parent = os.path.dirname(real)
     if not os.path.isdir(parent):
         return None, f"{parent} does not exist"
-    if withheld(parent) is not None and os.path.exists(real) and real not in rotated:
+    # nor on a file system a boot empties: after the next one the file would be missing, its
+    # grant skipped, and the directory read-only to the new one (synth/paths.py, _place)
+    if withheld(parent) is not None and os.path.exists(real) and real not in rotated and \
+            not volatile(real, host_mounts()):
         return real, ""
     return parent, ""
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from autosandbox.linux.files import read_regular
+from autosandbox.linux.mounts import volatile
 from autosandbox.profile import Fact, Profile
 from autosandbox.synth.sensitive import canonical
 
@@ -30,12 +31,13 @@ class FileView:
     facts: dict[str, Fact] | None  # None: the profile has none, ask the host
     execs: dict[str, dict[str, bool]] = field(default_factory=dict)
     rotated: dict[str, str] = field(default_factory=dict)  # file -> logrotate config
+    mounts: dict[str, str] = field(default_factory=dict)  # mount point -> type, at trace time
     _cache: dict[str, Fact] = field(default_factory=dict)
 
     @classmethod
     def of(cls, profile: Profile) -> FileView:
         view = cls(dict(profile.facts) if profile.facts else None, profile.execs,
-                   dict(profile.rotated))
+                   dict(profile.rotated), dict(profile.mounts))
         if view.facts is not None:
             # lstat of /var/run/x followed /var/run: its fact is that of /run/x too, which is
             # the name synthesis asks for once paths are resolved.
@@ -52,6 +54,11 @@ class FileView:
         """The logrotate configuration that renames `path` (or the file it was written as)."""
         return self.rotated.get(path) or next(
             (c for f, c in self.rotated.items() if self.resolve(f) == path), None)
+
+    def volatile(self, path: str) -> bool:
+        """Whether `path` is on a file system emptied at every boot, by the mounts recorded at
+        trace time (linux/mounts.py)."""
+        return volatile(self.resolve(path), self.mounts)
 
     @property
     def from_host(self) -> bool:

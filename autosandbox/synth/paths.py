@@ -255,8 +255,13 @@ def _place(plan: WritePlan, w: _Write, subject: SubjectView, view: FileView,
     if reason is None:
         _add(plan.anchors, anchor, why, example, w.count)
         return
+    # A file it may create (O_CREAT) on a file system emptied at boot is missing after the
+    # next one: its grant (missing_ok) is then skipped and the read-only directory refuses the
+    # new file (haproxy's /run/haproxy.pid, lighttpd's /run/lighttpd.pid, which it also
+    # removes at stop: its validation fell back to ProtectSystem=full).
+    recreated = "create" in w.kinds and view.volatile(w.path)
     if (anchor != w.path and _shared_dir(anchor) and not w.kinds & _REPLACING
-            and not rotated and view.kind(w.path) == "file"
+            and not rotated and not recreated and view.kind(w.path) == "file"
             and sensitive.withheld(w.path, allowed, subject.home) is None):
         _add(plan.anchors, w.path, f"rewritten in place in the shared directory {anchor} "
              "(the file itself, not the directory)", example, w.count, missing_ok=True)

@@ -66,10 +66,18 @@ def entry_need(path: str, fact_of: Callable[[str], Fact | None]) -> Need | None:
 
 
 
+def owner_of(path: str) -> int | None:
+    """The owner of `path` on the host now (not followed: the caller resolved it)."""
+    try:
+        return os.lstat(path).st_uid
+    except OSError:
+        return None
+
+
 def owner_need(path: str, f: Fact | None) -> Need | None:
     """CAP_FOWNER when root changes the mode of a file it does not own: chmod is the owner's
-    act (inode_owner_or_capable), whatever the mode bits (exim's root daemon chmods the
-    message logs its Debian-exim processes made)."""
+    act (inode_owner_or_capable), whatever the mode bits (exim's root delivery process chmods
+    the message logs it gave to Debian-exim)."""
     if f is None or f.kind == "missing" or f.uid == 0:
         return None
     return Need("CAP_FOWNER", f"{describe(path, f)} is not root's: only its owner may change "

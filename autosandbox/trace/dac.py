@@ -4,15 +4,7 @@ kernel's check)."""
 
 from __future__ import annotations
 
-from autosandbox.linux.dac import (
-    Need,
-    W,
-    describe,
-    entry_need,
-    owner_need,
-    root_allows,
-    search_need,
-)
+from autosandbox.linux.dac import Need, W, describe, entry_need, root_allows, search_need
 from autosandbox.profile import Fact, Profile
 
 # Kinds that make or remove a name in the directory (may_create/may_delete: write and search
@@ -23,9 +15,6 @@ ENTRY_KINDS = frozenset({"create", "mkdir", "delete", "rename"})
 # only a creation proven as root's counts (root's files are root's, which root may write).
 SELF_MADE = frozenset({"create", "mkdir", "rename", "chmod", "chown"})
 FILE_SELF_MADE = SELF_MADE - {"create"}
-# Kinds after which the end-of-trace owner may not be the one a chmod met: a chown, or another
-# inode put in the name's place. A name the tree made keeps the owner it was made with.
-OWNER_CHANGED = frozenset({"chown", "rename", "delete"})
 
 
 def infer_root_writes(profile: Profile) -> dict[str, list[str]]:
@@ -57,10 +46,6 @@ def infer_root_writes(profile: Profile) -> dict[str, list[str]]:
                 needs.append((Need("CAP_DAC_OVERRIDE", f"{describe(path, f)} is not writable "
                                                        "by root by its mode bits"),
                               f"wrote {path} as root"))
-        if "chmod" in kinds:
-            o = owner_need(path, host_fact(path, OWNER_CHANGED))
-            if o is not None:
-                needs.append((o, f"{done} {path} as root"))
         s = search_need(path, host_fact)
         if s is not None:
             needs.append((s, f"{done} {path} as root"))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from autosandbox.linux import dac
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.linux.files import is_inode
 from autosandbox.linux.syscalls import NOT_CALLS
@@ -647,6 +648,19 @@ class Recorder:
             bits = 0o6000 if ("S_ISUID" in mode or "S_ISGID" in mode) else 0
         if bits & 0o6000:
             self.profile.add_flag("setuid_bits_set", f"{path} {mode}")
+        self._chmod_owner(sc, path)
+
+    def _chmod_owner(self, sc: Syscall, path: str | None) -> None:
+        """CAP_FOWNER: a mode changed on a file another uid owns (only its owner may change it:
+        inode_owner_or_capable). Its owner is read from the host as the line arrives: by the
+        end of the trace the file may be gone or given away (exim4's root delivery process
+        chowns each message log to Debian-exim, chmods it, and deletes it once delivered)."""
+        if path is None or sc.pid in self.split_ids:
+            return
+        me = self.uid.get(sc.pid, self.start_uid)
+        owner = dac.owner_of(path)
+        if owner is not None and owner != me:
+            self._add_cap(sc, "CAP_FOWNER", f"{sc.name} {path} (owned by uid {owner}) by uid {me}")
 
     def _chown(self, sc: Syscall, uid_index: int) -> None:
         """CAP_CHOWN: the owner set to another uid than the caller's, or the group to one

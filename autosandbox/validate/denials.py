@@ -3,6 +3,7 @@ where auditd runs. Each denial names what broke as precisely as the source allow
 
 from __future__ import annotations
 
+import os
 import re
 
 from autosandbox.linux.audit import AuditEvent, SeccompKill
@@ -12,7 +13,8 @@ from autosandbox.synth.model import Denial
 _DENIED = re.compile(r"Read-only file system|Permission denied|Operation not permitted|"
                      r"Address family not supported|\(30[:)]|\(13[:)]|\[Errno (?:30|13|1|97)\]|"
                      r"EROFS|EACCES|EPERM|EAFNOSUPPORT", re.I)
-_PATH = re.compile(r"""["'`](/[^"'`\s]*)["'`]|(?<![\w/])(/(?:[\w.@+-]+/)*[\w.@+-]+)""")
+# exim writes `/var/spool/exim4//msglog//ID`: a doubled slash is one (normalized below)
+_PATH = re.compile(r"""["'`](/[^"'`\s]*)["'`]|(?<![\w/])(/(?:[\w.@+-]+/+)*[\w.@+-]+)""")
 _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", re.I)),
          ("eacces", re.compile(r"Permission denied|\(13[:)]|Errno 13|EACCES", re.I)),
          ("eafnosupport", re.compile(r"Address family not supported|Errno 97|EAFNOSUPPORT",
@@ -21,7 +23,7 @@ _KIND = (("erofs", re.compile(r"Read-only file system|\(30[:)]|Errno 30|EROFS", 
 # The call a program's message names, where it is unambiguous (coreutils, procps, util-linux):
 # `chown: changing ownership of 'X': ...`, `/bin/kill: (935): ...`, `kill: sending signal`.
 _CALLS = (("chown", re.compile(r"changing (?:ownership|group) of|\bchown\(|\bchown: ", re.I)),
-          ("chmod", re.compile(r"changing permissions of|\bchmod\(|\bchmod: ", re.I)),
+          ("chmod", re.compile(r"changing permissions of|\bchmod\b", re.I)),
           ("kill", re.compile(r"\bkill: \(\d+\)|\bkill: sending signal|\bkill\(", re.I)))
 
 
@@ -55,7 +57,8 @@ def _paths_nearest(line: str) -> list[str]:
     [/etc/haproxy/haproxy.cfg:5] ... (Permission denied) [/run/haproxy/admin.sock]`)."""
     err = _DENIED.search(line)
     lo, hi = err.span() if err else (0, 0)
-    found = [(m.start(), m.end(), m.group(1) or m.group(2)) for m in _PATH.finditer(line)]
+    found = [(m.start(), m.end(), os.path.normpath(m.group(1) or m.group(2)))
+             for m in _PATH.finditer(line)]
     found.sort(key=lambda f: lo - f[1] if f[1] <= lo else max(0, f[0] - hi))
     return [p for _, _, p in found]
 

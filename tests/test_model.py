@@ -159,6 +159,23 @@ def test_a_setting_keeps_its_place_when_relaxed() -> None:
                                         "yes: bisection")
 
 
+@pytest.mark.parametrize("learned", ["", "CAP_NET_BIND_SERVICE"])
+def test_a_blamed_bounding_set_is_widened_by_roots_own_acts_before_it_goes(learned: str) -> None:
+    """exim4: a capability no denial named (a chmod of a file it gave away) made bisection
+    leave the set unset: every capability, CAP_SYS_ADMIN among them. First the checks root
+    makes on other users' files and processes; only then nothing."""
+    sb = parse_candidate(f"[Service]\nProtectSystem=strict\nCapabilityBoundingSet={learned}\n",
+                         "demo.service")
+    wider, rel = relax_row(sb, "CapabilityBoundingSet", 3, "bisection")
+    caps = wider.values("CapabilityBoundingSet") or []
+    assert rel is not None and {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"} <= set(caps)
+    assert set(learned.split()) <= set(caps) and "CAP_SYS_ADMIN" not in caps
+    assert rel.after == " ".join(caps)
+    gone, rel = relax_row(wider, "CapabilityBoundingSet", 4, "bisection")
+    assert gone.values("CapabilityBoundingSet") is None and rel is not None
+    assert rel.after == "(unset)"
+
+
 class _FakeRun:
     """The trial loop's view of a unit (validate/trials.py _Run), judged by the candidate it
     is given: a denial under ProtectHome=yes, a silent failure under PrivateDevices=yes."""

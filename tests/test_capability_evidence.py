@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,37 @@ def test_root_reading_proc_exe_of_a_process_of_another_uid_needs_sys_ptrace() ->
 ])
 def test_no_sys_ptrace_for_own_processes_or_what_proc_shows_anyone(lines: list[str]) -> None:
     assert "CAP_SYS_PTRACE" not in record(lines).capabilities
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root (a setuid program of root's)")
+@pytest.mark.parametrize("no_new_privs", [False, True])
+def test_a_setuid_root_program_run_by_another_uid_is_root_until_it_drops(
+        no_new_privs: bool, tmp_path: Path) -> None:
+    """exim4's daemon (uid 109) runs /usr/sbin/exim4, root's and setuid, for each delivery:
+    that process is root (effective and saved), calls setgid(115) and setuid(0), and chmods
+    the message log it gave to Debian-exim. Taken for uid 109, its setuid(0) split the ids
+    and its fchmod proved nothing. Under no_new_privs the bit is ignored: it stays 65534."""
+    if os.statvfs(tmp_path).f_flag & os.ST_NOSUID:
+        pytest.skip("the temporary directory is mounted nosuid")
+    prog = tmp_path / "suid-prog"
+    prog.write_bytes(b"")
+    prog.chmod(0o4755)  # root's own, set-user-ID
+    log = tmp_path / "msglog"
+    log.write_text("")
+    os.chown(log, 65534, 65534)
+    # a live process stands for the one that exec'd (its no_new_privs is read as lines arrive)
+    argv = ["setpriv", "--no-new-privs", "sleep", "60"] if no_new_privs else ["sleep", "60"]
+    with subprocess.Popen(argv) as live:
+        time.sleep(0.2)  # setpriv has set the flag and become sleep
+        pid = live.pid
+        lines = [f'{pid} execve("{prog}", ["{prog}", "-Mc", "1xaeYa"], 0x7ffd5e7a1e50 /* 3 vars */)'
+                 " = 0", f"{pid} setgid(65534) = 0", f"{pid} setuid(0) = 0",
+                 f"{pid} fchmod(4<{log}>, 0640) = 0"]
+        profile = recorded(lines, roots=(pid,), uid=65534, gid=65534)
+        live.kill()
+    if no_new_privs:  # still uid 65534: its own file
+        assert "CAP_FOWNER" not in profile.capabilities
+    else:
+        assert profile.capabilities["CAP_FOWNER"].examples == [
+            f"fchmod {log} (owned by uid 65534) by uid 0"]
+        assert "CAP_SETUID" not in profile.capabilities  # setuid(0) as root changes nothing

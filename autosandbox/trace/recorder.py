@@ -623,6 +623,7 @@ class Recorder:
         self._record(sc, path, "exec")
         if path is None or not sc.ok:
             return
+        self._setuid_exec(sc.pid, path)
         p = self.profile
         if path not in p.execs:
             try:
@@ -637,6 +638,26 @@ class Recorder:
                 # squid's pinger (cap_net_raw+ep): under NoNewPrivileges= it loses them and
                 # logs "Open icmp_sock: (1) Operation not permitted" to its own log file
                 p.add_flag("filecap_exec", path)
+
+    def _setuid_exec(self, pid: int, path: str) -> None:
+        """A set-user-ID program runs with its owner's uid as effective and saved uid, the real
+        one kept (split): exim4's daemon, uid 109, runs /usr/sbin/exim4 (root's, setuid) for
+        each delivery, which is root until it drops. Read from the host as the line arrives.
+        The kernel ignores the bit on a nosuid mount and for a process with no_new_privs;
+        where that cannot be told (the process is already gone), nothing changes: a uid
+        believed wrongly would credit the calls that follow with needs they did not have."""
+        try:
+            st = os.stat(path)
+            if not st.st_mode & (stat.S_ISUID | stat.S_ISGID) or \
+                    os.statvfs(path).f_flag & os.ST_NOSUID or _no_new_privs(pid) is not False:
+                return
+        except OSError:
+            return
+        if st.st_mode & stat.S_ISUID and st.st_uid != self.uid.get(pid, self.start_uid):
+            self.uid[pid] = st.st_uid
+            self.split_ids.add(pid)
+        if st.st_mode & stat.S_ISGID and st.st_gid != self.gid.get(pid, self.start_gid):
+            self.gid[pid] = st.st_gid
 
     def _chmod_bits(self, sc: Syscall, path: str | None, mode_index: int) -> None:
         if not sc.ok or mode_index >= len(sc.args):
@@ -939,6 +960,8 @@ class Recorder:
                 self.split_ids.add(sc.pid)
         elif sc.name == "setuid" and now != 0:
             self.split_ids.add(sc.pid)
+        elif sc.name == "setuid":  # as root: real, effective and saved all become it
+            self.split_ids.discard(sc.pid)
 
     def _kill(self, sc: Syscall) -> None:
         """CAP_KILL: a signal delivered to a process none of whose real and saved uids is the
@@ -1013,6 +1036,18 @@ def _file_capabilities(path: str) -> bool:
         return bool(os.getxattr(path, "security.capability"))
     except OSError:  # none, or a file system without xattrs
         return False
+
+
+def _no_new_privs(pid: int) -> bool | None:
+    """The no_new_privs flag of a live process (set once, never cleared); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("NoNewPrivs:"):
+                    return line.split()[1] != "0"
+    except (OSError, IndexError):
+        return None
+    return None
 
 
 def _proc_uids(pid: int) -> tuple[int, ...] | None:

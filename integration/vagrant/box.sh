@@ -149,6 +149,22 @@ for p in $BOX_PACKAGES; do
     chroot "$MNT" dpkg-query -W -f '${Status}\n' "$p" | grep -q 'install ok installed' ||
         die "$p is not installed in the box"
 done
+# A process the packages left running in the chroot holds the file system: ours, by pid.
+for d in /proc/[0-9]*; do
+    [ "$(readlink "$d/root" 2>/dev/null)" = "$(realpath "$MNT")" ] || continue
+    log "ending ${d#/proc/} ($(cat "$d/comm" 2>/dev/null)), left running in the box's chroot"
+    kill -KILL "${d#/proc/}" 2>/dev/null || true
+done
+sync -f "$MNT"
+umount_all
+# What was written must be in root.raw before it is converted: a lazy unmount (a file system
+# still busy) left the box without its vagrant user once (CI: "Authentication failure" until
+# the boot timeout). Checked on the file itself.
+! mountpoint -q "$MNT" || die "the box's file system is still mounted at $MNT"
+mount -o ro,loop,noload "$TMP/root.raw" "$MNT"
+mounts+=("$MNT")
+[ -s "$MNT/home/vagrant/.ssh/authorized_keys" ] && [ -f "$MNT/etc/sudoers.d/vagrant" ] ||
+    die "root.raw lacks the box's changes after unmounting it"
 umount_all
 
 # ---- the box --------------------------------------------------------------------------

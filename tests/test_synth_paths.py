@@ -435,3 +435,41 @@ def test_a_rotated_log_in_a_shared_directory_is_withheld_not_granted_alone(
     p.rotated.clear()
     missing_ok = "-" if "create" in kinds else ""
     assert synth(p).values("ReadWritePaths") == [f"{missing_ok}/var/log/vsftpd.log"]
+
+
+def test_places_a_rename_crosses_are_one_mount() -> None:
+    """Each ReadWritePaths= entry is a bind mount, and rename(2) between two mounts fails with
+    EXDEV: postfix's qmgr under its learned drop-in, "rename from incoming to active: Invalid
+    cross-device link", no mail delivered. Its spool is granted whole."""
+    p = unit_profile("postfix@-.service")
+    spool = "/var/spool/postfix"
+    p.facts[spool] = Fact("dir", 0, 0, 0o755)
+    for d in ("incoming", "active", "pid"):
+        p.facts[f"{spool}/{d}"] = Fact("dir", 104, 0, 0o700)
+    touch(p, f"{spool}/incoming/49E322D7B", "create", "write", "rename")
+    touch(p, f"{spool}/active/49E322D7B", "rename", "delete")
+    touch(p, f"{spool}/pid/master.pid", "create", "write", fact=Fact("file", 0, 0, 0o600))
+    sb = synth(p)
+    verified(p, sb)
+    assert sb.values("ReadWritePaths") == [spool]
+    [rw] = sb.lines("ReadWritePaths")
+    assert "renamed between" in rw.evidence and "EXDEV" in rw.evidence
+    # a Maildir: tmp/ -> new/
+    m = unit_profile("mailer.service")
+    box = "/srv/mail/u/Maildir"
+    for d in ("tmp", "new"):
+        m.facts[f"{box}/{d}"] = Fact("dir", 1000, 1000, 0o700)
+    touch(m, f"{box}/tmp/1.host", "create", "write", "rename")
+    touch(m, f"{box}/new/1.host", "rename")
+    assert synth(m).values("ReadWritePaths") == [box]
+
+
+def test_renames_in_places_whose_parent_is_shared_stay_two_entries() -> None:
+    p = unit_profile("foo.service")
+    for d in ("/var/lib/bar", "/var/cache/baz"):
+        p.facts[d] = Fact("dir", 0, 0, 0o755)
+    touch(p, "/var/lib/bar/state.new", "create", "write", "rename")
+    touch(p, "/var/cache/baz/state", "rename")
+    sb = synth(p)
+    verified(p, sb)
+    assert sorted(sb.values("ReadWritePaths") or []) == ["/var/cache/baz", "/var/lib/bar"]

@@ -25,7 +25,12 @@ Every path is first resolved through the symlinks the profile's facts record (an
    (withheld, as broad places are). A unit that sets PrivateTmp=false itself keeps it: there
    the places it wrote below /tmp and /var/tmp are granted, the directories themselves
    included, or strict would make its shared /tmp read-only.
-6. Entries below another entry are dropped. Nothing is generalized further than that.
+6. Places a rename may cross are one mount: each entry is a bind mount of its own, and
+   rename(2) between two mounts fails with EXDEV even on one file system (postfix's queue
+   manager moves each message from incoming/ to active/; a Maildir's tmp/ to new/). Entries
+   below one parent that each hold a renamed path become that parent, where it may be granted
+   (rules 3 and 4).
+7. Entries below another entry are dropped. Nothing is generalized further than that.
 """
 
 from __future__ import annotations
@@ -210,6 +215,7 @@ def plan_writes(profile: Profile, subject: SubjectView, view: FileView,
             plan.covered.setdefault(f"{own[1]}={name}", []).append(w.literal)
             continue
         _place(plan, w, subject, view, made_dirs, allowed)
+    _join_renamed(plan, writes, subject, allowed)
     _managed(plan, subject, view)
     _drop_covered(plan)
     return plan
@@ -280,8 +286,40 @@ def _place(plan: WritePlan, w: _Write, subject: SubjectView, view: FileView,
         wh.examples.append(example)
 
 
+def _join_renamed(plan: WritePlan, writes: list[_Write], subject: SubjectView,
+                  allowed: Sequence[str]) -> None:
+    """Rule 6: entries that each hold a renamed path, below a parent that may be granted,
+    become that parent (the nearest one two of them share), so that a rename between them
+    stays within one mount. Seen: postfix under its learned drop-in ("qmgr: rename from
+    incoming to active: Invalid cross-device link"), no mail delivered."""
+    while True:
+        renamed = sorted({a for w in writes if "rename" in w.kinds
+                          for a in plan.anchors if under(w.path, a)})
+        joined = False
+        for parent in sorted({os.path.commonpath([a, b]) for a in renamed for b in renamed
+                              if a < b}, key=len, reverse=True):
+            members = [a for a in renamed if a != parent and under(a, parent)]
+            if (len(members) < 2 or parent in plan.anchors or _shared_dir(parent)
+                    or sensitive.withheld(parent, allowed, subject.home) is not None):
+                continue
+            anchor = Anchor(parent, "written, and renamed between "
+                            + ", ".join(members[:3])
+                            + (f" (+{len(members) - 3} more)" if len(members) > 3 else "")
+                            + " (one mount: a rename between two fails with EXDEV)")
+            for m in members:
+                old = plan.anchors.pop(m)
+                for e in old.examples:
+                    anchor.add(e, 0)
+                anchor.count += old.count
+            plan.anchors[parent] = anchor
+            joined = True
+            break
+        if not joined:
+            return
+
+
 def _drop_covered(plan: WritePlan) -> None:
-    """Rule 6: drop entries covered by another entry or by a managed directory."""
+    """Rule 7: drop entries covered by another entry or by a managed directory."""
     covering = plan.writable()
     for a in sorted(plan.anchors, key=len, reverse=True):
         outer = next((c for c in sorted(covering, key=len) if c != a and under(a, c)), None)

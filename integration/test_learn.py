@@ -30,6 +30,24 @@ def autosandbox(*args: str, timeout: float = 300,
     return cp
 
 
+def killed_at(point: str, *args: str, timeout: float = 240) -> None:
+    """`autosandbox ARGS`, SIGKILLed once it waits at the named point of the code
+    (AUTOSANDBOX_TEST_PAUSE=POINT:FLAG, interrupts.pause_for_tests)."""
+    flag = Path(f"/run/as-paused-{point}")
+    flag.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(SRC), AUTOSANDBOX_TEST_PAUSE=f"{point}:{flag}")
+    proc = subprocess.Popen([sys.executable, "-m", "autosandbox", *args], env=env, cwd="/tmp",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=timeout,
+                 what=f"autosandbox {args[0]} at {point}")
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.kill()
+        proc.communicate()
+        flag.unlink(missing_ok=True)
+
+
 def spawn_learn(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     return subprocess.Popen([sys.executable, "-m", "autosandbox", "learn", *args],

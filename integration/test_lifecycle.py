@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 from systemd_harness import daemon_reload, run, unit_property, wait_for
-from test_learn import SRC, autosandbox
+from test_learn import autosandbox, killed_at
 
 LIB = Path("/usr/local/lib/as-lc")
 ETC = Path("/etc/systemd/system")
@@ -247,21 +245,8 @@ def test_reset_after_a_kill_ends_what_a_trials_stop_left(lc_unit: LcUnit) -> Non
     found = set(_in_cgroup(group))
     candidate = Path(f"/tmp/{unit}.candidate.conf")
     candidate.write_text("[Service]\nCapabilityBoundingSet=CAP_SETGID CAP_SETUID\n")
-    flag = Path("/run/as-lc-kept-paused")
-    env = dict(os.environ, PYTHONPATH=str(SRC),
-               AUTOSANDBOX_TEST_PAUSE=f"candidate-stopped:{flag}")
-    proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "validate", unit,
-                             str(candidate), "--settle", "1s", "--health-port", "8394"],
-                            env=env, cwd="/tmp", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=240,
-                 what="validate paused after the candidate's stop")
-        assert proc.poll() is None, proc.communicate()
-    finally:
-        proc.kill()
-        proc.communicate()
-        flag.unlink(missing_ok=True)
+    killed_at("candidate-stopped", "validate", unit, str(candidate), "--settle", "1s",
+              "--health-port", "8394")
     kept = [p for p in _in_cgroup(group) if _bounding_set(p) != _bounding_set(1)]
     assert kept, "the candidate's stop left no server: nothing to test"
     cp = autosandbox("reset", unit)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from systemd_harness import DropIn, InstalledService, InstallService, run, wait_for
-from test_learn import SRC, autosandbox, snapshot
+from test_learn import autosandbox, killed_at, snapshot
 
 LAZY_EXERCISE = "curl -fsS localhost:8083/ && curl -fsS localhost:8083/"
 
@@ -164,25 +162,13 @@ def test_a_killed_revert_is_finished_by_reset(install_service: InstallService) -
     target.chmod(0o640)
     found = _attrs(target)
     run(["systemctl", "daemon-reload"], check=True)
-    flag = Path("/run/as-revert-paused")
     try:
         candidate = Path("/tmp/as-pyapp-home.conf")
         candidate.write_text("[Service]\nProtectHome=yes\n")
         autosandbox("apply", "--force", svc.unit, str(candidate), "--health-url",
                     "http://127.0.0.1:8082/health", "--settle", "2s", check_rc=0)
         assert svc.prop("ProtectHome") == "yes"
-        env = dict(os.environ, PYTHONPATH=str(SRC),
-                   AUTOSANDBOX_TEST_PAUSE=f"revert-restored:{flag}")
-        proc = subprocess.Popen([sys.executable, "-m", "autosandbox", "revert", svc.unit],
-                                env=env, cwd="/tmp", stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        try:
-            wait_for(lambda: flag.exists() or proc.poll() is not None, timeout=120,
-                     what="revert at its pause")
-            assert proc.poll() is None, proc.communicate()
-        finally:
-            proc.kill()
-            proc.communicate()
+        killed_at("revert-restored", "revert", svc.unit, timeout=120)
         assert target.read_bytes() == original  # put back, not yet reloaded nor restarted
         cp = autosandbox("reset", svc.unit, check_rc=0)
         assert "revert did not finish" in cp.stderr + cp.stdout
@@ -193,7 +179,6 @@ def test_a_killed_revert_is_finished_by_reset(install_service: InstallService) -
         again = autosandbox("revert", svc.unit)
         assert again.returncode == 2 and "nothing to revert" in again.stderr
     finally:
-        flag.unlink(missing_ok=True)
         target.unlink(missing_ok=True)
         run(["systemctl", "daemon-reload"])
 

@@ -15,7 +15,7 @@ from autosandbox.errors import UserError
 from autosandbox.linux import audit
 from autosandbox.linux.tracefs import in_initial_pid_namespace, tracefs_root
 from autosandbox.systemd import runstate
-from autosandbox.systemd.cgroup import end_leftovers
+from autosandbox.systemd.cgroup import stop_ending_leftovers
 from autosandbox.systemd.dropins import (
     TRACE_DROPIN,
     TRIAL_DROPIN,
@@ -149,18 +149,16 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
 def _stop(mgr: Manager, unit: str, found: set[tuple[int, int]] | None,
           done: list[str]) -> str:
     """Stop the unit. Where a killed trial or apply recorded the processes it found (`found`),
-    also end what its restarts started and the stop leaves (cgroup.end_leftovers: a daemon of
-    KillMode=process serving on in a candidate's sandbox); a trace's record has none: nothing
-    of ours ran sandboxed. What was ended goes to `done`."""
+    also end what its restarts started and the stop leaves (cgroup.stop_ending_leftovers: a
+    daemon of KillMode=process serving on in a candidate's sandbox); a trace's record has
+    none: nothing of ours ran sandboxed. What was ended goes to `done`."""
     if found is None:
         return mgr.stop(unit)
-    before = procs.now_ticks()
-    state = mgr.stop(unit)
-    ended = end_leftovers(mgr.control_group(unit), found, before)
+    ended = stop_ending_leftovers(mgr, unit, found)
     if ended:
         done.append(f"ended {len(ended)} process(es) a trial started and its stop left "
                     f"running: {', '.join(ended[:5])}")
-    return state
+    return mgr.state(unit)[0]
 
 
 def _disk_snapshots(run: runstate.Run) -> list[Snapshot]:

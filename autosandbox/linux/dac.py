@@ -64,8 +64,6 @@ def entry_need(path: str, fact_of: Callable[[str], Fact | None]) -> Need | None:
                                     "which root cannot write by its mode bits")
 
 
-
-
 def owner_of(path: str) -> int | None:
     """The owner of `path` on the host now (not followed: the caller resolved it)."""
     try:

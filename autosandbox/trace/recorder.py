@@ -1038,29 +1038,31 @@ def _file_capabilities(path: str) -> bool:
         return False
 
 
-def _no_new_privs(pid: int) -> bool | None:
-    """The no_new_privs flag of a live process (set once, never cleared); None if it is gone."""
+def _status(pid: int, key: str) -> list[str] | None:
+    """The words of one line of a live process's /proc status (`Uid:`...); None if gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith("NoNewPrivs:"):
-                    return line.split()[1] != "0"
-    except (OSError, IndexError):
+                if line.startswith(key):
+                    return line.split()[1:]
+    except OSError:
         return None
     return None
+
+
+def _no_new_privs(pid: int) -> bool | None:
+    """The no_new_privs flag of a live process (set once, never cleared); None if it is gone."""
+    words = _status(pid, "NoNewPrivs:")
+    return words[0] != "0" if words else None
 
 
 def _proc_uids(pid: int) -> tuple[int, ...] | None:
     """The real and saved uids of a live process, from /proc; None if it is gone."""
+    words = _status(pid, "Uid:")
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    ids = [int(x) for x in line.split()[1:5]]
-                    return (ids[0], ids[2])
-    except (OSError, ValueError, IndexError):
+        return (int(words[0]), int(words[2])) if words else None
+    except (ValueError, IndexError):
         return None
-    return None
 
 
 def _int_arg(token: str) -> int | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
+import select
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,21 +66,45 @@ def mount_devices(text: str) -> dict[str, int]:
     return out
 
 
-_devices: tuple[float, dict[str, int]] = (float("-inf"), {})
+class _MountTable:
+    """mount point -> superblock device, read again only when the mount table changed: an
+    open /proc/self/mountinfo reports each change to poll() (proc(5)). A timed cache (once a
+    second, before) missed a mount made just before a trace: its relative opens were dropped."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+        self.poller = select.poll()
+        self.table: dict[str, int] = {}
+        self.lock = threading.Lock()  # the recorder's threads share one offset of the file
+
+    def get(self) -> dict[str, int]:
+        with self.lock:
+            return self._get()
+
+    def _get(self) -> dict[str, int]:
+        if self.fd is None:
+            self.fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+            self.poller.register(self.fd, select.POLLPRI | select.POLLERR)
+            self.poller.poll(0)  # the first poll reports the table as changed: this read
+        elif not self.poller.poll(0):
+            return self.table
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self.fd, 65536):
+            chunks.append(chunk)
+        self.table = mount_devices(b"".join(chunks).decode("utf-8", "surrogateescape"))
+        return self.table
+
+
+_devices = _MountTable()
 
 
 def superblock_device(path: str) -> int | None:
-    """The superblock device of the mount `path` (resolved) is on. mountinfo is read again at
-    most once a second: a mount made during a trace is found."""
-    global _devices
-    at, table = _devices
-    now = time.monotonic()
-    if now - at > 1.0:
-        try:
-            table = mount_devices(Path("/proc/self/mountinfo").read_text())
-        except OSError:
-            return None
-        _devices = (now, table)
+    """The superblock device of the mount `path` (resolved) is on."""
+    try:
+        table = _devices.get()
+    except OSError:
+        return None
     probe = os.path.realpath(path)
     while probe not in table:
         if probe == "/":

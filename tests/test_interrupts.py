@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 from autosandbox import interrupts
+from autosandbox.errors import UserError
 from autosandbox.systemd.runstate import RUNS_DIR
 
 # unique to this test process: another run of these tests on the machine has its own
@@ -277,3 +279,59 @@ def test_watchdog_ends_the_session_of_a_helper_it_polled_before_its_setsid() -> 
         for pid in (helper, member):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+INTERFACE = """<node><interface name="org.freedesktop.systemd1.Unit">
+<property name="ActiveState" type="s" access="read"/></interface></node>"""
+
+
+class _Connection:
+    """What pydbus asks of a D-Bus connection to build a proxy: the object's interface."""
+
+    def call_sync(self, *args: object) -> object:
+        from gi.repository import GLib
+        return GLib.Variant("(s)", (INTERFACE,))
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_signal_in_pydbus_parse_stays_a_signal(monkeypatch: pytest.MonkeyPatch,
+                                                 earlier: bool) -> None:
+    """pydbus parses an object's interface inside a bare `except:` that raises KeyError: a
+    signal landing there (seen in CI: a learn went on for 44 s after a SIGTERM) must reach us
+    as the interruption. A parse that fails while an earlier signal unwinds us is an error."""
+    from xml.etree import ElementTree
+
+    from pydbus.bus import Bus
+
+    from autosandbox.systemd import manager
+
+    parse = ElementTree.fromstring
+
+    def slow_parse(text: str) -> object:
+        if earlier:
+            raise ElementTree.ParseError("not well-formed")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal lands in here
+        return parse(text)
+
+    monkeypatch.setattr(ElementTree, "fromstring", slow_parse)
+    old = interrupts.install()
+    try:
+        if earlier:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+        began = time.monotonic()
+        # the manager's D-Bus layer as it loads a unit, on a connection that serves the
+        # unit's interface
+        mgr = manager.Manager.__new__(manager.Manager)
+        mgr.private, mgr.bus = False, Bus(_Connection())
+        mgr.mgr = types.SimpleNamespace(LoadUnit=lambda name: "/org/freedesktop/systemd1/x")
+        with pytest.raises(UserError if earlier else KeyboardInterrupt,
+                           match="cannot load x.service" if earlier else None):
+            mgr.unit("x.service")
+        assert time.monotonic() - began < 4
+        assert interrupts.interrupted() == (signal.SIGINT if earlier else signal.SIGTERM)
+    finally:
+        interrupts.forget()
+        interrupts.restore(old)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from autosandbox import interrupts
 from autosandbox.errors import UserError
 
 T = TypeVar("T")
@@ -236,7 +237,7 @@ class Manager:
                 raise UserError(f"cannot reach systemd over D-Bus ({_short(exc)}): is systemd "
                                 "running as PID 1?") from None
         try:
-            self.mgr = self.bus.get(BUS_NAME)
+            self.mgr = _get(self.bus)
             self.version = str(self.mgr.Version)
         except Exception as exc:
             raise UserError(f"cannot reach systemd over D-Bus ({_short(exc)}): is systemd "
@@ -274,7 +275,7 @@ class Manager:
         while True:
             try:
                 self.bus = _private_bus(self.scope)
-                self.mgr = self.bus.get(BUS_NAME)
+                self.mgr = _get(self.bus)
                 return True
             except Exception:
                 _BUSES.pop(self.scope.uid, None)
@@ -288,7 +289,7 @@ class Manager:
     def _unit(self, name: str) -> Any:
         try:
             path = self.mgr.LoadUnit(name)
-            return self.bus.get(BUS_NAME, path)
+            return _get(self.bus, path)
         except Exception as exc:
             if self._closed():
                 raise  # _call reconnects
@@ -503,6 +504,13 @@ def _connect_private(scope: Scope) -> Any:
         need = "root" if scope.is_user else "systemd as PID 1, and root"
         raise UserError(f"cannot reach {scope.who} on {sock} ({_short(exc)}): this needs "
                         f"{need}") from None
+
+
+def _get(bus: Any, path: str | None = None) -> Any:
+    """A proxy of the manager or of one of its objects (pydbus reads and parses the object's
+    interface: a signal that lands in the parse stays a signal, interrupts.unmasked)."""
+    with interrupts.unmasked():
+        return bus.get(BUS_NAME, path)
 
 
 def _dbus(what: str, call: Callable[[], T]) -> T:

@@ -25,7 +25,7 @@ from autosandbox.systemd.manager import ServiceInfo, check_unit_name, current_sc
 # When a session's restore runs: "exit" however the body ends (validate: the unit goes back
 # after every run), "error" when it raised (learn: the trace restores the unit itself; its
 # FIFOs go), "interrupt" on a signal only (apply: a finished apply, healthy or rolled back by
-# itself, is not undone).
+# itself, is not undone; an error that ends it after a signal is an interruption).
 RestoreOn = Literal["exit", "error", "interrupt"]
 
 _DROPIN_KINDS = {TRACE_DROPIN: "trace", TRIAL_DROPIN: "trial"}
@@ -91,7 +91,10 @@ class UnitSession:
             return True
         if self.restore_on == "error":
             return kind is not None
-        return kind is not None and issubclass(kind, KeyboardInterrupt)
+        # an error while a signal unwinds us ends the command as interrupted (exit 130,
+        # "the unit restored": cli.py), so it restores as the signal would have
+        return kind is not None and (issubclass(kind, KeyboardInterrupt)
+                                     or bool(interrupts.interrupted()))
 
 
 def _unit_files(info: ServiceInfo, exclude: Path) -> Iterator[tuple[str, str]]:

@@ -473,6 +473,7 @@ class _UnitTrace:
         stream = self.line_streams[self.first_start]
         began = time.monotonic()
         while stream.events == 0 and time.monotonic() - began < STARTUP_LIMIT:
+            interrupts.check()  # a signal something caught on its way ends the wait
             st, sub, _, _ = self.mgr.state(self.unit)
             if st in ("failed", "inactive"):
                 return
@@ -488,6 +489,7 @@ class _UnitTrace:
     def _window(self) -> None:
         duration = self.plan.duration
         while self.started_ok:
+            interrupts.check()  # a signal something caught on its way ends the window
             self.workload.tick()
             elapsed = time.monotonic() - self.begun
             if self.per_conn and self.gates is not None:

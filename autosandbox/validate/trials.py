@@ -313,6 +313,7 @@ class _Run:
         return took, problems
 
     def trial(self, sb: Sandbox | None, rows: list[str] | None, kind: str) -> Trial:
+        interrupts.check()  # a signal something caught on its way: no trial begins after it
         mgr, info = self.mgr, self.info
         if sb is None:
             remove_dropin(self.dropin)

@@ -11,6 +11,7 @@ import pytest
 from autosandbox.errors import UserError
 from autosandbox.profile import Fact, PathGroup
 from autosandbox.synth import host, sensitive
+from autosandbox.validate.relax import relax_row
 
 from .synth_profiles import link, synth, touch, unit_profile, verified, withheld_lines
 
@@ -42,7 +43,8 @@ def test_sensitive_place_is_withheld_unless_named(path: str, directory: str, why
     assert line.endswith(f"--allow-write {directory} grants it")
     assert "# Withheld" in text and f"# {path} written" in text
     assert any(w.startswith(f"withheld: {path}") for w in sb.warnings)  # the CLI prints these
-    assert sb.to_json()["withheld"] == [w.to_json() for w in sb.withheld]
+    assert sb.to_json()["withheld"] == [{**w.to_json(), "writable_anyway": False}
+                                        for w in sb.withheld]
 
     granted = synth(p, allow_write=[directory])
     verified(p, granted)
@@ -473,3 +475,27 @@ def test_renames_in_places_whose_parent_is_shared_stay_two_entries() -> None:
     sb = synth(p)
     verified(p, sb)
     assert sorted(sb.values("ReadWritePaths") or []) == ["/var/cache/baz", "/var/lib/bar"]
+
+
+def test_withheld_places_a_relaxed_protect_system_opens_are_named() -> None:
+    """Validation that relaxes ProtectSystem=strict to full (seen with exim4, whose mail spool
+    was withheld) leaves all of /var writable: the drop-in must not let "Withheld" read as
+    "not writable". What full still mounts read-only (/etc) is not named."""
+    p = unit_profile()
+    touch(p, "/var/lib/dpkg/status", "write", fact=Fact("file", 0, 0, 0o644))
+    touch(p, "/etc/cron.d/job", "create", "write", fact=Fact("file", 0, 0, 0o644))
+    sb = synth(p)
+    assert sorted(w.path for w in sb.withheld) == ["/etc/cron.d", "/var/lib/dpkg/status"]
+    assert "writable all the same" not in sb.render()  # strict: withheld is read-only
+    assert not any(w["writable_anyway"] for w in sb.to_json()["withheld"])  # type: ignore
+
+    full, _ = relax_row(sb, "ProtectSystem", 3, "bisection")
+    assert full.values("ProtectSystem") == ["full"]
+    text = full.render().replace("\n# ", " ")  # comments wrap
+    assert "Yet writable all the same: ProtectSystem=full, as validation relaxed it, " \
+        "leaves /var/lib/dpkg/status writable" in text
+    assert {w["path"]: w["writable_anyway"] for w in full.to_json()["withheld"]} == {  # type: ignore
+        "/var/lib/dpkg/status": True, "/etc/cron.d": False}
+
+    yes, _ = relax_row(full, "ProtectSystem", 4, "bisection")
+    assert "leaves /etc/cron.d, /var/lib/dpkg/status writable" in yes.render().replace("\n# ", " ")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from autosandbox import __version__, unitfile
-from autosandbox.synth.paths import Withheld
+from autosandbox.synth.paths import Withheld, writable_anyway
 from autosandbox.synth.target import Target
 
 
@@ -91,8 +91,14 @@ class Sandbox:
         if self.withheld:
             lines.append("")
             lines += unitfile.comment("Withheld (never granted on evidence alone):")
+            opened = self.writable_anyway()
             for w in self.withheld:
                 lines += unitfile.comment("  " + w.line())
+            if opened:
+                lines += unitfile.comment(
+                    f"Yet writable all the same: ProtectSystem={opened[0] or ' (unset)'}, as "
+                    f"validation relaxed it, leaves {', '.join(w.path for w in opened[1])} "
+                    "writable")
         if self.omitted:
             lines.append("")
             lines += unitfile.comment("Left out:")
@@ -100,7 +106,20 @@ class Sandbox:
                 lines += unitfile.comment(f"  {o.directive}=: {o.why}")
         return unitfile.join_lines(lines)
 
+    def writable_anyway(self) -> tuple[str, list[Withheld]] | None:
+        """(ProtectSystem='s value, the withheld places it leaves writable): a step below
+        strict (a relaxation) opens what the grants withheld. None: nothing opened, or the
+        step is not ours to judge (the unit's own value)."""
+        step = self.values("ProtectSystem")
+        if step is None or step == ["strict"]:
+            return None
+        value = step[-1] if step else ""
+        home = (self.values("ProtectHome") or [""])[-1:] or [""]
+        opened = [w for w in self.withheld if writable_anyway(w.path, value, home[0])]
+        return (value, opened) if opened else None
+
     def to_json(self) -> dict[str, object]:
+        opened = self.writable_anyway()
         return {
             "subject": self.subject,
             "target": {"version": self.target.version,
@@ -111,7 +130,8 @@ class Sandbox:
             "omitted": [{"directive": o.directive, "why": o.why} for o in self.omitted],
             "hints": list(self.hints),
             "warnings": list(self.warnings),
-            "withheld": [w.to_json() for w in self.withheld],
+            "withheld": [{**w.to_json(), "writable_anyway": bool(opened and w in opened[1])}
+                         for w in self.withheld],
             "allow_write": list(self.allow_write),
         }
 

@@ -47,6 +47,10 @@ from autosandbox.synth.subject import EXEC_DIRS, SubjectView
 API_FS = ("/dev/", "/proc/", "/sys/")
 TMP_DIRS = ("/tmp", "/var/tmp")
 HOME_DIRS = ("/home", "/root", "/run/user")
+# What each step of ProtectSystem= mounts read-only (systemd.exec(5)); strict: all but the API
+# file systems and the ReadWritePaths= entries.
+READ_ONLY_BY = {"strict": ("/",), "full": ("/usr", "/boot", "/efi", "/etc"),
+                "yes": ("/usr", "/boot", "/efi")}
 MANAGED = tuple((base + "/", directive) for directive, base in EXEC_DIRS.items())
 # Never granted as a whole (kept for callers; synth/sensitive.py decides what is withheld).
 BROAD = frozenset({"/usr", "/opt", "/boot", "/home", "/root"} | sensitive.BROAD)
@@ -58,6 +62,17 @@ EXEC_DIR_MODE = 0o755
 
 def under(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def writable_anyway(path: str, protect_system: str, protect_home: str) -> bool:
+    """`path`, withheld from the grants, is writable all the same under these values (a
+    validation that relaxed ProtectSystem=strict to full leaves all of /var writable)."""
+    if path.startswith(API_FS):
+        return False  # never granted, whatever the step
+    if any(under(path, h) for h in HOME_DIRS) and protect_home in ("yes", "read-only",
+                                                                     "tmpfs"):
+        return False
+    return not any(under(path, r) for r in READ_ONLY_BY.get(protect_system, ()))
 
 
 def _octal(text: str | None, default: int) -> int:

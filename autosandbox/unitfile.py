@@ -59,6 +59,16 @@ def word(text: str) -> str:
     return text.replace("%", "%%")
 
 
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of a quoted line (a journal line as evidence), cut at a
+    word's end and marked, never mid-word ("not readable by root wi")."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "..."
+
+
 def comment(text: str, width: int = 100) -> list[str]:
     """Comment lines that can never become anything but comments.
 

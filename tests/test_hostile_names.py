@@ -109,6 +109,30 @@ def test_comments_stay_comments(text: str) -> None:
         assert "\n" not in line and "\r" not in line and not line.endswith("\\")
 
 
+@given(st.text(min_size=0, max_size=200), st.integers(min_value=10, max_value=150))
+def test_quoted_lines_are_clipped_at_a_word_end(text: str, limit: int) -> None:
+    """Evidence quotes a journal line; a long one is cut where a word ends and says so
+    (seen: "... is not readable by root wi", "Spool error for /va")."""
+    out = unitfile.clip(text, limit)
+    assert len(out) <= limit
+    if len(text) <= limit:
+        assert out == text
+        return
+    assert out.endswith("...")
+    kept = out[:-3]
+    assert text.startswith(kept)
+    if " " in text[limit // 2 + 1:limit - 3]:  # a word ended in the second half: cut there
+        assert text[len(kept)] in " ,;:"
+
+
+def test_a_long_denial_is_clipped_between_words() -> None:
+    line = ("Couldn't chmod message log /var/spool/exim4/msglog//1xaefo-0002Pf-32: Operation "
+            "not permitted")
+    assert unitfile.clip(line, 80) == ("Couldn't chmod message log "
+                                       "/var/spool/exim4/msglog//1xaefo-0002Pf-32...")
+    assert unitfile.clip(line, 200) == line
+
+
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30))
 def test_path_values_round_trip(name: str) -> None:
     path = "/srv/" + name.replace("/", "_")

@@ -18,6 +18,7 @@ from autosandbox.synth.model import Denial, Sandbox, Setting
 from autosandbox.synth.paths import under
 from autosandbox.synth.sensitive import withheld
 from autosandbox.synth.subject import EXEC_DIRS
+from autosandbox.unitfile import clip
 
 
 @dataclass
@@ -70,9 +71,9 @@ def add_family(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
     new = sorted({*fams, dn.family} - {"none"})
     for s in sb.lines("RestrictAddressFamilies"):
         sb = sb.replacing(s, Setting(s.directive, new, f"{s.evidence}. {dn.family} added in "
-                                                       f"trial {trial}: {dn.text[:80]}"))
+                                                       f"trial {trial}: {clip(dn.text, 80)}"))
     return sb, Relaxation(trial, "RestrictAddressFamilies", " ".join(fams), " ".join(new),
-                          f"{dn.source}: {dn.text[:120]}")
+                          f"{dn.source}: {clip(dn.text, 120)}")
 
 
 # -- system calls ----------------------------------------------------------------------------
@@ -109,9 +110,9 @@ def allow_syscall(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
     first = sb.lines("SystemCallFilter")[0]
     sb = sb.replacing(first, Setting(first.directive, [*first.values, add],
                                      f"{first.evidence}. {add} added in trial {trial}: "
-                                     f"{dn.text[:80]}"))
+                                     f"{clip(dn.text, 80)}"))
     return sb, Relaxation(trial, "SystemCallFilter", " ".join(current), f"+{add}",
-                          f"{dn.source}: {dn.text[:120]}")
+                          f"{dn.source}: {clip(dn.text, 120)}")
 
 
 # -- capabilities ----------------------------------------------------------------------------
@@ -129,22 +130,22 @@ def add_capability(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed
         return sb, None
     changed = _caused_by_change(dn.path, ev)
     if changed is not None:
-        ev.log.append(f"no capability for {dn.text[:80]}: the trial changed {changed} on disk")
+        ev.log.append(f"no capability for {clip(dn.text, 80)}: the trial changed {changed} on disk")
         return sb, None
     cap, why = needed_capability(dn, ev.may_be_root, set(caps))
     if cap is None or cap in caps:
         if cap is None:
-            ev.log.append(f"no capability for {dn.text[:80]}: {why}")
+            ev.log.append(f"no capability for {clip(dn.text, 80)}: {why}")
         return sb, None
     new = sorted({*caps, cap})
     first, *extra = sb.lines("CapabilityBoundingSet")
     # one line holds the whole set (lines add up in systemd)
     sb = sb.replacing(first, Setting(first.directive, new, f"{first.evidence}. {cap} added "
-                                     f"in trial {trial}: {dn.text[:80]} ({why[:80]})"))
+                                     f"in trial {trial}: {clip(dn.text, 80)} ({clip(why, 80)})"))
     for s in extra:
         sb = sb.replacing(s)
     return sb, Relaxation(trial, "CapabilityBoundingSet", " ".join(caps), " ".join(new),
-                          f"{dn.source}: {dn.text[:100]}; {why[:100]}")
+                          f"{dn.source}: {clip(dn.text, 100)}; {clip(why, 100)}")
 
 
 # -- writable paths --------------------------------------------------------------------------
@@ -210,5 +211,5 @@ def add_writable(sb: Sandbox, dn: Denial, trial: int, ev: Evidence) -> Relaxed:
     if value is None:
         ev.log.append(f"not made writable: {anchor!r} cannot be written safely in a unit file")
         return sb, None
-    sb = with_writable(sb, value, f"denied in trial {trial}: {dn.text[:120]}")
-    return sb, Relaxation(trial, "ReadWritePaths", "", anchor, f"{dn.source}: {dn.text[:120]}")
+    sb = with_writable(sb, value, f"denied in trial {trial}: {clip(dn.text, 120)}")
+    return sb, Relaxation(trial, "ReadWritePaths", "", anchor, f"{dn.source}: {clip(dn.text, 120)}")

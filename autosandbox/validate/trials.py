@@ -47,6 +47,7 @@ from autosandbox.systemd.instances import (
 from autosandbox.systemd.journal import journal_cursor, journal_lines
 from autosandbox.systemd.manager import Manager, ServiceInfo, current_scope
 from autosandbox.systemd.session import UnitSession, existing_settings
+from autosandbox.unitfile import clip
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.denials import (
     audit_denials,
@@ -110,7 +111,7 @@ class Trial:
         if self.instances is not None:
             out += f" ({self.instances} instance(s) started)"
         for r in self.relaxed:
-            out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({r.why[:100]})"
+            out += f"\n  relaxed {r.directive}: {r.before or '-'} -> {r.after} ({clip(r.why, 100)})"
         for line in self.log:
             out += f"\n  {line[:160]}"
         return out
@@ -135,7 +136,7 @@ def verdict(health: Health, denials: list[Denial], noise: set[DenialKey],
     """A trial's health: any denial the unit as found did not have, and any change on disk,
     is a failure whatever the checks said (a refused lookup is not: see relax.LOOKUPS)."""
     fresh = [d for d in denials if d.key() not in noise and d.syscall not in LOOKUPS]
-    problems = [f"denied: {d.text[:120]}" for d in fresh[:3]]
+    problems = [f"denied: {clip(d.text, 120)}" for d in fresh[:3]]
     if len(fresh) > 3:
         problems.append(f"{len(fresh) - 3} more denials")
     problems += [f"changed on disk: {line}" for line in changes[:3]]

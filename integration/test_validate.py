@@ -59,6 +59,35 @@ def _missed_write(svc: InstalledService) -> None:
     assert snapshot(svc.unit) == before
 
 
+def test_grants_that_break_the_service_are_not_blamed_on_a_row(
+        install_service: InstallService) -> None:
+    """Two ReadWritePaths= entries are two mounts: a rename between them fails with EXDEV,
+    whatever restrictions are set. Bisection keeps the grants in every subset; it must try
+    them alone before it blames the first row (postfix: ProtectHome= relaxed twice, then
+    PrivateTmp=, for nothing)."""
+    svc = install_service("as-lazy")
+    try:
+        svc.start()
+        wait_for(lambda: run("curl -fsS localhost:8083/deliver").returncode == 0,
+                 what="as-lazy delivers")
+        cand = Path("/tmp/as-lazy-exdev.conf")
+        cand.write_text("[Service]\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n"
+                        "ReadWritePaths=/srv/as-lazy/spool/tmp /srv/as-lazy/spool/new\n")
+        rc, out, err = _validate(svc.unit, cand, "--exercise",
+                                 "curl -fsS localhost:8083/deliver")
+        assert rc == 3, err
+        assert not out["healthy"]
+        assert [t["kind"] for t in out["trials"]] == ["baseline", "candidate", "bisect",
+                                                      "bisect"], err
+        assert out["trials"][-1]["rows"] == [] and not out["trials"][-1]["healthy"]
+        assert [r for t in out["trials"] for r in t["relaxed"]] == []
+        assert any("breaks with the grants alone" in n for n in out["notes"]), out["notes"]
+        assert re.search(r"^ProtectHome=yes$", out["dropin"], re.M)  # not relaxed for nothing
+    finally:
+        svc.stop()
+        run("rm -rf /srv/as-lazy")
+
+
 def test_removed_family_is_relaxed_by_evidence(install_service: InstallService) -> None:
     svc = install_service("as-pyapp")
     svc.start()

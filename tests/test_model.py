@@ -218,3 +218,42 @@ def test_the_trial_loop_goes_on_with_the_relaxed_candidate() -> None:
     assert v.sandbox.values("PrivateDevices") is None
     assert run.ran[-1] is v.sandbox
     assert _frozen_copy(sb) == before and run.ran[0] is sb
+
+
+class _GrantsBreakRun(_FakeRun):
+    """A unit that renames between two granted places (two mounts: EXDEV): any drop-in that
+    holds both entries fails, whatever restrictions it sets."""
+
+    def trial(self, sb: Sandbox, rows: list[str] | None, kind: str) -> Trial:
+        self.ran.append(sb)
+        healthy = sb.values("ReadWritePaths") is None
+        t = Trial(len(self.trials) + 1, kind, rows, Health(healthy, [] if healthy else [
+            "rename from incoming to active: Invalid cross-device link"]), [])
+        self.trials.append(t)
+        return t
+
+
+def test_bisection_does_not_blame_a_row_for_what_the_grants_break() -> None:
+    """Each subset keeps the grants: the empty prefix is not the unit as found. Before the
+    first row is blamed, the grants alone are tried (postfix: ProtectHome= was blamed twice,
+    then PrivateTmp=, and relaxed for nothing)."""
+    sb = parse_candidate("[Service]\nProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\n"
+                         "ReadWritePaths=/var/spool/postfix/incoming "
+                         "/var/spool/postfix/active\n", "postfix.service")
+    run = _GrantsBreakRun()
+    v = _loop(cast("_Run", run), sb, 12)
+    assert not v.healthy
+    assert [t.kind for t in run.trials] == ["candidate", "bisect", "bisect"]
+    assert run.trials[-1].rows == [] and "grants alone" in run.trials[-1].line()
+    assert [r for t in run.trials for r in t.relaxed] == []  # no row relaxed for nothing
+    assert v.sandbox.values("ProtectHome") == ["yes"]
+    assert any("breaks with the grants alone" in n for n in v.notes)
+
+
+def test_a_row_is_still_blamed_when_the_grants_alone_work() -> None:
+    sb = parse_candidate("[Service]\nProtectSystem=strict\nProtectHome=yes\nPrivateDevices=yes\n"
+                         "ReadWritePaths=/srv/app\n", "demo.service")
+    run = _FakeRun()
+    v = _loop(cast("_Run", run), sb, 12)
+    assert v.healthy and v.sandbox.values("PrivateDevices") is None
+    assert v.sandbox.values("ReadWritePaths") == ["/srv/app"]

@@ -106,7 +106,8 @@ class Trial:
     def line(self) -> str:
         what = {"candidate": "candidate", "seccomp": "candidate, the filter killing",
                 "baseline": "the unit as found, no sandbox",
-                "bisect": f"bisect with {len(self.rows or [])} rows"}[self.kind]
+                "bisect": f"bisect with {len(self.rows or [])} rows"
+                if self.rows else "bisect with the grants alone"}[self.kind]
         out = f"trial {self.number} ({what}): {self.health.summary()}"
         if self.instances is not None:
             out += f" ({self.instances} instance(s) started)"
@@ -468,10 +469,17 @@ def _relax_failed(r: _Run, sb: Sandbox, t: Trial) -> Sandbox:
     return sb
 
 
+# _bisect's verdict when the grants alone break the service: no restriction row is to blame.
+GRANTS = "the grants"
+
+
 def _bisect(r: _Run, sb: Sandbox, rows: list[str], max_trials: int) -> str | None:
     """The row to blame: the last of the smallest prefix of rows that breaks the service
     (the baseline was healthy, so a failure here is the candidate's doing); None when the
-    trials ran out first."""
+    trials ran out first. Every subset keeps the grants, so the empty prefix is not the
+    baseline: before the first row is blamed, the grants alone are tried (postfix: two
+    ReadWritePaths= entries, two mounts, a rename between them fails with EXDEV; bisection
+    blamed ProtectHome= twice, then PrivateTmp=)."""
     lo, hi = 0, len(rows)
     while hi - lo > 1 and len(r.trials) < max_trials:
         mid = (lo + hi) // 2
@@ -481,7 +489,15 @@ def _bisect(r: _Run, sb: Sandbox, rows: list[str], max_trials: int) -> str | Non
             lo = mid
         else:
             hi = mid
-    return rows[hi - 1] if hi - lo <= 1 else None
+    if hi - lo > 1:
+        return None
+    grants = subset(sb, set())
+    if hi == 1 and grants.settings and len(r.trials) < max_trials:
+        b = _try(r, grants, [])
+        r.say(b.line())
+        if not b.health.healthy:
+            return GRANTS
+    return rows[hi - 1]
 
 
 def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
@@ -509,6 +525,12 @@ def _loop(r: _Run, sb: Sandbox, max_trials: int) -> Validation:
             break
         row = _bisect(r, sb, rows, max_trials)
         if row is None:
+            break
+        if row == GRANTS:
+            notes.append("the service breaks with the grants alone, no restriction set "
+                         "(ReadWritePaths= and *Directory= lines; each entry is a mount of "
+                         "its own, and a rename between two fails with EXDEV): no row to "
+                         "relax; see the last trial's problems")
             break
         if row == "SystemCallFilter":
             filter_blamed = True

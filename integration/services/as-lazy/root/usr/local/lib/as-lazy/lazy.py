@@ -1,5 +1,6 @@
 """Answers GET / on 127.0.0.1:8083; from the second request on it also writes a spool file,
-so a learning run that sends one request never sees that write."""
+so a learning run that sends one request never sees that write. GET /deliver writes a message
+in spool/tmp and renames it into spool/new, as a Maildir delivery does."""
 
 import http.server
 import os
@@ -14,7 +15,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         Handler.hits += 1
         try:
-            if Handler.hits >= 2:
+            if self.path == "/deliver":
+                name = f"msg-{Handler.hits}"
+                with open(os.path.join(SPOOL, "tmp", name), "w") as f:
+                    f.write("mail\n")
+                os.rename(os.path.join(SPOOL, "tmp", name), os.path.join(SPOOL, "new", name))
+            elif Handler.hits >= 2:
                 with open(os.path.join(SPOOL, f"request-{Handler.hits}"), "w") as f:
                     f.write("spooled\n")
             code, body = 200, b"ok\n"

@@ -499,3 +499,7 @@ def test_withheld_places_a_relaxed_protect_system_opens_are_named() -> None:
 
     yes, _ = relax_row(full, "ProtectSystem", 4, "bisection")
     assert "leaves /etc/cron.d, /var/lib/dpkg/status writable" in yes.render().replace("\n# ", " ")
+    unset, _ = relax_row(yes, "ProtectSystem", 5, "bisection")
+    assert unset.values("ProtectSystem") is None
+    assert "ProtectSystem= unset, as validation relaxed it, leaves /etc/cron.d, " \
+        "/var/lib/dpkg/status writable" in unset.render().replace("\n# ", " ")

@@ -96,7 +96,7 @@ class Sandbox:
                 lines += unitfile.comment("  " + w.line())
             if opened:
                 lines += unitfile.comment(
-                    f"Yet writable all the same: ProtectSystem={opened[0] or ' (unset)'}, as "
+                    f"Yet writable all the same: ProtectSystem={opened[0] or ' unset'}, as "
                     f"validation relaxed it, leaves {', '.join(w.path for w in opened[1])} "
                     "writable")
         if self.omitted:
@@ -111,7 +111,12 @@ class Sandbox:
         strict (a relaxation) opens what the grants withheld. None: nothing opened, or the
         step is not ours to judge (the unit's own value)."""
         step = self.values("ProtectSystem")
-        if step is None or step == ["strict"]:
+        if step is None:  # unset by a relaxation (an omission says so), or the unit's own
+            if not any(o.directive == "ProtectSystem" and o.why.startswith("relaxed")
+                       for o in self.omitted):
+                return None
+            step = []
+        if step == ["strict"]:
             return None
         value = step[-1] if step else ""
         home = (self.values("ProtectHome") or [""])[-1:] or [""]

@@ -492,14 +492,15 @@ def test_withheld_places_a_relaxed_protect_system_opens_are_named() -> None:
     full, _ = relax_row(sb, "ProtectSystem", 3, "bisection")
     assert full.values("ProtectSystem") == ["full"]
     text = full.render().replace("\n# ", " ")  # comments wrap
-    assert "Yet writable all the same: ProtectSystem=full, as validation relaxed it, " \
-        "leaves /var/lib/dpkg/status writable" in text
+    assert "Yet writable all the same under ProtectSystem=full (relaxed from strict): " \
+        "/var/lib/dpkg/status" in text
     assert {w["path"]: w["writable_anyway"] for w in full.to_json()["withheld"]} == {  # type: ignore
         "/var/lib/dpkg/status": True, "/etc/cron.d": False}
 
     yes, _ = relax_row(full, "ProtectSystem", 4, "bisection")
-    assert "leaves /etc/cron.d, /var/lib/dpkg/status writable" in yes.render().replace("\n# ", " ")
+    assert "under ProtectSystem=yes (relaxed from strict): /etc/cron.d, /var/lib/dpkg/status" \
+        in yes.render().replace("\n# ", " ")
     unset, _ = relax_row(yes, "ProtectSystem", 5, "bisection")
     assert unset.values("ProtectSystem") is None
-    assert "ProtectSystem= unset, as validation relaxed it, leaves /etc/cron.d, " \
-        "/var/lib/dpkg/status writable" in unset.render().replace("\n# ", " ")
+    assert "under ProtectSystem= unset (relaxed from strict): /etc/cron.d, " \
+        "/var/lib/dpkg/status" in unset.render().replace("\n# ", " ")

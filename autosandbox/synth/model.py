@@ -95,10 +95,10 @@ class Sandbox:
             for w in self.withheld:
                 lines += unitfile.comment("  " + w.line())
             if opened:
+                step = f"ProtectSystem={opened[0]}" if opened[0] else "ProtectSystem= unset"
                 lines += unitfile.comment(
-                    f"Yet writable all the same: ProtectSystem={opened[0] or ' unset'}, as "
-                    f"validation relaxed it, leaves {', '.join(w.path for w in opened[1])} "
-                    "writable")
+                    f"Yet writable all the same under {step} (relaxed from strict): "
+                    f"{', '.join(w.path for w in opened[1])}")
         if self.omitted:
             lines.append("")
             lines += unitfile.comment("Left out:")

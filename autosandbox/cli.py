@@ -50,8 +50,9 @@ class _Group(click.Group):
     def main(self, args: Any = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
-        """SIGINT, SIGTERM and SIGHUP interrupt every command the same way, from the first
-        moment (interrupts.py); bad usage is one line and exit 2, like every other error."""
+        """SIGINT, SIGTERM, SIGHUP and the other signals of interrupts.SIGNALS interrupt every
+        command alike, from the first moment; bad usage is one line and exit 2, like every
+        other error."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         old = interrupts.install()

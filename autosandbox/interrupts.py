@@ -1,4 +1,6 @@
-"""One interruption contract: SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt once.
+"""One interruption contract: SIGINT, SIGTERM, SIGHUP and every other catchable signal whose
+default would end us (SIGQUIT, SIGUSR1/2, SIGALRM, SIGXCPU: Ctrl-\\, a stray `kill -USR1`, a
+CPU-time limit's warning) raise KeyboardInterrupt once, so that nothing is left behind.
 
 The first signal unwinds the work (every `finally` restores what it changed); later signals
 are remembered but never raise again, so a second Ctrl-C cannot cut a restore in half.
@@ -17,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# SIGPIPE is ignored by Python (a write fails instead); SIGPROF and SIGVTALRM are profilers'.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2, signal.SIGALRM, signal.SIGXCPU)
 
 _state = {"raised": 0, "pending": 0, "shield": 0}
 

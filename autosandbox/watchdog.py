@@ -130,7 +130,10 @@ def remove_instances(owner: int) -> None:
 
 
 def main() -> None:
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+    # what reaches autosandbox's process group (Ctrl-C, Ctrl-\\) or its session must not end
+    # the one process that cleans up after a SIGKILL (interrupts.SIGNALS, and SIGPIPE)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGALRM, signal.SIGXCPU, signal.SIGPIPE):
         signal.signal(s, signal.SIG_IGN)
     owner = int(sys.argv[1])
     kill_all(watch(owner))

@@ -75,7 +75,9 @@ def tracing(proc: subprocess.Popen[str]) -> bool:
 
 
 @needs_root
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                                 signal.SIGUSR1, signal.SIGALRM, signal.SIGXCPU],
+                         ids=lambda s: s.name)
 def test_a_signal_stops_everything_and_saves_nothing(tmp_path: Path,
                                                      sig: signal.Signals) -> None:
     rng = random.Random(f"interrupt-{sig}")

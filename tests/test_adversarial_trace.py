@@ -358,3 +358,33 @@ def test_a_call_resumed_after_a_tracer_stop_is_not_a_call_of_the_program() -> No
                roots=(100,))
     assert "nanosleep" in p.syscalls
     assert "restart_syscall" not in p.syscalls
+
+
+@pytest.mark.parametrize("fast", TRACERS)
+def test_a_threads_relative_paths_follow_its_process_chdir(tmp_path: Path, fast: bool) -> None:
+    """Threads share one cwd (CLONE_FS): a chdir in the main thread moves the worker too.
+    Seen with named: its worker threads' relative names were placed in the cwd they had at
+    their birth, and the drop-in withheld '/managed-keys.bind' and hinted --allow-write /."""
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import os, sys, threading\n"
+        "go, done = threading.Event(), threading.Event()\n"
+        "def worker():\n"
+        "    go.wait()\n"
+        "    with open('w.tmp', 'w') as f: f.write('x')\n"
+        "    os.rename('w.tmp', 'w.final')\n"
+        "    os.unlink('w.final')\n"
+        "    done.set()\n"
+        "t = threading.Thread(target=worker); t.start()\n"
+        "os.chdir(sys.argv[1]); go.set(); done.wait(); t.join()\n"
+        # a forked child keeps its own cwd: its chdir does not move its parent
+        "if os.fork() == 0:\n"
+        "    os.chdir('/'); os._exit(0)\n"
+        "os.wait()\n"
+        "open('after-fork', 'w').close()\n")
+    p = trace(code, fast, str(work))
+    written = {path for path, kinds in p.paths.items() if set(kinds) & {"create", "rename",
+                                                                        "delete", "write"}}
+    assert {f"{work}/w.tmp", f"{work}/w.final", f"{work}/after-fork"} <= written, written
+    assert not {"/w.tmp", "/w.final", "/after-fork"} & written, written

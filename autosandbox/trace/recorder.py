@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from autosandbox.linux import dac
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
@@ -96,6 +97,8 @@ SETID_CALLS: dict[str, tuple[str, tuple[int, ...]]] = {
     "setresgid": ("gid", (0, 1, 2)), "setfsgid": ("gid", (0,)),
 }
 
+_V = TypeVar("_V")
+_D = TypeVar("_D")
 _FAMILY = re.compile(r"sa_family=(\w+)")
 _PORT = re.compile(r"sin6?_port=htons\((\d+)\)")
 _ADDR4 = re.compile(r'inet_addr\("([^"]+)"\)')
@@ -132,6 +135,43 @@ class _Socket:
     proto: str
 
 
+_CLONE_FS = re.compile(r"\bCLONE_FS\b")
+
+
+class _PerFs(Generic[_V]):
+    """A value of each task's fs struct (cwd, root): tasks cloned with CLONE_FS (a process's
+    threads) share one, so a chdir or chroot in one of them moves them all. `keys` maps a task
+    to the task whose fs it shares."""
+
+    def __init__(self, keys: dict[int, int]) -> None:
+        self._keys = keys
+        self._values: dict[int, _V] = {}
+
+    def _key(self, pid: int) -> int:
+        return self._keys.get(pid, pid)
+
+    def get(self, pid: int, default: _D) -> _V | _D:
+        return self._values.get(self._key(pid), default)
+
+    def __getitem__(self, pid: int) -> _V:
+        return self._values[self._key(pid)]
+
+    def __setitem__(self, pid: int, value: _V) -> None:
+        self._values[self._key(pid)] = value
+
+    def __delitem__(self, pid: int) -> None:
+        del self._values[self._key(pid)]
+
+    def __contains__(self, pid: object) -> bool:
+        return isinstance(pid, int) and self._key(pid) in self._values
+
+    def pop(self, pid: int, default: _D) -> _V | _D:
+        return self._values.pop(self._key(pid), default)
+
+    def setdefault(self, pid: int, value: _V) -> _V:
+        return self._values.setdefault(self._key(pid), value)
+
+
 class Recorder:
     """Feeds on events; owns per-process state (cwd, ids) and the socket inode table.
 
@@ -147,7 +187,8 @@ class Recorder:
         self.root_cwd = cwd
         self.start_uid = uid
         self.start_gid = gid
-        self.cwd: dict[int, str] = {}
+        self.fs_of: dict[int, int] = {}  # task -> the task whose fs (cwd, root) it shares
+        self.cwd: _PerFs[str] = _PerFs(self.fs_of)
         self.uid: dict[int, int] = {}
         self.gid: dict[int, int] = {}
         self.groups: dict[int, frozenset[int]] = {}
@@ -155,7 +196,7 @@ class Recorder:
         self.userns: set[int] = set()  # pids living in a user namespace of their own
         # pids whose "/" is not ours -> that root on our side ("" if unknown). Their absolute
         # names are taken below it; what -y prints (fds, the cwd) is already on our side.
-        self.chrooted: dict[int, str] = {}
+        self.chrooted: _PerFs[str] = _PerFs(self.fs_of)
         self.chroot_dirs: list[str] = []  # every chroot directory seen (the kernel's opens)
         self.fs_ids: set[int] = set()  # pids that set their fsuid/fsgid apart
         self.split_ids: set[int] = set()  # pids whose real, effective, saved uids may differ
@@ -212,8 +253,9 @@ class Recorder:
             self.uid.pop(ev.pid, None)
             self.gid.pop(ev.pid, None)
             self.groups.pop(ev.pid, None)
-            if self.cwd.get(ev.pid) == self.root_cwd:
+            if self.cwd.get(ev.pid, None) == self.root_cwd:
                 del self.cwd[ev.pid]
+            self.fs_of.pop(ev.pid, None)
 
     def _hold(self, pid: int, ev: Event) -> None:
         if isinstance(ev, Signal):
@@ -386,7 +428,7 @@ class Recorder:
 
     def _ours(self, pid: int, path: str) -> str:
         """An absolute name a process used, as a path on our side: below its chroot."""
-        root = self.chrooted.get(pid)
+        root = self.chrooted.get(pid, None)
         return path if not root or root == "/" else _below(root, path)
 
     def kernel_path(self, pid: int, path: str, follow: bool,
@@ -575,7 +617,7 @@ class Recorder:
         """The chroot directory (on our side) that is the inode `root`, among those strace
         reported; the process's own if several are."""
         found = [d for d in self.chroot_dirs if is_inode(d, *root)]
-        if len(found) > 1 and self.chrooted.get(pid) in found:
+        if len(found) > 1 and self.chrooted.get(pid, None) in found:
             return self.chrooted[pid]
         return found[0] if len(found) == 1 else None
 
@@ -883,6 +925,8 @@ class Recorder:
             self._new_namespaces(sc, text)
         if sc.ok and sc.ret.isdigit():
             child = int(sc.ret)
+            if _CLONE_FS.search(text):  # a thread: one cwd and root with its creator
+                self.fs_of[child] = self.fs_of.get(sc.pid, sc.pid)
             self.cwd[child] = self.cwd.get(sc.pid, self.root_cwd)
             self.uid[child] = self.uid.get(sc.pid, self.start_uid)
             self.gid[child] = self.gid.get(sc.pid, self.start_gid)

@@ -84,6 +84,10 @@ def test_truncated_long_path_never_widens_to_a_top_level_directory() -> None:
     sb = synth(p)
     assert sb.values("ReadWritePaths") is None
     assert [w.path for w in sb.withheld] == ["/"]
+    # the hint never suggests the whole file system (named, helper: "--allow-write / grants
+    # it", which synthesize then turned into ReadWritePaths=/)
+    hint = sb.withheld[0].hint
+    assert "--allow-write /" not in hint and "/var/lib/svc with StateDirectory=svc" in hint, hint
 
 
 def test_file_in_shared_directory_is_granted_alone_when_rewritten_else_withheld() -> None:

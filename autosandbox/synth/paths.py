@@ -292,6 +292,9 @@ def _place(plan: WritePlan, w: _Write, subject: SubjectView, view: FileView,
         hint = (f"logrotate renames {w.literal} ({rotated}), so a grant of the file alone "
                 "would break at its first rotation: rotate it with copytruncate, give the "
                 f"service a directory of its own below {anchor}, or {hint}")
+    elif anchor == "/":  # the whole file system is no grant to suggest
+        hint = (f"give the service a directory of its own (e.g. "
+                f"{_own_dir_hint(anchor, subject.service)})")
     elif _shared_dir(anchor):
         hint = (f"give the service a directory of its own below {anchor} (e.g. "
                 f"{_own_dir_hint(anchor, subject.service)}), or {hint}")
@@ -351,6 +354,8 @@ def _shared_dir(path: str) -> bool:
 
 def _own_dir_hint(base: str, service: str | None) -> str:
     name = service or "NAME"
+    if base == "/":  # a directory of its own at the top is no better: its state directory
+        return f"/var/lib/{name} with StateDirectory={name} in the unit"
     for directive, b in EXEC_DIRS.items():
         if b == base:
             return f"{b}/{name} with {directive}={name} in the unit"

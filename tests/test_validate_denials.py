@@ -143,6 +143,24 @@ def test_a_directory_systemd_chowned_becomes_a_plain_writable_path() -> None:
     assert sb.values("RuntimeDirectory") == ["demo"]
 
 
+def test_an_entry_the_service_removed_from_its_runtime_directory_is_its_own_doing() -> None:
+    """dovecot deletes its login sockets as it fails: the trial's disk watch saw
+    /run/dovecot/login/dns-client removed, and RuntimeDirectory=dovecot became
+    ReadWritePaths=/run/dovecot, which no boot creates (status=226/NAMESPACE after one).
+    systemd removes the directory itself at stop, with all it holds: that still relaxes."""
+    sb = parse_candidate("[Service]\nProtectSystem=strict\nRuntimeDirectory=dovecot\n"
+                         "RuntimeDirectoryPreserve=yes\n", "dovecot.service")
+    socket = Change("/run/dovecot/login/dns-client", Entry("other", 0, 0, 0o666),
+                    Entry("missing"))
+    kept, done = relax_disk(sb, [socket], 2, Evidence())
+    assert done == [] and kept.values("RuntimeDirectory") == ["dovecot"]
+
+    gone = [Change("/run/dovecot", Entry("dir", 0, 0, 0o755), Entry("missing")), socket]
+    _, done = relax_disk(sb, gone, 2, Evidence())
+    assert [(r.directive, r.after) for r in done] == \
+        [("RuntimeDirectory", "ReadWritePaths=/run/dovecot")]
+
+
 @pytest.mark.skipif(not ROOT or not os.path.isdir("/run"), reason="needs root and /run")
 def test_a_denied_file_in_run_is_not_granted_alone() -> None:
     """/run is emptied at every boot: a grant of the file alone is skipped after the next one

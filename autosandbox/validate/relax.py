@@ -122,19 +122,29 @@ def relax_disk(sb: Sandbox, changes: list[Change], trial: int,
     UMask= one step (the service created them again under it)."""
     done: list[Relaxation] = []
     managed = []
+    removed = {c.path for c in changes if c.after.kind == "missing"}
     for c in changes:
         b, a = c.before, c.after
         narrowed = b.kind == a.kind and (b.uid, b.gid) == (a.uid, a.gid) and \
             a.mode & ~b.mode == 0 and a.mode != b.mode and b.acl == a.acl
         if not narrowed or b.kind == "dir":
             managed.append(c.path)
+
+    def systemds(path: str, directory: str) -> bool:
+        """A change systemd's management of `directory` explains: its owner or mode, or
+        its removal at stop (the directory goes with all it holds). An entry removed from
+        a directory that stayed is the service's own doing (dovecot deletes its sockets as
+        it fails: taken for systemd's, RuntimeDirectory= became a ReadWritePaths= entry
+        that no boot creates, and dovecot no longer started after one)."""
+        return under(path, directory) and (path not in removed or path == directory
+                                           or directory in removed)
     for directive, base in EXEC_DIRS.items():
         for s in sb.lines(directive):
             line: Setting | None = s  # this line as it now stands in `sb`
             for raw in s.values:
                 names = unitfile.split_words(raw)
                 full = f"{base}/{names[0]}" if names else ""
-                hit = next((p for p in managed if full and under(p, full)), None)
+                hit = next((p for p in managed if full and systemds(p, full)), None)
                 if hit is None or line is None:
                     continue
                 value = unitfile.path_value(full)

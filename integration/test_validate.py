@@ -177,6 +177,41 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallServ
         run(["systemctl", "daemon-reload"])
 
 
+def test_revert_starts_a_unit_its_drop_in_left_failed(install_service: InstallService) -> None:
+    """A drop-in healthy when applied may break a later start (seen with dovecot: a granted
+    directory in /run that the next boot did not create, 226/NAMESPACE). revert removed it and
+    left the unit failed; it starts it again. A unit the admin stopped stays stopped."""
+    svc = install_service("as-pyapp")
+    svc.start()
+    probe = Path("/srv/as-revert-probe")
+    probe.mkdir(exist_ok=True)
+    cand = Path("/tmp/as-pyapp-probe.conf")
+    cand.write_text(f"[Service]\nReadWritePaths={probe}\n")
+    try:
+        autosandbox("apply", "--force", svc.unit, str(cand), "--health-url",
+                    "http://127.0.0.1:8082/health", "--settle", "1s", check_rc=0)
+        probe.rmdir()  # as a reboot empties /run
+        run(["systemctl", "restart", svc.unit])
+        wait_for(lambda: svc.prop("ActiveState") == "failed", what="as-pyapp failed",
+                 timeout=60)
+        cp = autosandbox("revert", svc.unit, check_rc=0)
+        assert f"started {svc.unit}, which had failed with the drop-in: active" in cp.stderr \
+            + cp.stdout, cp.stderr
+        assert svc.prop("ActiveState") == "active"
+        wait_for(lambda: run("curl -fsS localhost:8082/health").returncode == 0,
+                 what="as-pyapp answers")
+
+        probe.mkdir()
+        autosandbox("apply", "--force", svc.unit, str(cand), "--health-url",
+                    "http://127.0.0.1:8082/health", "--settle", "1s", check_rc=0)
+        svc.stop()
+        cp = autosandbox("revert", svc.unit, check_rc=0)
+        assert "started" not in cp.stderr + cp.stdout
+        assert svc.prop("ActiveState") == "inactive"
+    finally:
+        run(["rm", "-rf", str(probe)])
+
+
 def test_a_killed_revert_is_finished_by_reset(install_service: InstallService) -> None:
     """revert killed after it put the admin's file back but before it forgot its backup and
     restarted the unit: reset finishes it (the file as found, the unit reloaded and running,

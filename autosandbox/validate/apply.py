@@ -273,7 +273,14 @@ def _record_revert(info: ServiceInfo, target: Path, state: Path, meta: dict[str,
     runstate.record("revert", unit=info.name, target=str(target), state=str(state),
                     had_previous=previous is not None, previous=str(saved) if saved else None,
                     attrs=attrs, created=meta.get("created", []),
-                    **({} if per_connection else {"was_running": info.running}))
+                    **({} if per_connection else {"was_running": _runs_after_revert(info)}))
+
+
+def _runs_after_revert(info: ServiceInfo) -> bool:
+    """Running, or failed: a unit the drop-in left failed (it broke at a later start: a
+    directory it grants that a boot removed) runs again once the drop-in is gone; one the
+    admin stopped stays stopped."""
+    return info.running or info.active_state == "failed"
 
 
 def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, state: Path,
@@ -296,6 +303,9 @@ def _finish_revert(mgr: Manager, unit: str, info: ServiceInfo, target: Path, sta
     elif info.running:
         mgr.reset_failed(unit)
         done.append(f"restarted {unit}: {mgr.restart(unit)}")
+    elif _runs_after_revert(info):
+        mgr.reset_failed(unit)
+        done.append(f"started {unit}, which had failed with the drop-in: {mgr.start(unit)}")
     return done
 
 

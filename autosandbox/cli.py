@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -266,6 +268,18 @@ def _check_writable(path: Path | None) -> None:
         raise UserError(f"cannot write {path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise UserError(f"cannot write {path}: permission denied")
+    # `-o x.conf --json > x.json`: the profile (x.json) would replace the file the shell
+    # opened for our output, which would then go to a file no name leads to any more
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    for fd, name in ((1, "standard output"), (2, "standard error")):
+        with contextlib.suppress(OSError):
+            out = os.fstat(fd)
+            if stat.S_ISREG(out.st_mode) and (out.st_dev, out.st_ino) == (st.st_dev, st.st_ino):
+                raise UserError(f"cannot write {path}: it is where {name} goes (use another "
+                                "name, or --profile-out for the profile)")
 
 
 def _keep_partial(result: Result, prof: Path | None) -> None:

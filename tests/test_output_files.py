@@ -80,3 +80,20 @@ def test_a_file_replaced_keeps_its_owner_and_mode(theirs: tuple[Path, Path, Path
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (NOBODY, NOBODY, 0o600)
     assert "ProtectSystem=strict" in old.read_text()
     assert [p.name for p in other.iterdir()] == ["out.conf"]  # no temporary file left
+
+
+def test_the_profile_never_replaces_the_file_our_output_goes_to(tmp_path: Path) -> None:
+    """`learn -o x.conf --json > x.json`: the profile is x.json, which the shell had opened
+    for the JSON; replacing it sent the JSON to a file no name led to (helper, named: the
+    trials' record was lost). Refused before anything is traced."""
+    out = tmp_path / "x.json"
+    with out.open("w") as f:
+        cp = subprocess.run([sys.executable, "-m", "autosandbox", "learn", "--duration", "2s",
+                             "-o", str(tmp_path / "x.conf"), "--json", "--", "/bin/true"],
+                            stdout=f, stderr=subprocess.PIPE, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1])))
+    assert cp.returncode == 2, cp.stderr
+    assert cp.stderr.strip().splitlines() == [
+        f"autosandbox: error: cannot write {out}: it is where standard output goes (use "
+        "another name, or --profile-out for the profile)"], cp.stderr
+    assert out.read_text() == "" and not (tmp_path / "x.conf").exists()

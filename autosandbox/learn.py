@@ -131,7 +131,7 @@ def learn_unit(target: LearnTarget, opts: LearnOptions) -> Result:
     # a program the unit started (a wrapper's sshd, say), seen only in the trace
     sessions = sorted(p for p, bits in traced.profile.execs.items() if bits.get("sessions"))
     if sessions and not opts.sessions:
-        raise sessions_refusal(unit, sessions[0])
+        raise sessions_refusal(unit, sessions[0], traced=True)
     dropin = dropin_path(unit, TRACE_DROPIN)
     keep = existing_settings(traced.info, dropin)
     traced.profile.subject = replace(traced.profile.subject,

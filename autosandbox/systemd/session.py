@@ -145,11 +145,15 @@ def session_programs(info: ServiceInfo) -> list[str]:
             if not e.privileged and opens_sessions(e.path)]
 
 
-def sessions_refusal(unit: str, program: str) -> UserError:
+def sessions_refusal(unit: str, program: str, traced: bool = False) -> UserError:
     """sshd, cron, vsftpd: the sandbox of the unit would be that of every session it opens
     (an admin's `apt upgrade` over ssh under ProtectSystem=strict, a user's authorized_keys
-    under ProtectHome=yes), and a trace sees only the sessions of its window."""
+    under ProtectHome=yes), and a trace sees only the sessions of its window. `traced`: a
+    program the trace saw the unit run (the unit was restarted to trace it: not "nothing
+    was changed")."""
+    done = ("it was traced (restarted, unless its socket or timer starts it) and is as it "
+            "was found; nothing learned was kept" if traced else "nothing was changed")
     return UserError(f"{unit} opens users' login sessions ({program} calls pam_open_session): "
                      "a sandbox on it confines every session it starts (a login shell, a cron "
-                     "job, an upload to a home directory), which no trace can foresee; nothing "
-                     "was changed (--sessions learns it anyway)")
+                     f"job, an upload to a home directory), which no trace can foresee; {done} "
+                     "(--sessions learns it anyway)")

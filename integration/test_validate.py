@@ -177,6 +177,29 @@ def test_apply_rolls_back_and_revert_restores_bytes(install_service: InstallServ
         run(["systemctl", "daemon-reload"])
 
 
+def test_apply_rolls_back_a_drop_in_the_journal_shows_denied(
+        install_service: InstallService) -> None:
+    """apply's health is validation's: a denial the unit as found does not log fails it even
+    when the checks pass (dovecot, helper: `apply --force` said healthy while mailboxes failed
+    with "Read-only file system")."""
+    svc = install_service("as-lazy")
+    try:
+        svc.start()
+        wait_for(lambda: run("curl -fsS localhost:8083/").returncode == 0, what="as-lazy up")
+        cand = Path("/tmp/as-lazy-strict.conf")
+        cand.write_text("[Service]\nProtectSystem=strict\n")
+        # the exercise passes whatever the server answers; the spool write is refused
+        cp = autosandbox("apply", "--force", svc.unit, str(cand), "--json", "--exercise",
+                         "curl -sS localhost:8083/; curl -sS localhost:8083/", "--settle", "1s")
+        assert cp.returncode == 3, cp.stderr
+        assert "rolled back" in cp.stderr and "Read-only file system" in cp.stderr, cp.stderr
+        assert not Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf").exists()
+        assert svc.prop("ActiveState") == "active"
+    finally:
+        svc.stop()
+        run("rm -rf /srv/as-lazy")
+
+
 def test_revert_starts_a_unit_its_drop_in_left_failed(install_service: InstallService) -> None:
     """A drop-in healthy when applied may break a later start (seen with dovecot: a granted
     directory in /run that the next boot did not create, 226/NAMESPACE). revert removed it and

@@ -38,6 +38,17 @@ def journal_lines(unit: str, cursor: str | None) -> list[str]:
     return commands.run(args, check=False).stdout.splitlines()
 
 
+def run_lines(invocation: str) -> list[str]:
+    """The lines of one run of a unit (its InvocationID: what it logs as found, not what
+    earlier candidates made it log), at most the last 1,000."""
+    if shutil.which("journalctl") is None or not re.fullmatch(r"[0-9a-f]{32}", invocation):
+        return []
+    with contextlib.suppress(commands.ToolTimeout):
+        commands.run(["journalctl", "--sync"], check=False, timeout=30)
+    return commands.run(["journalctl", f"_SYSTEMD_INVOCATION_ID={invocation}", "-o", "cat",
+                         "--no-pager", "-q", "-n", "1000"], check=False).stdout.splitlines()
+
+
 def why_it_failed(lines: list[str]) -> str | None:
     """The first line of systemd's own account of a failed start (e.g. "Failed to locate
     executable /bin/sh: Permission denied"), else the service's last line."""

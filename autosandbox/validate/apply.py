@@ -23,7 +23,7 @@ from autosandbox.systemd.dropins import (
     write_like,
 )
 from autosandbox.systemd.instances import accepted, template_info, template_socket
-from autosandbox.systemd.journal import journal_cursor
+from autosandbox.systemd.journal import journal_cursor, journal_lines, run_lines
 from autosandbox.systemd.manager import (
     Manager,
     ServiceInfo,
@@ -32,6 +32,7 @@ from autosandbox.systemd.manager import (
 )
 from autosandbox.systemd.session import UnitSession, check_name, existing_settings
 from autosandbox.validate.candidate import read_candidate
+from autosandbox.validate.denials import parse_denials
 from autosandbox.validate.health import Health, HealthChecks, judge
 from autosandbox.validate.perconn import connection_trial, require_connections
 from autosandbox.validate.snapshot import (
@@ -41,6 +42,7 @@ from autosandbox.validate.snapshot import (
     paths_to_watch,
     restore,
 )
+from autosandbox.validate.trials import verdict
 
 BACKUP_ROOT = Path("/var/lib/autosandbox")
 
@@ -161,8 +163,18 @@ def apply(unit: str, text: str, checks: HealthChecks, force: bool = False,
                  "created": created, "attrs": attrs}))
         elif (state / "previous.conf").exists():
             backup = state / "previous.conf"
+        # --force (validation judged the others, against a whole baseline run): a denial
+        # its current run does not log fails the drop-in, whatever the checks said
+        # (trials.verdict; dovecot, helper: `apply --force` said healthy while every mailbox
+        # open but the checked one failed with "Read-only file system").
+        judged = force and socket is None
+        noise = {d.key() for d in parse_denials(run_lines(mgr.invocation(unit)))} \
+            if judged else set()
+        cursor = journal_cursor()
         write_like(target, text.encode("utf-8"), attrs)  # as found: who may read it
         health = _restart_and_judge(mgr, unit, info.type, checks, socket)
+        if judged:
+            health = verdict(health, parse_denials(journal_lines(unit, cursor)), noise, [])
         changed = _ours(disk.changes(disk.again()))
         if changed:
             health = Health(False, [*health.problems,

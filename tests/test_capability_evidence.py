@@ -6,6 +6,7 @@ the integration container; the pids are theirs (377 the master, 379 a worker).""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,10 +18,12 @@ from autosandbox.synth.capneed import dac_capability, needed_capability
 from autosandbox.synth.model import Denial
 from autosandbox.synth.synthesize import synthesize
 from autosandbox.synth.target import Target
+from autosandbox.trace.command import trace_command
 from autosandbox.trace.dac import infer_root_writes
 from autosandbox.trace.facts import record_facts
 from autosandbox.validate.denials import parse_denials
 
+from .conftest import PYTHON
 from .conftest import record as recorded
 
 CLONE = ("377 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
@@ -412,3 +415,38 @@ def test_a_setuid_root_program_run_by_another_uid_is_root_until_it_drops(
         assert profile.capabilities["CAP_FOWNER"].examples == [
             f"fchmod {log} (owned by uid 65534) by uid 0"]
         assert "CAP_SETUID" not in profile.capabilities  # setuid(0) as root changes nothing
+
+
+@pytest.mark.skipif(not ROOT, reason="needs root (a socket of another owner)")
+def test_root_connecting_to_a_socket_another_user_owns_needs_dac_override(
+        tmp_path: Path) -> None:
+    """dovecot's root master connects to its stale login sockets (dovenull's, 0600) before it
+    makes them anew: without CAP_DAC_OVERRIDE the connect fails with EACCES, and dovecot stops
+    with "Dovecot is already running?". ECONNREFUSED (no listener) passed the check. A real
+    run: the socket's owner and mode are read as the line arrives."""
+    base = tmp_path / "login"
+    base.mkdir()
+    base.chmod(0o755)
+    theirs, mine = base / "ipc-proxy", base / "mine"
+    for path in (theirs, mine):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()  # no listener: a stale socket, as dovecot finds its own at start
+        path.chmod(0o600)
+    os.chown(theirs, 65534, 65534)
+    code = ("import socket, sys\n"
+            "for p in sys.argv[1:]:\n"
+            "    try: socket.socket(socket.AF_UNIX).connect(p)\n"
+            "    except ConnectionRefusedError: pass\n")
+    result = trace_command([PYTHON, "-c", code, str(theirs), str(mine)], cwd="/")
+    assert result.exit_code == 0, result.profile.warnings
+    caps = result.profile.capabilities
+    assert "CAP_DAC_OVERRIDE" in caps, caps
+    # (where tracefs works, the kernel's capability checks show it too; not in a container)
+    assert f"connect to {theirs} (uid 65534, gid 65534, mode 0600), which root cannot write " \
+        "by its mode bits" in caps["CAP_DAC_OVERRIDE"].examples, caps["CAP_DAC_OVERRIDE"]
+    assert not any(str(mine) in e for e in caps["CAP_DAC_OVERRIDE"].examples)
+    # as the owner of neither, a refused connect proves nothing
+    refused = f'377 connect(3<socket:[9]>, {{sa_family=AF_UNIX, sun_path="{theirs}"}}, 110)' \
+        " = -1 EACCES (Permission denied)"
+    assert "CAP_DAC_OVERRIDE" not in recorded([refused]).capabilities

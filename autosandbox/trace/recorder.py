@@ -16,7 +16,7 @@ from autosandbox.linux import dac
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
 from autosandbox.linux.files import is_inode
 from autosandbox.linux.syscalls import NOT_CALLS
-from autosandbox.profile import GROUP_LIMIT, WRITE_KINDS, Endpoint, Profile
+from autosandbox.profile import GROUP_LIMIT, WRITE_KINDS, Endpoint, Fact, Profile
 from autosandbox.trace.capabilities import RULES_BY_SYSCALL
 from autosandbox.trace.strace_parser import (
     Event,
@@ -879,6 +879,21 @@ class Recorder:
             if not upath.startswith("@") and sc.ok:
                 # connect() needs the socket visible, not a writable file system
                 self.profile.add_path(upath, "read")
+            if not upath.startswith("@") and (sc.ok or sc.errno == "ECONNREFUSED"):
+                self._socket_file_need(sc, upath)
+
+    def _socket_file_need(self, sc: Syscall, path: str) -> None:
+        """CAP_DAC_OVERRIDE: connect() to a socket file needs write permission on it (the
+        kernel checks before it finds no listener: ECONNREFUSED passed the check). Its owner
+        and mode are read as the line arrives: dovecot's root master connects to its stale
+        login sockets (dovenull's, 0600) and only then makes them anew; without the
+        capability it stopped with "Dovecot is already running?"."""
+        if not self._as_root(sc.pid):
+            return
+        f = Fact.of_host(path)
+        if f.kind != "missing" and not dac.root_allows(f, dac.W):
+            self._add_cap(sc, "CAP_DAC_OVERRIDE", f"connect to {dac.describe(path, f)}, which "
+                                                  "root cannot write by its mode bits")
 
     def _connect(self, sc: Syscall) -> None:
         self._peer(sc, 1, inbound=False)

@@ -62,6 +62,12 @@ def test_one_it_creates_files_directly_in_is_left_and_said() -> None:
     assert _ro(sb) == ["-/boot", "-/run/lock", "-/srv/data"]  # only /run itself is left
     ro = next(s for s in sb.settings if s.directive == "ReadOnlyPaths")
     assert "/run (it writes /run/nginx.pid there)" in ro.evidence
+    # what is withheld there is not read-only for all that: said (helper, squid: Withheld
+    # /run, "writable_anyway": false, while its namespace had /run read-write)
+    assert [w.path for w in sb.withheld] == ["/run"]
+    assert sb.to_json()["withheld"][0]["writable_anyway"] is True  # type: ignore[index]
+    assert "Yet writable all the same under ProtectSystem=strict (which leaves /run " \
+        "writable): /run" in sb.render().replace("\n# ", " ")
 
 
 def test_relaxing_protect_system_drops_them() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from autosandbox import __version__, unitfile
-from autosandbox.synth.paths import Withheld, writable_anyway
+from autosandbox.synth.paths import Withheld, under, writable_anyway
 from autosandbox.synth.target import Target
 
 
@@ -45,6 +45,9 @@ class Sandbox:
     # What the user named with --allow-write: relaxation withholds by the same list
     # (sensitive.withheld(path, sandbox.allow_write)).
     allow_write: Sequence[str] = ()
+    # File systems strict leaves writable as systemd does (rules.separate_mounts: the service
+    # writes a file directly in /run): what is withheld there is writable all the same.
+    left_writable: Sequence[str] = ()
 
     def values(self, directive: str) -> list[str] | None:
         """Rendered words of a directive (all its lines joined); None if it is not set."""
@@ -96,8 +99,10 @@ class Sandbox:
                 lines += unitfile.comment("  " + w.line())
             if opened:
                 step = f"ProtectSystem={opened[0]}" if opened[0] else "ProtectSystem= unset"
+                how = ("which leaves " + ", ".join(self.left_writable) + " writable"
+                       if opened[0] == "strict" else "relaxed from strict")
                 lines += unitfile.comment(
-                    f"Yet writable all the same under {step} (relaxed from strict): "
+                    f"Yet writable all the same under {step} ({how}): "
                     f"{', '.join(w.path for w in opened[1])}")
         if self.omitted:
             lines.append("")
@@ -116,11 +121,11 @@ class Sandbox:
                        for o in self.omitted):
                 return None
             step = []
-        if step == ["strict"]:
-            return None
         value = step[-1] if step else ""
         home = (self.values("ProtectHome") or [""])[-1:] or [""]
-        opened = [w for w in self.withheld if writable_anyway(w.path, value, home[0])]
+        opened = [w for w in self.withheld
+                  if (value != "strict" and writable_anyway(w.path, value, home[0]))
+                  or any(under(w.path, m) for m in self.left_writable)]
         return (value, opened) if opened else None
 
     def to_json(self) -> dict[str, object]:

@@ -60,6 +60,8 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     withheld: list[Withheld] = field(default_factory=list)  # besides the plan's
+    # file systems ProtectSystem=strict leaves writable (a pid file the service makes in /run)
+    left_writable: list[str] = field(default_factory=list)
 
     @property
     def service(self) -> str | None:
@@ -150,6 +152,7 @@ def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
             continue  # a grant covers it: the more specific path decides
         if m in created_in:
             left.append(f"{m} (it writes {created_in[m]} there)")
+            ctx.left_writable.append(m)
             continue
         covered.append(m)
     return covered, left

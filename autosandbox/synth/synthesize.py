@@ -99,8 +99,11 @@ def synthesize(profile: Profile, target: Target, keep: dict[str, str] | None = N
                 omitted.append(item)
     withheld = [*ctx.plan.withheld.values(), *ctx.withheld]
     warnings = [*profile.warnings, *ctx.warnings, *(f"withheld: {w.line()}" for w in withheld)]
+    strict = any(s.directive == "ProtectSystem" and list(s.values) == ["strict"]
+                 for s in settings)
     return Sandbox(name or "unknown", target, list(profile.sources), tuple(settings),
-                   tuple(omitted), _hints(profile), warnings, withheld, allowed)
+                   tuple(omitted), _hints(profile), warnings, withheld, allowed,
+                   tuple(sorted(set(ctx.left_writable))) if strict else ())
 
 
 def _not_in_manager(d: Directive, user_manager: bool) -> str | None:

@@ -15,10 +15,14 @@ import pytest
 
 from autosandbox.linux.mounts import mount_devices, parse_mountinfo, superblock_device
 from autosandbox.profile import Fact
+from autosandbox.synth import sensitive
 from autosandbox.synth.model import Sandbox
 from autosandbox.validate.candidate import parse_candidate
 from autosandbox.validate.relax import relax_row
 from tests.synth_profiles import synth, touch, unit_profile
+
+# /run's runtime configuration, read-only when strict leaves /run writable
+RUN_CONFIG = sorted(f"-{g}" for g in sensitive.RUNTIME_CONFIG)
 
 MOUNTS = {"/": "ext4", "/run": "tmpfs", "/run/lock": "tmpfs", "/boot": "ext4", "/proc": "proc",
           "/sys": "sysfs", "/dev": "devtmpfs", "/dev/shm": "tmpfs", "/tmp": "tmpfs",
@@ -59,9 +63,15 @@ def test_one_it_creates_files_directly_in_is_left_and_said() -> None:
     touch(p, "/run/nginx.pid", "create", "write", "delete")
     p.facts["/run"] = DIR
     sb = synth(p)
-    assert _ro(sb) == ["-/boot", "-/run/lock", "-/srv/data"]  # only /run itself is left
+    # only /run itself is left, not the runtime configuration root's tools load from it
+    # (runtime units in /run/systemd/system: what covering /run was for)
+    assert _ro(sb) == ["-/boot", "-/run/lock", "-/srv/data", *RUN_CONFIG]
     ro = next(s for s in sb.settings if s.directive == "ReadOnlyPaths")
     assert "/run (it writes /run/nginx.pid there)" in ro.evidence
+    assert "runtime units in /run/systemd" in ro.evidence
+    # a service that writes below one of them keeps it writable (the trace saw it)
+    touch(p, "/run/systemd/ask-password/ask.x1", "create", "write")
+    assert "-/run/systemd" not in _ro(synth(p))
     # what is withheld there is not read-only for all that: said (helper, squid: Withheld
     # /run, "writable_anyway": false, while its namespace had /run read-write)
     assert [w.path for w in sb.withheld] == ["/run"]

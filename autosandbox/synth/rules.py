@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from autosandbox import unitfile
 from autosandbox.linux.capabilities import CAP_NAMES
 from autosandbox.linux.devices import PSEUDO_DEVICE_PREFIXES, PSEUDO_DEVICES
-from autosandbox.profile import Endpoint, Profile
+from autosandbox.profile import WRITE_KINDS, Endpoint, Profile
 from autosandbox.synth import sensitive
 from autosandbox.synth.host import FileView
 from autosandbox.synth.model import Omission, Setting
@@ -120,6 +120,9 @@ def protect_system(ctx: Context, d: Directive) -> Decisions:
                "paths made writable below excepted")
         if left:
             why += "; left as systemd leaves it: " + "; ".join(left)
+        if any(m in sensitive.RUNTIME_CONFIG for m in covered):
+            why += ("; what root's tools load from there stays read-only (runtime units in "
+                    "/run/systemd, udev rules, tmpfiles, sudo's timestamps, ...)")
         out.append(Setting("ReadOnlyPaths", values, why))
     return out
 
@@ -144,6 +147,7 @@ def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
                   for w in ctx.plan.withheld.values()}
     covered: list[str] = []
     left: list[str] = []
+    guarded: list[str] = []  # sensitive.RUNTIME_CONFIG below a file system left writable
     for m, fstype in sorted(ctx.profile.mounts.items()):
         if (m == "/" or any(under(m, o) for o in _OTHERS) or fstype in _REMOTE
                 or fstype.startswith("fuse") or any(under(m, c) for c in covered)):
@@ -153,9 +157,14 @@ def separate_mounts(ctx: Context) -> tuple[list[str], list[str]]:
         if m in created_in:
             left.append(f"{m} (it writes {created_in[m]} there)")
             ctx.left_writable.append(m)
+            # a socket below stays usable read-only (sd_notify, the journal): a read-only
+            # mount refuses writes to files and directories only
+            written = [p for p, kinds in ctx.profile.paths.items() if WRITE_KINDS & set(kinds)]
+            guarded.extend(g for g in sensitive.RUNTIME_CONFIG if under(g, m) and not any(
+                under(w, g) or under(g, w) for w in [*written, *writable]))
             continue
         covered.append(m)
-    return covered, left
+    return covered + sorted(set(guarded)), left
 
 
 def write_paths(ctx: Context, d: Directive) -> Decisions:

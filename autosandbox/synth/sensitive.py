@@ -111,6 +111,14 @@ BROAD: frozenset[str] = frozenset({
     "/var/mail", "/var/local", "/var/opt", "/var/backups", "/run", "/run/lock", "/srv",
     "/mnt", "/media", "/tmp", "/usr/local", "/dev/shm",
 })
+# Runtime configuration below /run that root's tools load (systemd's runtime units and
+# drop-ins, udev rules, tmpfiles, sysctl, modprobe, binfmt, sudo's timestamps, NetworkManager's
+# connections): when strict leaves /run writable (a pid file the service makes there), these
+# stay read-only unless the service wrote below one (rules.separate_mounts).
+RUNTIME_CONFIG: tuple[str, ...] = (
+    "/run/systemd", "/run/udev", "/run/tmpfiles.d", "/run/sysctl.d", "/run/modprobe.d",
+    "/run/modules-load.d", "/run/binfmt.d", "/run/sudo", "/run/NetworkManager",
+)
 # Old names of directories that are symlinks on a Debian system (resolve before checking).
 ALIASES: tuple[tuple[str, str], ...] = (("/var/run", "/run"), ("/var/lock", "/run/lock"))
 

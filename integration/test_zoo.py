@@ -329,6 +329,22 @@ class Zoo:
         if left:
             self.fail("after learn, unit files differ: " + "; ".join(left))
 
+    def escape_probe(self) -> None:
+        """From the service's own mount namespace under the applied strict drop-in, root's
+        runtime units are read-only, also where strict leaves /run writable for a pid file
+        the service makes there (nginx, haproxy): one written in /run/systemd/system would
+        be loaded by the next daemon-reload."""
+        pid = prop(self.unit, "MainPID")
+        if not re.search(r"^ProtectSystem=strict$", self.dropin, re.M) or pid in ("", "0"):
+            return
+        target = Path("/run/systemd/system/as-escape.service")
+        cp = run(["nsenter", "-t", pid, "-m", "--", "/bin/sh", "-c", f"touch {target}"])
+        made = target.exists()
+        target.unlink(missing_ok=True)
+        self.rec["escape_probe"] = "refused" if cp.returncode != 0 and not made else "WRITTEN"
+        if cp.returncode == 0 or made:
+            self.fail(f"{target} could be written from the service's mount namespace")
+
     def apply(self) -> bool:
         self.window = denials.Window(self.unit, list(self.svc.logs))
         self.audit_t0 = time.time()
@@ -359,6 +375,7 @@ class Zoo:
 
     def applied(self) -> None:
         restarts0 = prop(self.unit, "NRestarts")
+        self.escape_probe()
         self.sample_exes()
         cp = self.sh("heavy", timeout=300)
         self.heavy_ran = True

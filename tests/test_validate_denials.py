@@ -155,10 +155,19 @@ def test_an_entry_the_service_removed_from_its_runtime_directory_is_its_own_doin
     kept, done = relax_disk(sb, [socket], 2, Evidence())
     assert done == [] and kept.values("RuntimeDirectory") == ["dovecot"]
 
+    # the whole directory gone: with Preserve=, the service's doing too; without it, systemd
+    # removed it at stop: Preserve= keeps it, and RuntimeDirectory= still makes it at every
+    # start (a plain ReadWritePaths= entry would be missing after a boot)
     gone = [Change("/run/dovecot", Entry("dir", 0, 0, 0o755), Entry("missing")), socket]
     _, done = relax_disk(sb, gone, 2, Evidence())
-    assert [(r.directive, r.after) for r in done] == \
-        [("RuntimeDirectory", "ReadWritePaths=/run/dovecot")]
+    assert done == []
+    bare = parse_candidate("[Service]\nProtectSystem=strict\nRuntimeDirectory=dovecot\n",
+                           "dovecot.service")
+    kept, done = relax_disk(bare, gone, 2, Evidence())
+    assert [(r.directive, r.after) for r in done] == [("RuntimeDirectoryPreserve", "yes")]
+    assert kept.values("RuntimeDirectory") == ["dovecot"]
+    assert kept.values("RuntimeDirectoryPreserve") == ["yes"]
+    assert kept.values("ReadWritePaths") is None
 
 
 @pytest.mark.skipif(not ROOT or not os.path.isdir("/run"), reason="needs root and /run")

@@ -147,6 +147,20 @@ def relax_disk(sb: Sandbox, changes: list[Change], trial: int,
                 hit = next((p for p in managed if full and systemds(p, full)), None)
                 if hit is None or line is None:
                     continue
+                if directive == "RuntimeDirectory" and full in removed:
+                    # removed at stop: kept, it is still made at every start (a boot empties
+                    # /run: a plain ReadWritePaths= entry in its place would then be missing
+                    # and fail the start, 226/NAMESPACE); with Preserve= set, the service
+                    # removed it itself
+                    if sb.values("RuntimeDirectoryPreserve") is None:
+                        idx = sb.settings.index(line)
+                        sb = sb.inserting(idx + 1, Setting(
+                            "RuntimeDirectoryPreserve", ["yes"],
+                            f"systemd removed {full} at a stop in trial {trial}, which the "
+                            "unit as found keeps"))
+                        done.append(Relaxation(trial, "RuntimeDirectoryPreserve", "", "yes",
+                                               f"{full} removed at stop"))
+                    continue
                 value = unitfile.path_value(full)
                 if value is None or withheld(full, ev.allowed, ev.home) is not None:
                     ev.log.append(f"{directive}={raw} changed {hit}: dropped, not replaced")

@@ -82,6 +82,29 @@ def reset_unit(unit: str | None) -> list[str]:
     return done
 
 
+def _as_found(mgr: Manager, unit: str, dead: list[runstate.Run]) -> list[str]:
+    """The unit running or stopped as the dead runs found it."""
+    done: list[str] = []
+    found = runstate.found_running(dead, unit)
+    state, _, _, _ = mgr.state(unit)
+    procs_found = runstate.found_processes(dead, unit)
+    if found is False:
+        ended: list[str] = []
+        stopped = _stop(mgr, unit, procs_found, ended)
+        done += [f"stopped {unit} (it was stopped before): {stopped}", *ended]
+        mgr.reset_failed(unit)
+    elif found or state in (*RUNNING, "failed"):
+        # running when found: started again even if the kill came while we had it
+        # stopped (between a trial's stop and start, or the trace's end and restore)
+        mgr.reset_failed(unit)
+        if procs_found is None:
+            done.append(f"restarted {unit}: {mgr.restart(unit)}")
+        else:
+            _stop(mgr, unit, procs_found, done)
+            done.append(f"restarted {unit}: {mgr.start(unit)}")
+    return done
+
+
 def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
     """Under the unit's lock: what its dead runs recorded, its trace and trial drop-ins, its
     FIFOs; then the unit is restarted (or stopped, if the run found it stopped)."""
@@ -93,6 +116,10 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
         # restarted only if a run changed it (or a drop-in of ours may have been loaded)
         touched = any(e["kind"] in ("dropin", "changed", "revert")
                       for r in dead for e in r.entries)
+        # an apply killed after it wrote its drop-in may have had systemd load it, before it
+        # restarted anything: the file undone, systemd must read the unit again (CI: a kill
+        # 1.4 s into apply left the removed drop-in loaded, DropInPaths= still naming it)
+        reload = touched or any(e["kind"] == "apply" for r in dead for e in r.entries)
         # read before undo removes the run's scratch directory they are kept in
         disks = [d for r in dead for d in _disk_snapshots(r)]
         for r in dead:
@@ -107,7 +134,7 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
             shutil.rmtree(state_dir, ignore_errors=True)
             done.append(f"removed {state_dir}")
         if is_template(unit):
-            if touched:
+            if reload:
                 mgr.reload()
             # instances a killed run traced serve on; our strace lets go of them
             strace = shutil.which("strace")
@@ -117,23 +144,10 @@ def _reset_one(unit: str, dead: list[runstate.Run]) -> list[str]:
                 done.append(f"detached strace from instances of {unit} (they run on)")
         elif touched:
             mgr.reload()
-            found = runstate.found_running(dead, unit)
-            state, _, _, _ = mgr.state(unit)
-            procs_found = runstate.found_processes(dead, unit)
-            if found is False:
-                ended: list[str] = []
-                stopped = _stop(mgr, unit, procs_found, ended)
-                done += [f"stopped {unit} (it was stopped before): {stopped}", *ended]
-                mgr.reset_failed(unit)
-            elif found or state in (*RUNNING, "failed"):
-                # running when found: started again even if the kill came while we had it
-                # stopped (between a trial's stop and start, or the trace's end and restore)
-                mgr.reset_failed(unit)
-                if procs_found is None:
-                    done.append(f"restarted {unit}: {mgr.restart(unit)}")
-                else:
-                    _stop(mgr, unit, procs_found, done)
-                    done.append(f"restarted {unit}: {mgr.start(unit)}")
+            done += _as_found(mgr, unit, dead)
+        elif reload:
+            mgr.reload()
+            done.append(f"reloaded systemd: {unit} runs as found, its drop-in gone")
         # after the unit is as found again (its own directories set up by its own start):
         # what a killed trial left changed on disk (owners, modes, ACLs) goes back
         for before in disks:

@@ -235,6 +235,26 @@ def test_revert_starts_a_unit_its_drop_in_left_failed(install_service: InstallSe
         run(["rm", "-rf", str(probe)])
 
 
+def test_reset_after_apply_killed_once_systemd_loaded_its_drop_in(
+        install_service: InstallService) -> None:
+    """apply killed after systemd loaded its drop-in, before it restarted anything: reset
+    removes the file and has systemd read the unit again (CI, signal trial 15: the removed
+    drop-in stayed in DropInPaths=, and the next daemon-reload changed the unit)."""
+    svc = install_service("as-pyapp")
+    svc.start()
+    target = Path(f"/etc/systemd/system/{svc.unit}.d/50-autosandbox.conf")
+    pid = svc.prop("MainPID")
+    cand = Path("/tmp/as-pyapp-home.conf")
+    cand.write_text("[Service]\nProtectHome=yes\n")
+    killed_at("dropin-loaded", "apply", "--force", svc.unit, str(cand), "--settle", "1s")
+    assert str(target) in svc.prop("DropInPaths")  # loaded, the unit not restarted
+    cp = autosandbox("reset", svc.unit, check_rc=0)
+    assert "(apply did not finish)" in cp.stderr and "reloaded systemd" in cp.stderr, cp.stderr
+    assert not target.exists()
+    assert svc.prop("DropInPaths") == "" and svc.prop("ProtectHome") == "no"
+    assert svc.prop("MainPID") == pid  # running as found, never restarted
+
+
 def test_a_killed_revert_is_finished_by_reset(install_service: InstallService) -> None:
     """revert killed after it put the admin's file back but before it forgot its backup and
     restarted the unit: reset finishes it (the file as found, the unit reloaded and running,

@@ -72,6 +72,7 @@ def _restart_and_judge(mgr: Manager, unit: str, service_type: str,
     `found`: the unit's processes before we changed it: a roll-back ends any other one the
     stop leaves (the drop-in's sandbox on it)."""
     mgr.reload()
+    interrupts.pause_for_tests("dropin-loaded")
     if socket is not None:
         health, out = connection_trial(checks, unit, socket, journal_cursor(),
                                        lambda: accepted(mgr, socket))

@@ -72,6 +72,9 @@ def lc_unit() -> Iterator[LcUnit]:
 
     yield _make
     for unit, state in made:
+        # KillMode=process units leave their server behind a stop: it would hold its port for
+        # the next test's unit (CI: as-lc-rot could not bind 8394 while as-lc-kept's ran on)
+        run(["systemctl", "kill", "--kill-whom=all", "-s", "KILL", unit])
         run(["systemctl", "stop", unit])
         run(["systemctl", "reset-failed", unit])
         (ETC / unit).unlink(missing_ok=True)
@@ -294,9 +297,9 @@ def test_a_log_that_logrotate_renames_still_written_after_a_rotation(lc_unit: Lc
     (LIB / "logger.py").write_text(LOGGER)
     conf.write_text(f"{log} {{\n\tweekly\n\tcreate 0640 root adm\n\tpostrotate\n"
                     "\t\tsystemctl kill -s HUP as-lc-rot.service\n\tendscript\n}\n")
-    unit, _ = lc_unit("as-lc-rot", 8394, (
-        f"ExecStart=\nExecStart=/usr/bin/python3 {LIB}/logger.py 8394 {log}\nExecReload=\n"))
-    hit = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 8394), 5)"
+    unit, _ = lc_unit("as-lc-rot", 8395, (
+        f"ExecStart=\nExecStart=/usr/bin/python3 {LIB}/logger.py 8395 {log}\nExecReload=\n"))
+    hit = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 8395), 5)"
            ".recv(9)"]
     try:
         cp = autosandbox("learn", unit, "--duration", "5s", "--json", "--settle", "2s",
